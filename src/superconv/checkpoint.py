@@ -1,0 +1,79 @@
+"""Atomic checkpoints of everything a resumed run needs, loaded with ``weights_only=True``.
+
+A checkpoint holds the model and optimizer state, the policy step reached, the
+RNG states, the observers' state, the metrics rows so far and the elapsed
+training time. The data order needs no state of its own: the loader's batch for
+iteration ``t`` is a pure function of (seed, t), so the step is the position.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from superconv.errors import CheckpointError
+from superconv.records import atomic_write_bytes
+
+FORMAT_VERSION = 1
+
+
+def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically (serialise in memory, temp file, rename)."""
+    buf = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save`, refusing anything but plain tensors and data.
+
+    Raises :class:`CheckpointError` naming the file for a missing, truncated,
+    corrupt or foreign file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"no checkpoint at {path}. A run writes checkpoint.pt into its run folder every "
+            "--checkpoint-every iterations; check the path you passed to --resume."
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            "It is truncated, corrupt or was not written by superconv; start the run again "
+            "in a new folder."
+        ) from exc
+    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} is not a superconv checkpoint (format version "
+            f"{state.get('format_version') if isinstance(state, dict) else None!r}, "
+            f"expected {FORMAT_VERSION})."
+        )
+    return state
+
+
+def check_model_state(path: str | os.PathLike, model: torch.nn.Module, state_dict: dict) -> None:
+    """Refuse a checkpoint whose weights do not fit ``model`` (another architecture)."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    extra = sorted(set(state_dict) - set(own))
+    shapes = sorted(
+        k for k in set(own) & set(state_dict) if tuple(own[k].shape) != tuple(state_dict[k].shape)
+    )
+    if missing or extra or shapes:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", extra), ("wrong shape", shapes))
+            if keys
+        )
+        raise CheckpointError(
+            f"{path} holds the weights of a different model ({detail}). "
+            "Resume with the same --model and options as the run that wrote it."
+        )

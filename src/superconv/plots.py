@@ -1,0 +1,263 @@
+"""Figures from recorded data only: range tests (Fig. 2b, Fig. 4), schedules, eq. 8 estimates
+(Fig. 5) and metric curves over seeds.
+
+Every function draws what it is given and computes nothing a report states (the
+suggested LRs and the plateau come from :func:`superconv.range_test.suggest`; the
+only arithmetic here is the per-iteration mean and band over seeds that a curve
+figure shows). Figures are drawn on matplotlib's Agg canvas directly, without
+pyplot or a global backend switch, and written atomically as PNG through
+:func:`superconv.records.atomic_write_bytes` (temp file in the same folder, then
+rename), so a crash never leaves a half-written image.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superconv.errors import UserError
+from superconv.records import atomic_write_bytes
+
+BANDS = ("minmax", "std")
+
+
+def plot_range_test(
+    curve: Any,
+    suggestion: Any = None,
+    *,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
+
+    Train loss (raw, faint, and smoothed) and validation loss against the LR on
+    the left axis, validation accuracy on a twin axis; with a ``suggestion`` the
+    band [min_lr, max_lr] is shaded and the plateau marked by a bar at the top
+    of the accuracy axis. Log LR axis for ``mode="exp"`` curves. NaN/inf values
+    (a diverged test) are left out of the lines.
+    """
+    fig = _figure()
+    ax = fig.add_subplot()
+    lrs = np.asarray(curve.lrs, dtype=float)
+    losses, smoothed = _finite(curve.losses), _finite(curve.smoothed_losses)
+    ax.plot(lrs, losses, color="tab:blue", alpha=0.3, lw=0.8, label="train loss")
+    ax.plot(lrs, smoothed, color="tab:blue", lw=1.6, label="train loss (smoothed)")
+    if curve.eval_lrs:
+        ax.plot(
+            curve.eval_lrs,
+            _finite(curve.val_losses),
+            "o-",
+            color="tab:orange",
+            ms=3,
+            lw=1.2,
+            label="validation loss",
+        )
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    if curve.mode == "exp":
+        ax.set_xscale("log")
+    # Keep the blow-up at the end of a diverged test from flattening the rest of the figure.
+    shown = np.concatenate([smoothed, _finite(curve.val_losses)])
+    shown = shown[np.isfinite(shown)]
+    if shown.size and shown.max() > 0:
+        ax.set_ylim(top=1.1 * shown.max())
+    handles, labels = ax.get_legend_handles_labels()
+    accs = _finite(curve.val_accs)
+    if np.isfinite(accs).any():
+        twin = ax.twinx()
+        twin.plot(
+            curve.eval_lrs, accs, "s-", color="tab:green", ms=3, lw=1.2, label="validation accuracy"
+        )
+        twin.set_ylabel("validation accuracy")
+        h, lab = twin.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+        bar_axis = twin
+    else:
+        bar_axis = ax
+    if suggestion is not None:
+        band = ax.axvspan(suggestion.min_lr_ratio, suggestion.max_lr, color="tab:red", alpha=0.12)
+        handles.append(band)
+        labels.append(
+            f"suggested [min_lr, max_lr] = [{suggestion.min_lr_ratio:.3g}, {suggestion.max_lr:.3g}]"
+        )
+        lo, hi = suggestion.plateau
+        (bar,) = bar_axis.plot(
+            [lo, hi],
+            [0.98, 0.98],
+            transform=bar_axis.get_xaxis_transform(),
+            color="tab:purple",
+            lw=4,
+            solid_capstyle="butt",
+        )
+        handles.append(bar)
+        labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
+    ax.legend(handles, labels, loc="upper left", fontsize="small")
+    ax.set_title(
+        title
+        or f"LR range test ({curve.mode}, {len(lrs)} of {curve.num_steps} steps; {curve.stop_reason})",
+        fontsize="medium",
+    )
+    return _save(fig, path)
+
+
+def plot_schedule(
+    policy: Mapping[str, Callable[[int], float]],
+    total_steps: int,
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Draw a training policy (name -> schedule of the step) over ``total_steps`` to ``path``.
+
+    ``lr`` goes on the left axis; every other entry (``momentum``, ...) on a twin
+    right axis. At most 2,000 evenly spaced steps are drawn.
+    """
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise UserError(f"total_steps must be an integer >= 1, got {total_steps!r}.")
+    if not policy:
+        raise UserError("policy is empty: nothing to plot (give e.g. {'lr': schedule}).")
+    steps = np.unique(np.linspace(0, total_steps - 1, min(total_steps, 2000)).round().astype(int))
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.set_xlabel("iteration")
+    twin = None
+    handles = []
+    colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"])
+    for name, schedule in policy.items():
+        values = [float(schedule(int(s))) for s in steps]
+        if name == "lr":
+            target = ax
+        else:
+            twin = twin or ax.twinx()
+            target = twin
+        (line,) = target.plot(steps, values, color=next(colors, "black"), lw=1.6, label=name)
+        handles.append(line)
+    ax.set_ylabel("learning rate" if "lr" in policy else "")
+    if twin is not None:
+        twin.set_ylabel(", ".join(name for name in policy if name != "lr"))
+    ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize="small")
+    ax.set_title(title or f"policy over {total_steps} iterations", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_estimates(
+    series: Mapping[str, Sequence[Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+) -> Path:
+    """Draw eq. 8 LR estimates against the iteration, one run per entry (paper Fig. 5).
+
+    ``series`` maps a run name to its ``LREstimator.history``: ``(step, raw,
+    smoothed)`` rows. The raw estimate is drawn faint, the moving average solid.
+    """
+    if not series:
+        raise UserError("series is empty: give at least one run's (step, raw, smoothed) history.")
+    fig = _figure()
+    ax = fig.add_subplot()
+    for i, (name, rows) in enumerate(series.items()):
+        color = f"C{i % 10}"
+        rows = np.asarray(rows, dtype=float).reshape(-1, 3)
+        ax.plot(rows[:, 0], _finite(rows[:, 1]), color=color, alpha=0.25, lw=0.8)
+        ax.plot(
+            rows[:, 0], _finite(rows[:, 2]), color=color, lw=1.6, label=f"{name} (moving average)"
+        )
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("estimated learning rate (eq. 8)")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(title or "Hessian-free LR estimate (faint: raw)", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_curves(
+    runs: Mapping[str, Iterable[Mapping[str, Any]]],
+    y: str = "test_acc",
+    *,
+    path: str | os.PathLike,
+    x: str = "iteration",
+    band: str = "minmax",
+    title: str | None = None,
+) -> Path:
+    """Draw metric ``y`` against ``x`` for several policies, mean over seeds with a band.
+
+    ``runs`` maps a policy name to metric rows (dicts, e.g. ``metrics.csv`` rows of
+    all its seeds pooled together). Rows are grouped by their ``x`` value; the line
+    is the mean of ``y`` at each ``x`` and the band its min..max (``band="minmax"``)
+    or mean +- one standard deviation (``band="std"``). Rows without a finite
+    ``y`` are skipped.
+    """
+    if band not in BANDS:
+        raise UserError(f"band must be one of {', '.join(BANDS)}, got {band!r}.")
+    if not runs:
+        raise UserError("runs is empty: give at least one policy's metric rows.")
+    fig = _figure()
+    ax = fig.add_subplot()
+    drawn = 0
+    for i, (name, rows) in enumerate(runs.items()):
+        groups: dict[float, list[float]] = {}
+        for row in rows:
+            xv, yv = _number(row.get(x)), _number(row.get(y))
+            if xv is not None and yv is not None:
+                groups.setdefault(xv, []).append(yv)
+        if not groups:
+            continue
+        xs = np.array(sorted(groups))
+        values = [np.array(groups[k]) for k in xs]
+        mean = np.array([v.mean() for v in values])
+        if band == "minmax":
+            low, high = np.array([v.min() for v in values]), np.array([v.max() for v in values])
+        else:
+            std = np.array([v.std() for v in values])
+            low, high = mean - std, mean + std
+        seeds = max(len(v) for v in values)
+        color = f"C{i % 10}"
+        ax.plot(xs, mean, color=color, lw=1.6, label=f"{name} (n={seeds})")
+        ax.fill_between(xs, low, high, color=color, alpha=0.2, lw=0)
+        drawn += 1
+    if not drawn:
+        raise UserError(f"no run has finite values of {y!r} against {x!r}: check the column names.")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(
+        title or f"{y}: mean over seeds, band = {'min..max' if band == 'minmax' else '+-1 std'}",
+        fontsize="medium",
+    )
+    return _save(fig, path)
+
+
+def _figure(size: tuple[float, float] = (7.0, 4.5)):
+    # The Agg canvas, chosen here rather than at import time and without pyplot's global state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _finite(values: Iterable[float]) -> np.ndarray:
+    """As floats, with NaN/inf/None as NaN (matplotlib leaves gaps at NaN)."""
+    out = np.array([math.nan if v is None else v for v in values], dtype=float)
+    out[~np.isfinite(out)] = math.nan
+    return out
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

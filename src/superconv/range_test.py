@@ -1,0 +1,672 @@
+"""The LR range test (Smith & Topin 2017, section 3, Fig. 2 and Fig. 4) and its reading.
+
+:func:`range_test` trains briefly while the learning rate grows linearly (the
+paper: 0 -> 3.0 over runs of 5k, 20k and 100k iterations) or exponentially
+(follow-up practice), recording the train loss every step and the validation loss
+and accuracy every ``eval_every`` steps. It runs inside :func:`preserved_state`,
+so the model, optimizer, AMP scaler and RNG states are bit-identical afterwards,
+however the test ends.
+
+:func:`suggest` reads a recorded :class:`RangeTestCurve` (a pure function):
+``max_lr`` where accuracy starts to fall (the peak of Fig. 2a), ``min_lr`` by the
+CLR guidance (max/3 .. max/4) and at the steepest descent of the train loss, and
+the super-convergence indicator: the width in decades of the high-accuracy
+plateau ("test accuracy remains consistently high over this unusually long range
+of large learning rates", Fig. 2b).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from superconv.errors import UserError
+from superconv.schedules import ExpRamp, LinearRamp, apply
+
+MODES = ("linear", "exp")
+COMPLETED = "completed"
+
+
+# ----------------------------------------------------------------------------- records
+@dataclass
+class RangeTestCurve:
+    """What one LR range test recorded.
+
+    Per step: ``lrs``, raw train ``losses`` and ``smoothed_losses`` (bias-corrected
+    exponential moving average, as in fastai / pytorch-lr-finder). Per evaluation:
+    ``eval_steps``, ``eval_lrs``, ``val_losses``, ``val_accs`` (NaN when the
+    outputs are not class scores). ``stop_reason`` is ``"completed"`` or says why
+    the test stopped early; ``num_steps`` is the planned length.
+    """
+
+    lrs: list[float] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    smoothed_losses: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_lrs: list[float] = field(default_factory=list)
+    val_losses: list[float] = field(default_factory=list)
+    val_accs: list[float] = field(default_factory=list)
+    stop_reason: str = COMPLETED
+    mode: str = "linear"
+    num_steps: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (NaN / inf become ``None``, strict JSON has no NaN)."""
+        return {
+            key: _json_list(value) if isinstance(value, list) else value
+            for key, value in asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RangeTestCurve:
+        """Inverse of :meth:`to_dict` (``None`` reads back as NaN)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UserError(f"not a RangeTestCurve record: unknown keys {unknown}.")
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "eval_steps":
+                kwargs[key] = [int(v) for v in value]
+            elif isinstance(value, list):
+                kwargs[key] = [math.nan if v is None else float(v) for v in value]
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """LR bounds read from a range test, each with a one-line reason in ``reasons``.
+
+    ``max_lr``: the largest LR before smoothed validation accuracy falls (with
+    only the train loss: its smoothed minimum, past which it blows up).
+    ``min_lr_ratio``: max_lr / 4 (CLR guidance max/3..max/4; :attr:`min_lr` is
+    this value). ``min_lr_steepest``: the steepest descent of the
+    smoothed train loss. ``plateau``: (lo, hi) LRs of the high-accuracy plateau,
+    ``plateau_width`` its width in decades, the super-convergence indicator.
+    ``signal`` names the curve used: ``"val_acc"`` or ``"train_loss"``.
+    """
+
+    max_lr: float
+    min_lr_ratio: float
+    min_lr_steepest: float
+    plateau: tuple[float, float]
+    plateau_width: float
+    signal: str
+    reasons: dict[str, str]
+
+    @property
+    def min_lr(self) -> float:
+        """The CLR guidance's lower bound, max_lr / 4 (the paper's own runs used max/30, 0.1 -> 3)."""
+        return self.min_lr_ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        out = asdict(self)
+        out["plateau"] = list(self.plateau)
+        return out
+
+
+def _json_list(values: list) -> list:
+    return [None if isinstance(v, float) and not math.isfinite(v) else v for v in values]
+
+
+# ----------------------------------------------------------------------------- state
+@contextlib.contextmanager
+def preserved_state(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
+) -> Iterator[None]:
+    """Restore model, optimizer, scaler and RNG states bit-identically on exit.
+
+    Saved on entry and restored on any exit (normal, exception, KeyboardInterrupt):
+    every parameter and buffer (BN running statistics included, in place, so
+    references stay valid), parameter gradients, each module's train/eval mode,
+    the optimizer's per-parameter state and param-group hyper-parameters (lr,
+    momentum, ...), the GradScaler state, and the RNG states of torch (CPU and,
+    when available, CUDA), numpy and Python's ``random``.
+    """
+    saved = _capture(model, optimizer, scaler)
+    try:
+        yield
+    finally:
+        _restore(model, optimizer, scaler, saved)
+
+
+def _capture(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any
+) -> dict[str, Any]:
+    params = dict(model.named_parameters())
+    return {
+        "params": {n: p.detach().clone() for n, p in params.items()},
+        "grads": {
+            n: None if p.grad is None else p.grad.detach().clone() for n, p in params.items()
+        },
+        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
+        "modes": [(m, m.training) for m in model.modules()],
+        "opt_state": {p: copy.deepcopy(s) for p, s in optimizer.state.items()},
+        "opt_groups": [
+            copy.deepcopy({k: v for k, v in g.items() if k != "params"})
+            for g in optimizer.param_groups
+        ],
+        "scaler": None if scaler is None else copy.deepcopy(scaler.state_dict()),
+        "rng_torch": torch.get_rng_state(),
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "rng_numpy": np.random.get_state(),
+        "rng_python": random.getstate(),
+    }
+
+
+def _restore(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, saved: dict[str, Any]
+) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(saved["params"][name])
+            p.grad = saved["grads"][name]
+        for name, b in model.named_buffers():
+            b.copy_(saved["buffers"][name])
+    for module, mode in saved["modes"]:
+        module.training = mode
+    optimizer.state.clear()
+    optimizer.state.update(saved["opt_state"])
+    for group, hyper in zip(optimizer.param_groups, saved["opt_groups"]):
+        for key in [k for k in group if k != "params" and k not in hyper]:
+            del group[key]
+        for key, value in hyper.items():
+            # capturable / fused optimizers keep tensor hyper-parameters: update those in place
+            if isinstance(group.get(key), torch.Tensor) and isinstance(value, torch.Tensor):
+                group[key].copy_(value)
+            else:
+                group[key] = value
+    if scaler is not None:
+        scaler.load_state_dict(saved["scaler"])
+    torch.set_rng_state(saved["rng_torch"])
+    if saved["rng_cuda"] is not None:
+        torch.cuda.set_rng_state_all(saved["rng_cuda"])
+    np.random.set_state(saved["rng_numpy"])
+    random.setstate(saved["rng_python"])
+
+
+# ----------------------------------------------------------------------------- the test
+def range_test(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    *,
+    start_lr: float = 0.0,
+    end_lr: float = 3.0,
+    num_steps: int = 100,
+    mode: str = "linear",
+    eval_every: int | None = None,
+    eval_batches: int | None = None,
+    smooth_beta: float = 0.98,
+    diverge_factor: float = 4.0,
+    accumulation_steps: int = 1,
+    autocast_dtype: torch.dtype | None = None,
+    scaler: Any = None,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    observers: Sequence[Callable[..., Any]] = (),
+    sync_every: int = 10,
+) -> RangeTestCurve:
+    """Run an LR range test and return the recorded curve; all state is restored after.
+
+    The LR goes from ``start_lr`` at step 0 to ``end_lr`` at step ``num_steps - 1``,
+    linearly (``mode="linear"``, the paper: 0 -> 3.0 over 5k..100k iterations) or
+    geometrically (``mode="exp"``, needs ``start_lr > 0``), written by
+    :func:`superconv.schedules.apply`. Each step draws ``accumulation_steps``
+    micro-batches from ``train_loader`` (re-iterated when exhausted) and makes
+    one optimizer step. ``loss_fn(outputs, targets)`` must average over the batch.
+
+    Every ``eval_every`` steps (default: 50 evaluations per test when a
+    ``val_loader`` is given) the model is evaluated in ``model.eval()`` mode on
+    ``eval_batches`` batches of ``val_loader`` (default: one full pass). Each
+    evaluation starts a fresh pass over ``val_loader`` (the same batches every
+    time for a deterministic loader, so the curve compares like with like) and
+    re-iterates it when ``eval_batches`` exceeds its length.
+
+    The test stops early, returning the curve with ``stop_reason`` set, when the
+    train loss is NaN/inf or the smoothed loss exceeds ``diverge_factor`` x its
+    best (the best counted once the EMA spans ``min(1/(1 - smooth_beta),
+    num_steps/10)`` losses, so one lucky early batch cannot stop the test;
+    ``math.inf`` stops on NaN/inf only). Losses are read to the host every
+    ``sync_every`` steps (and before each evaluation), not every step: a stop
+    found inside such a block truncates the curve at the step that triggered it,
+    so the curve does not depend on ``sync_every`` (the few extra steps trained
+    are undone with everything else).
+
+    ``autocast_dtype`` (``torch.float16`` / ``torch.bfloat16``) runs forward passes
+    under :func:`torch.autocast`; ``scaler`` (a ``torch.amp.GradScaler``) scales
+    the backward pass. ``observers`` are called ``(step, model, optimizer,
+    {"loss": tensor, "lr": float})`` after each optimizer step.
+
+    Raises ``ValueError`` (:class:`~superconv.errors.UserError`) for impossible
+    parameters. ``KeyboardInterrupt`` and loader errors propagate after the state
+    is restored.
+    """
+    _check_range_args(
+        start_lr,
+        end_lr,
+        num_steps,
+        mode,
+        eval_every,
+        eval_batches,
+        smooth_beta,
+        diverge_factor,
+        accumulation_steps,
+        autocast_dtype,
+        sync_every,
+    )
+    if eval_every is not None and val_loader is None:
+        raise UserError("eval_every is set but there is no val_loader to evaluate on.")
+    if val_loader is not None and eval_every is None:
+        eval_every = max(1, num_steps // 50)
+    if device is None:
+        first = next(model.parameters(), None)
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
+    ramp = (LinearRamp if mode == "linear" else ExpRamp)(start_lr, end_lr, num_steps)
+
+    def autocast() -> contextlib.AbstractContextManager:
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+
+    curve = RangeTestCurve(mode=mode, num_steps=num_steps)
+    # Divergence is judged once the EMA spans ~1/(1 - beta) losses (at most a tenth of the test).
+    grace = min(int(1 / (1 - smooth_beta)), num_steps // 10)
+    tracker = _DivergenceTracker(smooth_beta, diverge_factor, grace)
+    pending: list[torch.Tensor] = []
+    bar = _progress_bar(progress, num_steps)
+    try:
+        with preserved_state(model, optimizer, scaler):
+            model.train()
+            batches = _cycle(train_loader, "train_loader")
+            for step in range(num_steps):
+                lr = apply({"lr": ramp}, optimizer, step)["lr"]
+                loss = _train_step(
+                    model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
+                )
+                for obs in observers:
+                    obs(step, model, optimizer, {"loss": loss, "lr": lr})
+                curve.lrs.append(lr)
+                pending.append(loss)
+                at_eval = eval_every is not None and (step + 1) % eval_every == 0
+                if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
+                    continue
+                first_step = len(curve.losses)
+                for offset, value in enumerate(torch.stack(pending).float().cpu().tolist()):
+                    reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
+                    curve.losses.append(value)
+                    curve.smoothed_losses.append(tracker.smoothed)
+                    if reason:
+                        curve.stop_reason = reason
+                        break
+                pending = []
+                if bar is not None:
+                    bar.update(len(curve.losses) - first_step)
+                    bar.set_postfix(lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
+                if curve.stop_reason != COMPLETED:
+                    del curve.lrs[len(curve.losses) :]
+                    break
+                if at_eval:
+                    val_loss, val_acc = _evaluate(
+                        model, loss_fn, val_loader, eval_batches, autocast, device
+                    )
+                    curve.eval_steps.append(step)
+                    curve.eval_lrs.append(lr)
+                    curve.val_losses.append(val_loss)
+                    curve.val_accs.append(val_acc)
+    finally:
+        if bar is not None:
+            bar.close()
+    return curve
+
+
+def _check_range_args(
+    start_lr,
+    end_lr,
+    num_steps,
+    mode,
+    eval_every,
+    eval_batches,
+    smooth_beta,
+    diverge_factor,
+    accumulation_steps,
+    autocast_dtype,
+    sync_every,
+) -> None:
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}.")
+    if not (isinstance(start_lr, (int, float)) and math.isfinite(start_lr) and start_lr >= 0):
+        raise UserError(f"start_lr must be a finite number >= 0, got {start_lr!r}.")
+    if not (isinstance(end_lr, (int, float)) and math.isfinite(end_lr) and end_lr > start_lr):
+        raise UserError(f"end_lr must be finite and > start_lr ({start_lr!r}), got {end_lr!r}.")
+    if mode == "exp" and start_lr <= 0:
+        raise UserError("mode='exp' grows the LR geometrically and needs start_lr > 0 (e.g. 1e-5).")
+    for name, value, minimum in (
+        ("num_steps", num_steps, 2),
+        ("accumulation_steps", accumulation_steps, 1),
+        ("eval_every", eval_every, 1),
+        ("eval_batches", eval_batches, 1),
+        ("sync_every", sync_every, 1),
+    ):
+        if value is None and name in ("eval_every", "eval_batches"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise UserError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if not (isinstance(smooth_beta, (int, float)) and 0 <= smooth_beta < 1):
+        raise UserError(f"smooth_beta must be in [0, 1), got {smooth_beta!r}.")
+    if not (isinstance(diverge_factor, (int, float)) and diverge_factor > 1):
+        raise UserError(
+            f"diverge_factor must be > 1 (math.inf never stops), got {diverge_factor!r}."
+        )
+    if autocast_dtype not in (None, torch.float16, torch.bfloat16):
+        raise UserError(
+            f"autocast_dtype must be None, torch.float16 or torch.bfloat16, got {autocast_dtype!r}."
+        )
+
+
+class _DivergenceTracker:
+    """Bias-corrected EMA of the train loss and the stop rule of fastai / pytorch-lr-finder.
+
+    One change: the best smoothed loss (and so the ``factor`` test) only counts from
+    step ``grace`` on. The first smoothed values average just a few batches, and one
+    lucky low batch there would make every later (properly averaged) value look
+    ``factor`` times worse and stop the test at a tiny LR. A NaN/inf loss stops at once.
+    """
+
+    def __init__(self, beta: float, factor: float, grace: int):
+        self.beta, self.factor, self.grace = beta, factor, grace
+        self.avg, self.best, self.smoothed, self.count = 0.0, math.inf, math.nan, 0
+
+    def add(self, loss: float, step: int, lr: float) -> str | None:
+        self.count += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * loss
+        self.smoothed = self.avg / (1 - self.beta**self.count)
+        if not math.isfinite(loss):
+            return f"non-finite train loss ({loss}) at step {step}, lr {lr:.4g}"
+        if self.count <= self.grace:
+            return None
+        self.best = min(self.best, self.smoothed)
+        if self.smoothed > self.factor * self.best:
+            return (
+                f"diverged: smoothed train loss {self.smoothed:.4g} > {self.factor:g} x best "
+                f"{self.best:.4g} at step {step}, lr {lr:.4g}"
+            )
+        return None
+
+
+def _cycle(loader: Iterable, name: str) -> Iterator:
+    """Yield from ``loader`` forever, starting a new pass whenever one ends."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise UserError(f"{name} yielded no batches.")
+
+
+def _to_device(batch: Any, device: torch.device) -> tuple[Any, Any]:
+    try:
+        inputs, targets = batch
+    except (TypeError, ValueError) as exc:
+        raise UserError("loaders must yield (inputs, targets) pairs.") from exc
+    return _move(inputs, device), _move(targets, device)
+
+
+def _move(value: Any, device: torch.device) -> Any:
+    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+
+
+def _train_step(
+    model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
+) -> torch.Tensor:
+    """One optimizer step over ``accumulation_steps`` micro-batches; the mean loss (on device)."""
+    optimizer.zero_grad(set_to_none=True)
+    total = None
+    for _ in range(accumulation_steps):
+        inputs, targets = _to_device(next(batches), device)
+        with autocast():
+            loss = loss_fn(model(inputs), targets) / accumulation_steps
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        total = loss.detach() if total is None else total + loss.detach()
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return total
+
+
+def _evaluate(model, loss_fn, val_loader, eval_batches, autocast, device) -> tuple[float, float]:
+    """Mean validation loss and accuracy (NaN when outputs are not class scores)."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    count, classify = 0, True
+    if eval_batches is None:
+        batches = iter(val_loader)
+    else:  # islice stops without drawing (and discarding) one batch too many
+        batches = itertools.islice(_cycle(val_loader, "val_loader"), eval_batches)
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                inputs, targets = _to_device(batch, device)
+                with autocast():
+                    outputs = model(inputs)
+                    loss = loss_fn(outputs, targets)
+                n = len(targets)
+                loss_sum += loss.double() * n
+                count += n
+                classify = classify and outputs.dim() == 2 and not targets.is_floating_point()
+                if classify:
+                    correct += (outputs.argmax(1) == targets).sum()
+    finally:
+        model.train()
+    if count == 0:
+        raise UserError("val_loader yielded no batches.")
+    loss_mean, acc = (torch.stack((loss_sum, correct)) / count).tolist()
+    return loss_mean, acc if classify else math.nan
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="LR range test", unit="it", dynamic_ncols=True, leave=False)
+
+
+# ----------------------------------------------------------------------------- reading the curve
+def suggest(
+    curve: RangeTestCurve,
+    *,
+    burn_in: float | int = 0.05,
+    smooth_window: int | None = None,
+    tolerance: float = 0.1,
+) -> Suggestion:
+    """Read LR bounds and the super-convergence indicator from a range-test curve (pure).
+
+    The signal is the validation accuracy when the curve has at least 3 finite
+    values after the burn-in (as in the paper, Fig. 2); otherwise the train loss
+    on a log scale (lower is better), and ``reasons["signal"]`` says so. The
+    train loss is used up to its first NaN/inf value.
+
+    - ``burn_in``: the first steps where no suggestion may lie, a fraction of
+      ``curve.num_steps`` (float) or a count (int); LR 0 is always ignored.
+    - ``smooth_window``: width in points of the centred moving median followed by
+      a centred moving mean applied to the signal (rounded up to odd; default a
+      tenth of the points, at least 3). Centred, so it adds no lag (unlike the
+      recorded EMA); the median removes single bad evaluations.
+    - ``tolerance``: the plateau is the contiguous LR range around the best
+      smoothed value where the signal stays within ``tolerance`` x (best - worst)
+      of the best, worst taken over the whole curve including the burn-in (so
+      the scale is "how much the model learned"): 0.1 means within 90% of it.
+
+    ``max_lr``: with accuracy, the upper end of the plateau, i.e. the largest LR
+    before the smoothed accuracy falls (the peak of Fig. 2a; the end of the long
+    plateau of Fig. 2b); with the train loss, the LR at its smoothed minimum, past
+    which it blows up. ``plateau_width`` in decades is the indicator: a long
+    high-accuracy plateau up to large LRs signals super-convergence potential
+    (Fig. 2b), a narrow peak does not (Fig. 2a, Fig. 11a).
+    """
+    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, float)) or burn_in < 0:
+        raise UserError(
+            f"burn_in must be a fraction in [0, 1) or a step count >= 0, got {burn_in!r}."
+        )
+    if isinstance(burn_in, float) and burn_in >= 1:
+        raise UserError(
+            f"burn_in as a fraction must be < 1, got {burn_in!r} (pass an int for a step count)."
+        )
+    if smooth_window is not None and (
+        isinstance(smooth_window, bool) or not isinstance(smooth_window, int) or smooth_window < 1
+    ):
+        raise UserError(f"smooth_window must be an integer >= 1, got {smooth_window!r}.")
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
+        raise UserError(f"tolerance must be in (0, 1), got {tolerance!r}.")
+    skip = int(round(burn_in * curve.num_steps)) if isinstance(burn_in, float) else burn_in
+
+    loss_steps, loss_lrs, losses = _usable(
+        range(len(curve.losses)), curve.lrs, curve.losses, positive=True
+    )
+    log_loss = _smooth(np.log(losses), _window(smooth_window, len(losses)))
+    after = loss_steps >= skip
+    if after.sum() < 3:
+        raise UserError(
+            f"the curve has {int(after.sum())} usable train-loss points after a burn-in of {skip} steps; "
+            "suggest needs at least 3 (run more steps or lower burn_in)."
+        )
+    acc_steps, acc_lrs, accs = _usable(
+        curve.eval_steps, curve.eval_lrs, curve.val_accs, positive=False
+    )
+    reasons: dict[str, str] = {}
+    if (acc_steps >= skip).sum() >= 3:
+        signal, what = "val_acc", "smoothed validation accuracy"
+        y_all, x_all, keep = (
+            _smooth(accs, _window(smooth_window, len(accs))),
+            acc_lrs,
+            acc_steps >= skip,
+        )
+        reasons["signal"] = (
+            f"{what} at {int(keep.sum())} evaluations after the burn-in (as in the paper, Fig. 2)"
+        )
+    else:
+        signal, what = "train_loss", "smoothed log train loss"
+        y_all, x_all, keep = -log_loss, loss_lrs, after
+        reasons["signal"] = (
+            "no validation accuracy in the curve: used the smoothed train loss (log scale) instead"
+        )
+    x, y = x_all[keep], y_all[keep]
+    lo, hi, best = _plateau(y, float(np.min(y_all)), tolerance)
+    plateau = (float(x[lo]), float(x[hi]))
+    width = math.log10(plateau[1] / plateau[0])
+    if signal == "val_acc":
+        # Fig. 2a: max_lr is where accuracy peaks and starts to fall; on a plateau
+        # (Fig. 2b) the largest LR that is still as good: the plateau's upper end.
+        max_lr = plateau[1]
+        ended = (
+            "; it had not fallen by the end of the test, so max_lr may be larger"
+            if hi == len(x) - 1
+            else ""
+        )
+        reasons["max_lr"] = (
+            f"largest LR before the {what} falls out of the plateau around its peak "
+            f"({y[best]:.4g} at lr {x[best]:.4g}){ended}"
+        )
+    else:
+        # The train loss keeps falling with training time until the LR is too large,
+        # so its minimum is where it starts to blow up; past it the loss only rises.
+        max_lr = float(x[best])
+        ended = (
+            "; it was still falling at the end of the test, so max_lr may be larger"
+            if best == len(x) - 1
+            else ""
+        )
+        reasons["max_lr"] = f"LR at the minimum of the {what}, past which it blows up{ended}"
+    reasons["min_lr_ratio"] = (
+        f"max_lr / 4 (CLR guidance: max/3 = {max_lr / 3:.4g} .. max/4 = {max_lr / 4:.4g})"
+    )
+    # Steepest descent of the smoothed log train loss, before its minimum (afterwards it rises).
+    descent = log_loss[after][: int(np.argmin(log_loss[after])) + 1]
+    steep = int(np.argmin(np.gradient(descent))) if len(descent) >= 2 else 0
+    reasons["min_lr_steepest"] = (
+        f"steepest descent of the smoothed log train loss per step of the sweep, at step "
+        f"{int(loss_steps[after][steep])}"
+    )
+    reasons["plateau"] = (
+        f"{what} within {tolerance:.0%} of its range of the best from lr {plateau[0]:.4g} to "
+        f"{plateau[1]:.4g}: {width:.2f} decades (a long plateau up to large LRs signals "
+        "super-convergence potential, Fig. 2b)"
+    )
+    return Suggestion(
+        max_lr=max_lr,
+        min_lr_ratio=max_lr / 4,
+        min_lr_steepest=float(loss_lrs[after][steep]),
+        plateau=plateau,
+        plateau_width=width,
+        signal=signal,
+        reasons=reasons,
+    )
+
+
+def _usable(steps, lrs, values, *, positive: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(step, lr, value) with lr > 0, up to the first non-finite (or, if ``positive``, <= 0) value."""
+    out = []
+    for step, lr, v in zip(steps, lrs, values):
+        if not math.isfinite(v) or (positive and v <= 0):
+            break
+        if lr > 0:
+            out.append((step, lr, v))
+    cols = np.array(out, dtype=float).reshape(-1, 3)
+    return cols[:, 0], cols[:, 1], cols[:, 2]
+
+
+def _window(requested: int | None, n: int) -> int:
+    w = requested if requested is not None else max(3, n // 10)
+    return w | 1  # odd, so the window is centred
+
+
+def _centered_mean(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving average; the window shrinks at both ends (no padding, no lag)."""
+    half = window // 2
+    csum = np.concatenate(([0.0], np.cumsum(y)))
+    idx = np.arange(len(y))
+    lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, len(y))
+    return (csum[hi] - csum[lo]) / (hi - lo)
+
+
+def _centered_median(y: np.ndarray, window: int) -> np.ndarray:
+    """Centred moving median (shrinking at the ends): removes isolated outliers."""
+    half = window // 2
+    return np.array([np.median(y[max(i - half, 0) : i + half + 1]) for i in range(len(y))])
+
+
+def _smooth(y: np.ndarray, window: int) -> np.ndarray:
+    """Median then mean over the same centred window: robust to single bad evaluations, lag-free."""
+    return _centered_mean(_centered_median(y, window), window)
+
+
+def _plateau(y: np.ndarray, worst: float, tolerance: float) -> tuple[int, int, int]:
+    """Indices (lo, hi, best) of the contiguous run around max(y) within tolerance of it."""
+    best = int(np.argmax(y))
+    threshold = y[best] - tolerance * (y[best] - worst)
+    lo = hi = best
+    while lo > 0 and y[lo - 1] >= threshold:
+        lo -= 1
+    while hi < len(y) - 1 and y[hi + 1] >= threshold:
+        hi += 1
+    return lo, hi, best

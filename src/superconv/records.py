@@ -1,0 +1,332 @@
+"""The one writer of a run directory, and the atomic-write helpers every writer uses.
+
+A run directory holds::
+
+    config.json    the TrainConfig that made the run (plus the policy it built)
+    env.json       versions, device, CPU, threads, git commit, seed, command
+    metrics.csv    one row per evaluation (iteration, lr, momentum, train and
+                   validation / test loss and accuracy, wall time)
+    summary.json   final metrics, written when the run ends (status says how)
+    checkpoint.pt  written by :mod:`superconv.checkpoint`
+
+Every file is written atomically: to a temporary file in the same folder,
+flushed and fsync'ed, then renamed over the target, so a crash mid-write never
+leaves a half file that a later read would trust.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from superconv.errors import RunDirError
+
+METRIC_COLUMNS = (
+    "iteration",
+    "epoch",
+    "lr",
+    "momentum",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "wall_time",
+)
+CONFIG_FILE = "config.json"
+ENV_FILE = "env.json"
+METRICS_FILE = "metrics.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+# ----------------------------------------------------------------------------- atomic writes
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Never leave the temporary file behind, also on KeyboardInterrupt.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (NaN/inf become null)."""
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=2, sort_keys=True) + "\n")
+
+
+def _fsync_dir(folder: Path) -> None:
+    # The rename itself is durable only once the folder entry is on disk.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so the JSON is strict (readable everywhere)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _json_safe(obj.item())
+    return obj
+
+
+# ----------------------------------------------------------------------------- CSV
+def format_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as CSV text with a header; missing values are empty cells.
+
+    Floats are written with ``repr`` so that reading them back gives the same
+    bits (the resume test compares metrics bit for bit).
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
+    """Read a CSV written by :func:`format_csv`: numbers parsed, empty cells None."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _parse(text: str | None) -> float | int | str | None:
+    if text is None or text == "":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+# ----------------------------------------------------------------------------- environment
+def git_commit(folder: str | os.PathLike | None = None) -> str:
+    """The git commit of ``folder`` (default: this package's source), '+dirty' if modified.
+
+    Returns "unknown" outside a git checkout (an installed wheel, say).
+    """
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent
+    try:
+        # Fixed arguments only: no user string ever reaches a shell.
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=10
+        )
+        if commit.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        suffix = "+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else ""
+        return commit.stdout.strip() + suffix
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else platform's guess."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
+    """What a reader needs to reproduce a run: versions, device, commit, seed, command."""
+    import numpy as np
+    import torch
+
+    env: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "commit": git_commit(),
+        "seed": seed,
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+    }
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+# ----------------------------------------------------------------------------- run directory
+class RunDir:
+    """The files of one run. The only code that writes them (checkpoints aside).
+
+    ``RunDir.open(path, config, env)`` makes or checks the folder: a folder that
+    already holds a *different* run is refused (pass ``resume=True`` to continue
+    the same one, or choose another folder).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    # -- files
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    # -- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        config: Mapping[str, Any],
+        env: Mapping[str, Any],
+        *,
+        resume: bool = False,
+    ) -> RunDir:
+        """Create ``path`` for a new run, or check it holds this run when resuming."""
+        run = cls(path)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RunDirError(
+                f"cannot create the output folder {run.path}: {exc.strerror}. "
+                "Choose a folder you can write to (--out)."
+            ) from exc
+        if not os.access(run.path, os.W_OK | os.X_OK):
+            raise RunDirError(
+                f"the output folder {run.path} is not writable. "
+                "Choose a folder you can write to (--out)."
+            )
+        config = _json_safe(dict(config))
+        if run.config_path.exists():
+            try:
+                existing = json.loads(run.config_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise RunDirError(
+                    f"{run.config_path} is unreadable ({exc}); this folder holds a damaged run. "
+                    "Choose another output folder or delete this one."
+                ) from exc
+            if existing != config:
+                diff = sorted(
+                    k for k in set(existing) | set(config) if existing.get(k) != config.get(k)
+                )
+                raise RunDirError(
+                    f"{run.path} already holds a different run (differs in: {', '.join(diff)}). "
+                    "Choose another output folder, or delete it to start over."
+                )
+            if not resume and (run.metrics_path.exists() or run.checkpoint_path.exists()):
+                raise RunDirError(
+                    f"{run.path} already holds this run. Resume it (--resume {run.path}) "
+                    "or choose another output folder."
+                )
+        elif resume:
+            raise RunDirError(
+                f"nothing to resume in {run.path}: it has no {CONFIG_FILE}. "
+                "Check the path, or start a new run there."
+            )
+        else:
+            atomic_write_json(run.config_path, config)
+        atomic_write_json(run.path / ENV_FILE, env)
+        return run
+
+    # -- metrics
+    def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Rewrite metrics.csv with ``rows`` (small: one row per evaluation)."""
+        atomic_write_text(self.metrics_path, format_csv(rows, METRIC_COLUMNS))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of metrics.csv, or [] if there is none yet."""
+        return read_csv(self.metrics_path) if self.metrics_path.exists() else []
+
+    def write_table(
+        self, name: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str]
+    ) -> Path:
+        """Write another CSV of the run (e.g. ``estimates.csv``) atomically."""
+        return atomic_write_text(self.path / name, format_csv(rows, columns))
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write a JSON file of the run (e.g. ``range_test.json``) atomically."""
+        return atomic_write_json(self.path / name, obj)
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        """Write summary.json (final metrics and how the run ended)."""
+        atomic_write_json(self.summary_path, summary)
+
+    def read_summary(self) -> dict[str, Any] | None:
+        """summary.json as a dict, or None if the run has not ended."""
+        if not self.summary_path.exists():
+            return None
+        return json.loads(self.summary_path.read_text(encoding="utf-8"))
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json as a dict."""
+        return json.loads(self.config_path.read_text(encoding="utf-8"))

@@ -1,0 +1,684 @@
+"""The one training loop: a policy sets the hyper-parameters per iteration.
+
+Everything a paper experiment needs is in :class:`TrainConfig` (defaults are
+the paper's, each cited); :func:`train` builds the model, the data, the
+optimizer and the policy, and runs one short, explicit loop::
+
+    for step in range(start, iterations):
+        apply(policy, optimizer, step)        # the one writer of lr / momentum
+        x, y = loader.batch(step)             # pure function of (seed, step)
+        forward, loss, backward, optimizer.step()
+        observers see (step, model, optimizer, metrics) and only read
+        every log_every:   read the loss sums once (progress bar, NaN check)
+        every eval_every:  evaluate, append a metrics row
+        every checkpoint_every: atomic checkpoint
+
+There is no host synchronisation per step: losses and correct counts are summed
+on the device and read every ``log_every`` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from superconv import checkpoint as ckpt
+from superconv.errors import DivergenceError, UserError, did_you_mean
+from superconv.records import RunDir, environment
+from superconv.schedules import apply, build_policy, policy_to_dict
+
+Observer = Callable[[int, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]], None]
+
+OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta")
+_MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Defaults are the paper's ResNet-56 / CIFAR-10 CLR setting."""
+
+    # -- what is trained
+    model: str = "resnet56"  # Tables 2-4
+    dataset: str = "cifar10"
+    data_dir: str | None = None  # else $SUPERCONV_DATA, else the user cache folder
+    train_subset: int | None = None  # Table 1 lower rows: 40k/30k/20k/10k, class-balanced
+    val_size: int = 0  # images held out of the training set for tuning (never the test set)
+    split_seed: int = 0  # the subset / validation split is fixed across seeds and policies
+    # -- how long, in iterations (the paper counts iterations, not epochs)
+    iterations: int = 10_000  # Table 1: CLR 0.1-3, stepsize 5,000 -> 10,000 iterations
+    batch_size: int = 1000  # section 6: 8 GPUs x 125
+    # -- the policy (superconv.schedules.build_policy)
+    policy: str = "clr"
+    policy_params: Mapping[str, Any] = field(
+        default_factory=lambda: {"min_lr": 0.1, "max_lr": 3.0}  # Table 1: CLR 0.1-3
+    )
+    # -- optimizer
+    optimizer: str = "sgd"
+    momentum: float = 0.9  # Table 6: 0.9 is best
+    weight_decay: float = 1e-4  # section 6: 1e-4 (1e-3 prevents super-convergence)
+    # -- batch norm (superconv.models)
+    bn_maf: float = 0.95  # Table 1: MAF 0.95 for 10k-iteration runs (0.999 for PC-LR)
+    bn_mode: str = "caffe"  # Caffe's debiased moving average; "torch" = momentum 1 - MAF
+    ghost_batch: int | None = None  # 125 mimics the paper's 8 GPUs x 125 unsynchronised BN
+    dropout: float = 0.0  # Fig. 9b: 0.2 helps a little
+    # -- augmentation: the authors' prototxts mirror only (no pad-and-crop)
+    flip: bool = True
+    crop_pad: int = 0
+    # "mean_std": per-channel standardisation (CIFAR prototxts subtract the mean);
+    # "unit": pixels / 255 only, as Caffe's LeNet example (scale 0.00390625).
+    normalize: str = "mean_std"
+    # -- bookkeeping
+    seed: int = 0
+    eval_every: int = 500  # iterations between evaluations (metrics rows)
+    log_every: int = 10  # iterations between reads of the loss (progress, NaN check)
+    checkpoint_every: int = 1000  # must be a multiple of eval_every
+    eval_batch_size: int = 1000
+    estimator_k: int | None = None  # eq. 8 observer: snapshots every k steps (Fig. 5)
+    # -- speed
+    device: str = "auto"  # "auto" = cuda if available, else cpu
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on the CPU
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    threads: int | None = None
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (config.json)."""
+        d = dataclasses.asdict(self)
+        d["policy_params"] = dict(self.policy_params)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build a config from a dict (TOML / JSON), refusing unknown keys and wrong types."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = [k for k in d if k not in fields]
+        if unknown:
+            hints = [f"{k!r}{did_you_mean(k, fields)}" for k in unknown]
+            raise UserError(
+                f"unknown config key(s): {', '.join(hints)}. Known keys: {', '.join(fields)}."
+            )
+        kwargs = {}
+        for key, value in d.items():
+            kwargs[key] = _check_type(key, value, fields[key].type)
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (type-checked like :meth:`from_dict`)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Raise :class:`UserError` naming the first impossible value."""
+        _positive_int("iterations", self.iterations)
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("eval_every", self.eval_every)
+        _positive_int("log_every", self.log_every)
+        _positive_int("checkpoint_every", self.checkpoint_every)
+        _positive_int("eval_batch_size", self.eval_batch_size)
+        if self.checkpoint_every % self.eval_every:
+            raise UserError(
+                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
+                f"({self.eval_every}), so a checkpoint always follows an evaluation."
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(_unknown("optimizer", self.optimizer, OPTIMIZERS))
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
+        if not (0.0 <= self.momentum < 1.0):
+            raise UserError(f"momentum must be in [0, 1), got {self.momentum}.")
+        if not (0.0 <= self.dropout < 1.0):
+            raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
+        if self.val_size < 0:
+            raise UserError(f"val_size must be >= 0, got {self.val_size}.")
+        if self.train_subset is not None:
+            _positive_int("train_subset", self.train_subset)
+        if self.crop_pad < 0:
+            raise UserError(f"crop_pad must be >= 0, got {self.crop_pad}.")
+        if self.estimator_k is not None:
+            _positive_int("estimator_k", self.estimator_k)
+        if self.ghost_batch is not None and self.batch_size % self.ghost_batch:
+            raise UserError(
+                f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."
+            )
+        if self.normalize not in ("mean_std", "unit"):
+            raise UserError(_unknown("normalize", self.normalize, ("mean_std", "unit")))
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise UserError(_unknown("precision", self.precision, ("auto", "fp32", "bf16")))
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        resolve_device(self.device)
+
+
+def _positive_int(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def _unknown(what: str, name: str, known: Sequence[str]) -> str:
+    return f"unknown {what} {name!r}{did_you_mean(name, known)} Choose one of: {', '.join(known)}."
+
+
+def _check_type(key: str, value: Any, annotation: Any) -> Any:
+    """Check a config value against the field's annotation string (from __future__ annotations)."""
+    ann = str(annotation)
+    allowed: list[type] = []
+    if "Mapping" in ann or "dict" in ann:
+        allowed.append(dict)
+    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if name in ann.replace("Mapping[str, Any]", ""):
+            allowed.append(typ)
+    if value is None and "None" in ann:
+        return value
+    if isinstance(value, bool) and bool not in allowed:
+        raise UserError(f"config key {key!r} must be {ann}, got the boolean {value!r}.")
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        return float(value) if int not in allowed else value
+    if not isinstance(value, tuple(allowed)):
+        raise UserError(f"config key {key!r} must be {ann}, got {type(value).__name__} {value!r}.")
+    return value
+
+
+def resolve_device(name: str) -> torch.device:
+    """ "auto" -> cuda if available else cpu; refuse CUDA where there is none."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"device {name!r} was requested but this machine has no usable CUDA GPU "
+            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Use --device cpu."
+        )
+    return device
+
+
+# ---------------------------------------------------------------------- building pieces
+def make_optimizer(
+    config: TrainConfig, params: Iterable[torch.nn.Parameter]
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config``; its starting LR is overwritten by the policy at step 0."""
+    params = list(params)
+    wd = config.weight_decay
+    # lr=0.0 here: schedules.apply writes the real value before the first step.
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=0.0, momentum=config.momentum, weight_decay=wd)
+    if config.optimizer == "nesterov":
+        return torch.optim.SGD(
+            params, lr=0.0, momentum=config.momentum, weight_decay=wd, nesterov=True
+        )
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=0.0, betas=(config.momentum, 0.999), weight_decay=wd)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=0.0, betas=(config.momentum, 0.999), weight_decay=wd)
+    if config.optimizer == "adagrad":
+        return torch.optim.Adagrad(params, lr=0.0, weight_decay=wd)
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(params, lr=0.0, weight_decay=wd)
+    raise UserError(_unknown("optimizer", config.optimizer, OPTIMIZERS))
+
+
+def make_policy(config: TrainConfig):
+    """The policy of ``config`` (a mapping hyper-parameter -> schedule)."""
+    policy = build_policy(config.policy, config.iterations, **dict(config.policy_params))
+    if "momentum" in policy and config.optimizer not in _MOMENTUM_OPTIMIZERS:
+        raise UserError(
+            f"policy {config.policy!r} cycles momentum but optimizer {config.optimizer!r} has "
+            "none; set the policy's momentum to none (policy_params momentum = false)."
+        )
+    return policy
+
+
+@dataclass
+class Pieces:
+    """What :func:`build` makes from a config: everything the loop touches."""
+
+    config: TrainConfig
+    device: torch.device
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    policy: Mapping[str, Any]
+    loader: Any
+    eval_loaders: dict[str, Any]
+    autocast_dtype: torch.dtype | None
+    num_train: int
+
+
+def build(config: TrainConfig) -> Pieces:
+    """Build model, data, optimizer and policy from ``config`` (validated first)."""
+    from superconv.data import DeviceLoader, balanced_subset, load_dataset, train_val_split
+    from superconv.models import build_model
+
+    config.validate()
+    device = resolve_device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    data = load_dataset(config.dataset, config.data_dir)
+
+    train_idx = torch.arange(len(data.train_y))
+    val_idx = None
+    if config.val_size:
+        if config.val_size >= len(train_idx):
+            raise UserError(
+                f"val_size ({config.val_size}) must be smaller than the training set "
+                f"({len(train_idx)} images)."
+            )
+        train_idx, val_idx = train_val_split(data.train_y, config.val_size, config.split_seed)
+    if config.train_subset is not None:
+        if config.train_subset > len(train_idx):
+            raise UserError(
+                f"train_subset ({config.train_subset}) is larger than the training images "
+                f"available ({len(train_idx)})."
+            )
+        sub = balanced_subset(data.train_y[train_idx], config.train_subset, config.split_seed)
+        train_idx = train_idx[sub]
+    if config.batch_size > len(train_idx):
+        raise UserError(
+            f"batch_size ({config.batch_size}) is larger than the training data "
+            f"({len(train_idx)} images); use a smaller batch."
+        )
+
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    autocast_dtype = None
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        autocast_dtype = torch.bfloat16
+
+    mean, std = data.mean, data.std
+    if config.normalize == "unit":
+        mean, std = tuple(0.0 for _ in mean), tuple(1.0 for _ in std)
+    common = dict(mean=mean, std=std, device=device, channels_last=config.channels_last)
+    loader = DeviceLoader(
+        data.train_x[train_idx],
+        data.train_y[train_idx],
+        config.batch_size,
+        train=True,
+        flip=config.flip,
+        crop_pad=config.crop_pad,
+        seed=config.seed,
+        **common,
+    )
+    eval_loaders = {}
+    if val_idx is not None:
+        eval_loaders["val"] = DeviceLoader(
+            data.train_x[val_idx],
+            data.train_y[val_idx],
+            config.eval_batch_size,
+            train=False,
+            **common,
+        )
+    eval_loaders["test"] = DeviceLoader(
+        data.test_x, data.test_y, config.eval_batch_size, train=False, **common
+    )
+
+    # Seed before building the model: its initial weights depend only on the seed.
+    torch.manual_seed(config.seed)
+    model = build_model(
+        config.model,
+        num_classes=len(data.classes),
+        in_channels=int(data.train_x.shape[1]),
+        bn_maf=config.bn_maf,
+        bn_mode=config.bn_mode,
+        ghost_batch=config.ghost_batch,
+        dropout=config.dropout,
+    ).to(device=device, memory_format=memory_format)
+    optimizer = make_optimizer(config, model.parameters())
+    policy = make_policy(config)
+    return Pieces(
+        config,
+        device,
+        model,
+        optimizer,
+        policy,
+        loader,
+        eval_loaders,
+        autocast_dtype,
+        len(train_idx),
+    )
+
+
+# ---------------------------------------------------------------------- evaluation
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@torch.no_grad()
+def evaluate(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy (%) of ``model`` over ``loader`` (eval mode)."""
+    module = model if isinstance(model, torch.nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.int64)
+    count = 0
+    try:
+        for x, y in loader:
+            with _autocast(device, autocast_dtype):
+                logits = model(x)
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            correct += (logits.argmax(1) == y).sum()
+            count += len(y)
+    finally:
+        if module is not None:
+            module.train(was_training)
+    if count == 0:
+        return float("nan"), float("nan")
+    return loss_sum.item() / count, 100.0 * correct.item() / count
+
+
+# ---------------------------------------------------------------------- the loop
+@dataclass
+class RunResult:
+    """What :func:`train` returns: the run folder, its metrics rows and summary."""
+
+    run_dir: Path
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+class _StopFlag:
+    """Turns SIGINT into a flag the loop checks between steps.
+
+    An interrupt in the middle of ``optimizer.step()`` would leave half-updated
+    weights; deferring it to the step boundary lets the loop save a consistent
+    checkpoint first.
+    """
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopFlag:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave SIGINT alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.raised:  # a second Ctrl-C: stop at once
+            raise KeyboardInterrupt
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _compiled(model: torch.nn.Module, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    if not enabled:
+        return model
+    try:
+        return torch.compile(model)
+    except Exception as exc:  # noqa: BLE001 - any failure to build means: run eager
+        warnings.warn(f"torch.compile failed ({exc}); running eager.", stacklevel=2)
+        return model
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    observers: Sequence[Observer] = (),
+    resume: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train one run of ``config`` into ``run_dir``; resume it if ``resume``.
+
+    Raises :class:`~superconv.errors.DivergenceError` (after writing the metrics
+    so far and keeping the last good checkpoint) when the loss becomes NaN/inf,
+    and ``KeyboardInterrupt`` after saving a checkpoint on SIGINT.
+    """
+    from superconv.estimator import LREstimator
+
+    pieces = build(config)
+    device, model, optimizer, policy = pieces.device, pieces.model, pieces.optimizer, pieces.policy
+    config_record = {**config.to_dict(), "policy_built": policy_to_dict(policy)}
+    run = RunDir.open(run_dir, config_record, environment(device, config.seed), resume=resume)
+
+    user_observers = list(observers)
+    observers = list(observers)
+    estimator = None
+    if config.estimator_k is not None:
+        estimator = LREstimator(k=config.estimator_k)
+        observers.append(estimator)
+
+    # Sums over the current evaluation interval, kept on the device (no per-step sync).
+    sums = {
+        "loss": torch.zeros((), device=device, dtype=torch.float64),
+        "correct": torch.zeros((), device=device, dtype=torch.int64),
+        "count": torch.zeros((), device=device, dtype=torch.int64),
+        "steps": torch.zeros((), device=device, dtype=torch.int64),
+        "bad_step": torch.full((), -1, device=device, dtype=torch.int64),
+    }
+    rows: list[dict[str, Any]] = []
+    start, elapsed = 0, 0.0
+    if resume and run.checkpoint_path.exists():
+        state = ckpt.load(run.checkpoint_path, map_location=device)
+        ckpt.check_model_state(run.checkpoint_path, model, state["model"])
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
+        for key in sums:
+            sums[key].copy_(state["sums"][key])
+        # The run's own estimator by name; a caller's observers by position.
+        if estimator is not None and state.get("estimator") is not None:
+            estimator.load_state_dict(state["estimator"])
+        for obs, obs_state in zip(user_observers, state.get("observers", [])):
+            if obs_state is not None and hasattr(obs, "load_state_dict"):
+                obs.load_state_dict(obs_state)
+        _set_rng_state(state["rng"], device)
+    else:
+        torch.manual_seed(config.seed)  # dropout etc. draw from here
+    run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
+
+    forward = _compiled(model, config.compile)
+    model.train()
+    iterations = config.iterations
+
+    def save_checkpoint(step: int) -> None:
+        ckpt.save(
+            run.checkpoint_path,
+            {
+                "step": step,
+                "elapsed": elapsed,
+                "metrics": rows,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "sums": {k: v.detach().clone() for k, v in sums.items()},
+                "observers": [
+                    o.state_dict() if hasattr(o, "state_dict") else None for o in user_observers
+                ],
+                "estimator": estimator.state_dict() if estimator is not None else None,
+                "rng": _rng_state(device),
+                "config": config.to_dict(),
+            },
+        )
+        if estimator is not None:
+            _write_estimates(run, estimator)
+
+    def diverged(step: int) -> DivergenceError:
+        bad = int(sums["bad_step"].item())
+        bad = bad if bad >= 0 else step
+        lr = apply_values_at(policy, bad).get("lr", float("nan"))
+        run.write_metrics(rows)
+        summary = _summary(config, rows, elapsed, status="diverged", step=bad)
+        summary["diverged_lr"] = lr
+        run.write_summary(summary)
+        return DivergenceError(
+            f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
+            f"Metrics so far are in {run.metrics_path}; the last good checkpoint is kept. "
+            "Lower max_lr or check the data.",
+            step=bad,
+            lr=lr,
+        )
+
+    bar = _progress(progress, start, iterations)
+    values: dict[str, float] = {}
+    try:
+        with _StopFlag() as stop:
+            t0 = time.perf_counter()
+            for step in range(start, iterations):
+                values = apply(policy, optimizer, step)
+                x, y = pieces.loader.batch(step)
+                with _autocast(device, pieces.autocast_dtype):
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits.float(), y)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+                detached = loss.detach()
+                sums["loss"] += detached.double()
+                sums["correct"] += (logits.detach().argmax(1) == y).sum()
+                sums["count"] += len(y)
+                sums["steps"] += 1
+                sums["bad_step"] = torch.where(
+                    (sums["bad_step"] < 0) & ~torch.isfinite(detached),
+                    torch.full_like(sums["bad_step"], step),
+                    sums["bad_step"],
+                )
+                for obs in observers:
+                    obs(step, model, optimizer, {"loss": detached, **values})
+
+                done = step + 1
+                at_eval = done % config.eval_every == 0 or done == iterations
+                if done % config.log_every == 0 or at_eval:
+                    if int(sums["bad_step"].item()) >= 0:
+                        elapsed += time.perf_counter() - t0
+                        raise diverged(step)
+                    if bar is not None:
+                        n = max(int(sums["count"].item()), 1)
+                        bar.set_postfix(
+                            loss=f"{sums['loss'].item() / max(int(sums['steps'].item()), 1):.3f}",
+                            acc=f"{100 * sums['correct'].item() / n:.1f}",
+                            lr=f"{values.get('lr', float('nan')):.3g}",
+                        )
+                        bar.update(done - bar.n)
+                if at_eval:
+                    elapsed += time.perf_counter() - t0
+                    rows.append(_metrics_row(pieces, step, values, sums, elapsed))
+                    run.write_metrics(rows)
+                    if bar is not None:
+                        bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
+                    if done % config.checkpoint_every == 0 or done == iterations:
+                        save_checkpoint(done)
+                    t0 = time.perf_counter()
+                if stop.raised:
+                    elapsed += time.perf_counter() - t0
+                    save_checkpoint(done)
+                    raise KeyboardInterrupt(
+                        f"interrupted at iteration {done}; checkpoint saved in {run.checkpoint_path}. "
+                        f"Resume with --resume {run.path}."
+                    )
+    finally:
+        if bar is not None:
+            bar.close()
+
+    summary = _summary(config, rows, elapsed, status="finished", step=iterations)
+    summary["train_images"] = pieces.num_train
+    run.write_summary(summary)
+    return RunResult(run.path, rows, summary)
+
+
+def apply_values_at(policy: Mapping[str, Any], step: int) -> dict[str, float]:
+    """The policy's values at ``step`` (pure; writes nothing)."""
+    return {name: float(schedule(step)) for name, schedule in policy.items()}
+
+
+def _metrics_row(pieces: Pieces, step: int, values, sums, elapsed: float) -> dict[str, Any]:
+    count, steps = int(sums["count"].item()), int(sums["steps"].item())
+    row: dict[str, Any] = {
+        "iteration": step + 1,
+        "epoch": (step + 1) * pieces.config.batch_size / pieces.num_train,
+        "lr": values.get("lr"),
+        "momentum": values.get("momentum", _momentum_of(pieces.optimizer)),
+        "train_loss": sums["loss"].item() / max(steps, 1),
+        "train_acc": 100.0 * sums["correct"].item() / max(count, 1),
+    }
+    for key in ("loss", "correct", "count", "steps"):
+        sums[key].zero_()
+    for name, loader in pieces.eval_loaders.items():
+        loss, acc = evaluate(
+            pieces.model, loader, device=pieces.device, autocast_dtype=pieces.autocast_dtype
+        )
+        row[f"{name}_loss"], row[f"{name}_acc"] = loss, acc
+    row["wall_time"] = elapsed
+    return row
+
+
+def _momentum_of(optimizer: torch.optim.Optimizer) -> float | None:
+    group = optimizer.param_groups[0]
+    if "momentum" in group:
+        return float(group["momentum"])
+    if "betas" in group:
+        return float(group["betas"][0])
+    return None
+
+
+def _summary(
+    config: TrainConfig, rows, elapsed: float, *, status: str, step: int
+) -> dict[str, Any]:
+    last = rows[-1] if rows else {}
+    best = max((r["test_acc"] for r in rows if r.get("test_acc") is not None), default=None)
+    return {
+        "status": status,
+        "iterations": step,
+        "final_test_acc": last.get("test_acc"),
+        "final_test_loss": last.get("test_loss"),
+        "final_val_acc": last.get("val_acc"),
+        "final_train_loss": last.get("train_loss"),
+        "best_test_acc": best,
+        "wall_time": elapsed,
+        "seed": config.seed,
+        "model": config.model,
+        "policy": config.policy,
+    }
+
+
+def _write_estimates(run: RunDir, estimator: Any) -> None:
+    rows = [{"iteration": s, "estimate": raw, "smoothed": sm} for s, raw, sm in estimator.history]
+    run.write_table("estimates.csv", rows, ("iteration", "estimate", "smoothed"))
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, leave=False)

@@ -1,0 +1,128 @@
+"""Plots write valid PNG images atomically, also from data with NaN/inf and exp-mode curves."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from superconv import plots
+from superconv.range_test import RangeTestCurve, Suggestion
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    import matplotlib.image
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and len(data) > 1000
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    assert image.std() > 0  # something was drawn
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # no temp file left
+
+
+def _curve(mode):
+    n = 60
+    lrs = list(np.logspace(-4, 1, n)) if mode == "exp" else list(np.linspace(0, 3, n))
+    losses = [2.0 - 0.02 * i for i in range(n - 2)] + [50.0, math.nan]  # blows up, then NaN
+    smoothed = [2.0 - 0.02 * i for i in range(n - 2)] + [3.0, math.nan]
+    steps = list(range(4, n, 5))
+    return RangeTestCurve(
+        lrs=lrs, losses=losses, smoothed_losses=smoothed, eval_steps=steps,
+        eval_lrs=[lrs[s] for s in steps], val_losses=[1.5] * (len(steps) - 1) + [math.inf],
+        val_accs=[0.5 + 0.03 * k for k in range(len(steps) - 1)] + [math.nan],
+        stop_reason="non-finite train loss (nan) at step 59", mode=mode, num_steps=80,
+    )  # fmt: skip
+
+
+def _suggestion(curve):
+    return Suggestion(max_lr=curve.lrs[40], min_lr_ratio=curve.lrs[40] / 4, min_lr_steepest=curve.lrs[10],
+                      plateau=(curve.lrs[20], curve.lrs[45]), plateau_width=1.2, signal="val_acc",
+                      reasons={})  # fmt: skip
+
+
+def test_no_matplotlib_at_import_and_never_pyplot(tmp_path):
+    # No work at import time; the Agg canvas is picked inside the functions, never via pyplot.
+    code = (
+        "import sys; import superconv.plots as p; assert 'matplotlib' not in sys.modules; "
+        f"p.plot_schedule({{'lr': float}}, 5, {str(tmp_path / 's.png')!r}); "
+        "assert 'matplotlib' in sys.modules and 'matplotlib.pyplot' not in sys.modules"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+@pytest.mark.parametrize("mode", ["linear", "exp"])
+@pytest.mark.parametrize("with_suggestion", [False, True])
+def test_plot_range_test(tmp_path, mode, with_suggestion):
+    curve = _curve(mode)
+    suggestion = _suggestion(curve) if with_suggestion else None
+    out = plots.plot_range_test(curve, suggestion, path=tmp_path / "rt.png")
+    assert out == tmp_path / "rt.png"
+    _assert_png(out)
+
+
+def test_plot_range_test_without_validation_replaces_existing_file(tmp_path):
+    curve = RangeTestCurve(lrs=[0.0, 0.1, 0.2, 0.3], losses=[1.0, 0.8, math.inf, math.nan],
+                           smoothed_losses=[1.0, 0.9, math.nan, math.nan], num_steps=4)  # fmt: skip
+    target = tmp_path / "rt.png"
+    target.write_bytes(b"old contents")
+    plots.plot_range_test(curve, path=target)
+    _assert_png(target)
+
+
+def test_plot_schedule(tmp_path):
+    def lr(step):  # the paper's CLR triangle 0.1 -> 3 -> 0.1
+        return 0.1 + 2.9 * (1 - abs(step - 50) / 50)
+
+    def momentum(step):  # cycled inversely, 0.95 -> 0.85 -> 0.95
+        return 0.95 - 0.1 * (lr(step) - 0.1) / 2.9
+
+    _assert_png(plots.plot_schedule({"lr": lr, "momentum": momentum}, 100, tmp_path / "s.png"))
+    _assert_png(
+        plots.plot_schedule({"lr": lambda s: math.nan if s == 3 else 0.1}, 10, tmp_path / "t.png")
+    )
+
+
+def test_plot_estimates(tmp_path):
+    series = {
+        "constant 0.1": [(s, 1.0 + 0.1 * (s % 3), 1.0) for s in range(2, 50)]
+        + [(50, math.inf, 1.0)],
+        "CLR 0.1-3": [(s, math.nan if s == 7 else 2.0, 2.0) for s in range(2, 50)],
+    }
+    _assert_png(plots.plot_estimates(series, tmp_path / "e.png"))
+
+
+@pytest.mark.parametrize("band", ["minmax", "std"])
+def test_plot_curves(tmp_path, band):
+    runs = {
+        "1cycle": [{"iteration": i, "test_acc": 0.5 + 0.01 * i + 0.01 * seed, "seed": seed}
+                   for seed in range(3) for i in range(0, 40, 5)],
+        "piecewise": [{"iteration": i, "test_acc": None if i == 10 else 0.4 + 0.01 * i} for i in range(0, 40, 5)]
+        + [{"iteration": 15, "test_acc": math.nan}, {"iteration": "", "test_acc": 0.3}],
+    }  # fmt: skip
+    _assert_png(plots.plot_curves(runs, "test_acc", path=tmp_path / "c.png", band=band))
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda p: plots.plot_schedule({}, 10, p), "policy is empty"),
+        (lambda p: plots.plot_schedule({"lr": float}, 0, p), "total_steps must be"),
+        (lambda p: plots.plot_estimates({}, p), "series is empty"),
+        (lambda p: plots.plot_curves({}, path=p), "runs is empty"),
+        (lambda p: plots.plot_curves({"a": [{"iteration": 1, "acc": 1}]}, "test_acc", path=p),
+         "no run has finite values of 'test_acc'"),
+        (lambda p: plots.plot_curves({"a": []}, path=p, band="iqr"), "band must be one of"),
+    ],
+)  # fmt: skip
+def test_plot_bad_input(tmp_path, call, match):
+    with pytest.raises(ValueError, match=match):
+        call(tmp_path / "x.png")
+    assert list(tmp_path.iterdir()) == []
