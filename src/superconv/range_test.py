@@ -220,6 +220,7 @@ def range_test(
     progress: bool = True,
     observers: Sequence[Callable[..., Any]] = (),
     sync_every: int = 10,
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> RangeTestCurve:
     """Run an LR range test and return the recorded curve; all state is restored after.
 
@@ -251,6 +252,13 @@ def range_test(
     under :func:`torch.autocast`; ``scaler`` (a ``torch.amp.GradScaler``) scales
     the backward pass. ``observers`` are called ``(step, model, optimizer,
     {"loss": tensor, "lr": float})`` after each optimizer step.
+
+    Under DDP (``model`` wrapped in ``DistributedDataParallel``, every rank
+    calling this), pass ``reduce_mean`` (e.g.
+    :func:`superconv.distributed.mean_across_ranks`): the recorded losses and
+    validation results are then averaged over ranks before anything is decided,
+    so every rank sees the same curve, stops at the same step and restores its
+    own state.
 
     Raises ``ValueError`` (:class:`~superconv.errors.UserError`) for impossible
     parameters. ``KeyboardInterrupt`` and loader errors propagate after the state
@@ -307,7 +315,10 @@ def range_test(
                 if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
                     continue
                 first_step = len(curve.losses)
-                for offset, value in enumerate(torch.stack(pending).float().cpu().tolist()):
+                losses = torch.stack(pending).float()
+                if reduce_mean is not None:
+                    losses = reduce_mean(losses)
+                for offset, value in enumerate(losses.cpu().tolist()):
                     reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
                     curve.losses.append(value)
                     curve.smoothed_losses.append(tracker.smoothed)
@@ -325,6 +336,9 @@ def range_test(
                     val_loss, val_acc = _evaluate(
                         model, loss_fn, val_loader, eval_batches, autocast, device
                     )
+                    if reduce_mean is not None:
+                        pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
+                        val_loss, val_acc = reduce_mean(pair).tolist()
                     curve.eval_steps.append(step)
                     curve.eval_lrs.append(lr)
                     curve.val_losses.append(val_loss)

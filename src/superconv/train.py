@@ -40,6 +40,7 @@ from superconv.schedules import apply, build_policy, policy_to_dict
 
 Observer = Callable[[int, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]], None]
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp64")
 OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta")
 _MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
 
@@ -57,7 +58,7 @@ class TrainConfig:
     split_seed: int = 0  # the subset / validation split is fixed across seeds and policies
     # -- how long, in iterations (the paper counts iterations, not epochs)
     iterations: int = 10_000  # Table 1: CLR 0.1-3, stepsize 5,000 -> 10,000 iterations
-    batch_size: int = 1000  # section 6: 8 GPUs x 125
+    batch_size: int = 1000  # the global batch (section 6: 8 GPUs x 125); split over DDP ranks
     # -- the policy (superconv.schedules.build_policy)
     policy: str = "clr"
     policy_params: Mapping[str, Any] = field(
@@ -71,6 +72,7 @@ class TrainConfig:
     bn_maf: float = 0.95  # Table 1: MAF 0.95 for 10k-iteration runs (0.999 for PC-LR)
     bn_mode: str = "caffe"  # Caffe's debiased moving average; "torch" = momentum 1 - MAF
     ghost_batch: int | None = None  # 125 mimics the paper's 8 GPUs x 125 unsynchronised BN
+    sync_bn: bool = False  # under DDP: BN over the global batch (the paper: per GPU)
     dropout: float = 0.0  # Fig. 9b: 0.2 helps a little
     # -- augmentation: the authors' prototxts mirror only (no pad-and-crop)
     flip: bool = True
@@ -87,7 +89,7 @@ class TrainConfig:
     estimator_k: int | None = None  # eq. 8 observer: snapshots every k steps (Fig. 5)
     # -- speed
     device: str = "auto"  # "auto" = cuda if available, else cpu
-    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on the CPU
+    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on the CPU; "fp64" for checks
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
@@ -155,8 +157,8 @@ class TrainConfig:
             )
         if self.normalize not in ("mean_std", "unit"):
             raise UserError(_unknown("normalize", self.normalize, ("mean_std", "unit")))
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise UserError(_unknown("precision", self.precision, ("auto", "fp32", "bf16")))
+        if self.precision not in PRECISIONS:
+            raise UserError(_unknown("precision", self.precision, PRECISIONS))
         if self.threads is not None:
             _positive_int("threads", self.threads)
         resolve_device(self.device)
@@ -256,15 +258,34 @@ class Pieces:
     eval_loaders: dict[str, Any]
     autocast_dtype: torch.dtype | None
     num_train: int
+    world: Any = None  # superconv.distributed.World
+    module: torch.nn.Module | None = None  # the model without its DDP wrapper
 
 
 def build(config: TrainConfig) -> Pieces:
     """Build model, data, optimizer and policy from ``config`` (validated first)."""
+    from superconv import distributed
     from superconv.data import DeviceLoader, balanced_subset, load_dataset, train_val_split
     from superconv.models import build_model
 
     config.validate()
-    device = resolve_device(config.device)
+    world = distributed.world_from_env()
+    if config.batch_size % world.world_size:
+        raise UserError(
+            f"batch_size ({config.batch_size}) is the global batch and must divide evenly over "
+            f"{world.world_size} processes; choose a multiple of {world.world_size}."
+        )
+    per_rank_batch = config.batch_size // world.world_size
+    if config.ghost_batch is not None and per_rank_batch % config.ghost_batch:
+        raise UserError(
+            f"ghost_batch ({config.ghost_batch}) must divide the per-process batch "
+            f"({per_rank_batch} = {config.batch_size} / {world.world_size} processes)."
+        )
+    world, device = distributed.setup(resolve_device(config.device))
+    if config.deterministic:
+        # Process-wide by nature; asked for explicitly (tests, bit-identical resume checks).
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     data = load_dataset(config.dataset, config.data_dir)
@@ -300,15 +321,20 @@ def build(config: TrainConfig) -> Pieces:
     mean, std = data.mean, data.std
     if config.normalize == "unit":
         mean, std = tuple(0.0 for _ in mean), tuple(1.0 for _ in std)
-    common = dict(mean=mean, std=std, device=device, channels_last=config.channels_last)
+    dtype = torch.float64 if config.precision == "fp64" else torch.float32
+    common = dict(
+        mean=mean, std=std, device=device, channels_last=config.channels_last, dtype=dtype
+    )
     loader = DeviceLoader(
         data.train_x[train_idx],
         data.train_y[train_idx],
-        config.batch_size,
+        per_rank_batch,
         train=True,
         flip=config.flip,
         crop_pad=config.crop_pad,
         seed=config.seed,
+        rank=world.rank,
+        world_size=world.world_size,
         **common,
     )
     eval_loaders = {}
@@ -334,8 +360,22 @@ def build(config: TrainConfig) -> Pieces:
         bn_mode=config.bn_mode,
         ghost_batch=config.ghost_batch,
         dropout=config.dropout,
-    ).to(device=device, memory_format=memory_format)
-    optimizer = make_optimizer(config, model.parameters())
+        image_size=int(data.train_x.shape[-1]),
+        sync_bn=config.sync_bn,
+    ).to(device=device, dtype=dtype, memory_format=memory_format)
+    module = model
+    if world.distributed:
+        # Per-rank BN statistics are the paper's setting (8 GPUs, unsynchronised):
+        # buffers are not broadcast from rank 0 but averaged before evaluation.
+        with warnings.catch_warnings():
+            # Newer torch renames broadcast_buffers; the old name works across torch >= 2.3.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.nn.parallel.DistributedDataParallel(
+                module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,  # rank-local BN buffers, averaged before eval
+            )
+    optimizer = make_optimizer(config, module.parameters())
     policy = make_policy(config)
     return Pieces(
         config,
@@ -347,10 +387,17 @@ def build(config: TrainConfig) -> Pieces:
         eval_loaders,
         autocast_dtype,
         len(train_idx),
+        world=world,
+        module=module,
     )
 
 
 # ---------------------------------------------------------------------- evaluation
+def _full(logits: torch.Tensor) -> torch.Tensor:
+    """Logits in at least float32 for the loss (bf16 autocast output is upcast)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
@@ -377,7 +424,7 @@ def evaluate(
         for x, y in loader:
             with _autocast(device, autocast_dtype):
                 logits = model(x)
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            loss_sum += F.cross_entropy(_full(logits), y, reduction="sum").double()
             correct += (logits.argmax(1) == y).sum()
             count += len(y)
     finally:
@@ -460,21 +507,40 @@ def train(
 ) -> RunResult:
     """Train one run of ``config`` into ``run_dir``; resume it if ``resume``.
 
+    Under ``torchrun`` every process calls this; rank 0 alone writes files and
+    shows progress, metrics are all-reduced, and the global batch is
+    ``config.batch_size`` split evenly over the processes.
+
     Raises :class:`~superconv.errors.DivergenceError` (after writing the metrics
     so far and keeping the last good checkpoint) when the loss becomes NaN/inf,
     and ``KeyboardInterrupt`` after saving a checkpoint on SIGINT.
     """
+    from superconv import distributed
     from superconv.estimator import LREstimator
 
     pieces = build(config)
-    device, model, optimizer, policy = pieces.device, pieces.model, pieces.optimizer, pieces.policy
+    device, optimizer, policy = pieces.device, pieces.optimizer, pieces.policy
+    world, module = pieces.world, pieces.module
     config_record = {**config.to_dict(), "policy_built": policy_to_dict(policy)}
-    run = RunDir.open(run_dir, config_record, environment(device, config.seed), resume=resume)
+    run = None
+    failure = None
+    if world.is_main:
+        try:
+            run = RunDir.open(
+                run_dir, config_record, environment(device, config.seed), resume=resume
+            )
+        except UserError as exc:
+            failure = exc
+    failure = distributed.broadcast_object(failure)
+    if failure is not None:
+        raise failure
+    checkpoint_path = RunDir(run_dir).checkpoint_path
 
     user_observers = list(observers)
     observers = list(observers)
     estimator = None
-    if config.estimator_k is not None:
+    if config.estimator_k is not None and world.is_main:
+        # Weights are identical on every rank: the eq. 8 estimate is computed once.
         estimator = LREstimator(k=config.estimator_k)
         observers.append(estimator)
 
@@ -488,10 +554,10 @@ def train(
     }
     rows: list[dict[str, Any]] = []
     start, elapsed = 0, 0.0
-    if resume and run.checkpoint_path.exists():
-        state = ckpt.load(run.checkpoint_path, map_location=device)
-        ckpt.check_model_state(run.checkpoint_path, model, state["model"])
-        model.load_state_dict(state["model"])
+    if resume and checkpoint_path.exists():
+        state = ckpt.load(checkpoint_path, map_location=device)
+        ckpt.check_model_state(checkpoint_path, module, state["model"])
+        module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
         for key in sums:
@@ -502,53 +568,69 @@ def train(
         for obs, obs_state in zip(user_observers, state.get("observers", [])):
             if obs_state is not None and hasattr(obs, "load_state_dict"):
                 obs.load_state_dict(obs_state)
-        _set_rng_state(state["rng"], device)
+        rng = state["rng"]
+        if len(rng) == world.world_size:
+            _set_rng_state(rng[world.rank], device)
+        else:  # resumed with another world size: a fresh, still deterministic stream
+            torch.manual_seed(config.seed + world.rank + 1_000_003 * start)
     else:
-        torch.manual_seed(config.seed)  # dropout etc. draw from here
-    run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
+        torch.manual_seed(config.seed + world.rank)  # dropout etc. draw from here
+    if run is not None:
+        run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
 
-    forward = _compiled(model, config.compile)
-    model.train()
+    forward = _compiled(pieces.model, config.compile)
+    module.train()
     iterations = config.iterations
 
-    def save_checkpoint(step: int) -> None:
-        ckpt.save(
-            run.checkpoint_path,
-            {
-                "step": step,
-                "elapsed": elapsed,
-                "metrics": rows,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "sums": {k: v.detach().clone() for k, v in sums.items()},
-                "observers": [
-                    o.state_dict() if hasattr(o, "state_dict") else None for o in user_observers
-                ],
-                "estimator": estimator.state_dict() if estimator is not None else None,
-                "rng": _rng_state(device),
-                "config": config.to_dict(),
-            },
-        )
-        if estimator is not None:
-            _write_estimates(run, estimator)
+    def reduced() -> dict[str, float]:
+        """The interval's sums over all ranks (one small all-reduce; a host sync)."""
+        packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
+        packed = distributed.all_reduce_(packed).tolist()
+        bad = sums["bad_step"].double()
+        bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
+        first_bad = distributed.all_reduce_(bad, op="min").item()
+        return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
 
-    def diverged(step: int) -> DivergenceError:
-        bad = int(sums["bad_step"].item())
-        bad = bad if bad >= 0 else step
+    def save_checkpoint(step: int) -> None:
+        rng = distributed.all_gather_object(_rng_state(device))
+        if run is not None:
+            ckpt.save(
+                run.checkpoint_path,
+                {
+                    "step": step,
+                    "elapsed": elapsed,
+                    "metrics": rows,
+                    "model": module.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "sums": {k: v.detach().clone() for k, v in sums.items()},
+                    "observers": [
+                        o.state_dict() if hasattr(o, "state_dict") else None for o in user_observers
+                    ],
+                    "estimator": estimator.state_dict() if estimator is not None else None,
+                    "rng": rng,
+                    "config": config.to_dict(),
+                },
+            )
+            if estimator is not None:
+                _write_estimates(run, estimator)
+        distributed.barrier()
+
+    def diverged(bad: int) -> DivergenceError:
         lr = apply_values_at(policy, bad).get("lr", float("nan"))
-        run.write_metrics(rows)
-        summary = _summary(config, rows, elapsed, status="diverged", step=bad)
-        summary["diverged_lr"] = lr
-        run.write_summary(summary)
+        if run is not None:
+            run.write_metrics(rows)
+            summary = _summary(config, rows, elapsed, status="diverged", step=bad)
+            summary["diverged_lr"] = lr
+            run.write_summary(summary)
         return DivergenceError(
             f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
-            f"Metrics so far are in {run.metrics_path}; the last good checkpoint is kept. "
-            "Lower max_lr or check the data.",
+            f"Metrics so far are in {RunDir(run_dir).metrics_path}; the last good checkpoint "
+            "is kept. Lower max_lr or check the data.",
             step=bad,
             lr=lr,
         )
 
-    bar = _progress(progress, start, iterations)
+    bar = _progress(progress and world.is_main, start, iterations)
     values: dict[str, float] = {}
     try:
         with _StopFlag() as stop:
@@ -558,7 +640,7 @@ def train(
                 x, y = pieces.loader.batch(step)
                 with _autocast(device, pieces.autocast_dtype):
                     logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), y)
+                    loss = F.cross_entropy(_full(logits), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -574,37 +656,48 @@ def train(
                     sums["bad_step"],
                 )
                 for obs in observers:
-                    obs(step, model, optimizer, {"loss": detached, **values})
+                    obs(step, module, optimizer, {"loss": detached, **values})
 
                 done = step + 1
                 at_eval = done % config.eval_every == 0 or done == iterations
-                if done % config.log_every == 0 or at_eval:
-                    if int(sums["bad_step"].item()) >= 0:
+                at_log = done % config.log_every == 0 or at_eval
+                # One process stops at once; several agree on it at a log step.
+                want_stop = stop.raised if not world.distributed else False
+                if at_log:
+                    totals = reduced()
+                    if math.isfinite(totals["bad_step"]):
                         elapsed += time.perf_counter() - t0
-                        raise diverged(step)
+                        raise diverged(int(totals["bad_step"]))
+                    if world.distributed:
+                        flag = torch.tensor([float(stop.raised)], device=device)
+                        want_stop = bool(distributed.all_reduce_(flag, op="max").item())
                     if bar is not None:
-                        n = max(int(sums["count"].item()), 1)
                         bar.set_postfix(
-                            loss=f"{sums['loss'].item() / max(int(sums['steps'].item()), 1):.3f}",
-                            acc=f"{100 * sums['correct'].item() / n:.1f}",
+                            loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
+                            acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
                             lr=f"{values.get('lr', float('nan')):.3g}",
                         )
                         bar.update(done - bar.n)
                 if at_eval:
                     elapsed += time.perf_counter() - t0
-                    rows.append(_metrics_row(pieces, step, values, sums, elapsed))
-                    run.write_metrics(rows)
+                    distributed.average_buffers_(module)
+                    rows.append(_metrics_row(pieces, step, values, totals, elapsed))
+                    for key in ("loss", "correct", "count", "steps"):
+                        sums[key].zero_()
+                    if run is not None:
+                        run.write_metrics(rows)
                     if bar is not None:
                         bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
                     if done % config.checkpoint_every == 0 or done == iterations:
                         save_checkpoint(done)
                     t0 = time.perf_counter()
-                if stop.raised:
+                if want_stop:
                     elapsed += time.perf_counter() - t0
+                    distributed.average_buffers_(module)
                     save_checkpoint(done)
                     raise KeyboardInterrupt(
-                        f"interrupted at iteration {done}; checkpoint saved in {run.checkpoint_path}. "
-                        f"Resume with --resume {run.path}."
+                        f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
+                        f"Resume with --resume {RunDir(run_dir).path}."
                     )
     finally:
         if bar is not None:
@@ -612,8 +705,10 @@ def train(
 
     summary = _summary(config, rows, elapsed, status="finished", step=iterations)
     summary["train_images"] = pieces.num_train
-    run.write_summary(summary)
-    return RunResult(run.path, rows, summary)
+    summary["world_size"] = world.world_size
+    if run is not None:
+        run.write_summary(summary)
+    return RunResult(RunDir(run_dir).path, rows, summary)
 
 
 def apply_values_at(policy: Mapping[str, Any], step: int) -> dict[str, float]:
@@ -621,21 +716,19 @@ def apply_values_at(policy: Mapping[str, Any], step: int) -> dict[str, float]:
     return {name: float(schedule(step)) for name, schedule in policy.items()}
 
 
-def _metrics_row(pieces: Pieces, step: int, values, sums, elapsed: float) -> dict[str, Any]:
-    count, steps = int(sums["count"].item()), int(sums["steps"].item())
+def _metrics_row(pieces: Pieces, step: int, values, totals, elapsed: float) -> dict[str, Any]:
+    count, steps = totals["count"], totals["steps"]
     row: dict[str, Any] = {
         "iteration": step + 1,
         "epoch": (step + 1) * pieces.config.batch_size / pieces.num_train,
         "lr": values.get("lr"),
         "momentum": values.get("momentum", _momentum_of(pieces.optimizer)),
-        "train_loss": sums["loss"].item() / max(steps, 1),
-        "train_acc": 100.0 * sums["correct"].item() / max(count, 1),
+        "train_loss": totals["loss"] / max(steps, 1),
+        "train_acc": 100.0 * totals["correct"] / max(count, 1),
     }
-    for key in ("loss", "correct", "count", "steps"):
-        sums[key].zero_()
     for name, loader in pieces.eval_loaders.items():
         loss, acc = evaluate(
-            pieces.model, loader, device=pieces.device, autocast_dtype=pieces.autocast_dtype
+            pieces.module, loader, device=pieces.device, autocast_dtype=pieces.autocast_dtype
         )
         row[f"{name}_loss"], row[f"{name}_acc"] = loss, acc
     row["wall_time"] = elapsed

@@ -35,6 +35,7 @@ MODEL_NAMES = (
     "resnet110",
     "bottleneck56",
     "resnext",
+    "resnext56",
     "densenet",
     "lenet",
 )
@@ -69,6 +70,7 @@ def build_model(
     ghost_batch: int | None = None,
     dropout: float = 0.0,
     image_size: int = 28,
+    sync_bn: bool = False,
 ) -> nn.Module:
     """Build a model by name (see :data:`MODEL_NAMES`; also ``resnet{6n+2}``).
 
@@ -84,11 +86,13 @@ def build_model(
         dropout: dropout ratio before the last FC layer (paper A.2: 0.2).
         image_size: input side, used only by ``lenet`` (its first FC layer
             depends on it); the other models pool globally and accept any size.
+        sync_bn: under DDP, normalise with statistics of the whole global batch
+            (all-reduced) instead of each rank's own (the paper's setting).
 
     The BN options are validated for every model and ignored by ``lenet``,
     which has no BN.
     """
-    norm = batch_norm_factory(bn_maf, bn_mode, ghost_batch)
+    norm = batch_norm_factory(bn_maf, bn_mode, ghost_batch, sync=sync_bn)
     common = {"num_classes": num_classes, "in_channels": in_channels, "dropout": dropout}
     resnet = re.fullmatch(r"resnet(\d+)", name) if isinstance(name, str) else None
     if resnet:
@@ -97,6 +101,8 @@ def build_model(
         return BottleneckResNet(56, norm=norm, **common)
     if name == "resnext":
         return ResNeXt(norm=norm, **common)
+    if name == "resnext56":  # Fig. 11b names a ResNeXt-56
+        return ResNeXt(56, norm=norm, **common)
     if name == "densenet":
         return DenseNet(norm=norm, **common)
     if name == "lenet":

@@ -23,6 +23,7 @@ running statistics live in the usual ``running_mean`` / ``running_var`` buffers
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from functools import partial
 
@@ -110,10 +111,17 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
         debiased: bool = True,
         ghost_batch: int | None = None,
         eps: float = 1e-5,
+        sync: bool = False,
     ) -> None:
         super().__init__(num_features, eps=eps, momentum=1.0 - check_bn_maf(bn_maf))
         self.debiased = debiased
         self.ghost_batch = check_ghost_batch(ghost_batch)
+        if sync and ghost_batch is not None:
+            raise UserError(
+                "sync_bn and ghost_batch contradict each other: synchronised BN normalises over "
+                "the whole global batch, ghost BN over chunks of it; choose one."
+            )
+        self.sync = sync
         # Caffe's third BatchNorm blob: scale = maf * scale + 1 every training step.
         self.register_buffer("maf_scale", torch.zeros(()))
 
@@ -146,11 +154,20 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
             return F.batch_norm(
                 x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
             )
+        if self.sync and _world_size() > 1:
+            return self._sync_forward(x)
         if self.ghost_batch is None or self.ghost_batch == x.shape[0]:
-            out = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            # One pass over x: native_batch_norm also returns the batch mean and the
+            # 1 / sqrt(var + eps) it normalised with. Recomputing them with var_mean
+            # cost ~20% of a ResNet-20 step on CPU (benchmarks/bench_train.py).
+            out, mean, invstd = torch.native_batch_norm(
+                x, self.weight, self.bias, None, None, True, 0.0, self.eps
+            )
             with torch.no_grad():
-                var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=1)
-            self._update_running_stats(mean, var)
+                m = x.numel() // x.shape[1]  # values per channel
+                biased = (invstd.float().reciprocal().square() - self.eps).clamp_min(0.0)
+                # Caffe stores the unbiased variance: bias_correction = m / (m - 1).
+                self._update_running_stats(mean, biased * (m / max(m - 1, 1)))
             return out
         return self._ghost_forward(x)
 
@@ -164,7 +181,7 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
         m = g * h * w  # values per channel per chunk; >= 2 since ghost_batch >= 2
         # Splitting the batch dimension is a view for NCHW and channels_last alike.
         # Statistics in float32 so that bf16 activations keep accurate moments.
-        chunks = x.view(n // g, g, c, h, w).float()
+        chunks = x.view(n // g, g, c, h, w).to(_stat_dtype(x))
         var, mean = torch.var_mean(chunks, dim=(1, 3, 4), correction=0, keepdim=True)
         # y = (x - mean) / sqrt(var + eps) * weight + bias as one multiply-add per value
         # (as fast as a loop of fused F.batch_norm calls on CPU, and compile-friendly).
@@ -180,6 +197,36 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
             self._update_running_stats(mean.mean(dim=0).flatten(), unbiased)
         return out.reshape(n, c, h, w).to(x.dtype)
 
+    def _sync_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Hand-written because torch's SyncBatchNorm runs on GPUs only and drops
+        # Caffe's debiased average; the differentiable all-reduce makes the
+        # gradient flow through the global statistics as in SyncBatchNorm.
+        from torch.distributed.nn.functional import all_reduce as _all_reduce
+
+        def all_reduce(t: torch.Tensor) -> torch.Tensor:
+            # Deprecated in newer torch for a private module; the public one still works.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return _all_reduce(t)
+
+        n, c, h, w = x.shape
+        xf = x.to(_stat_dtype(x))
+        count = torch.full((1,), float(n * h * w), device=x.device)
+        total = all_reduce(torch.cat([xf.sum(dim=(0, 2, 3)), count]))
+        m = total[-1]
+        mean = total[:c] / m
+        centred = xf - mean.view(1, c, 1, 1)
+        var = all_reduce(centred.square().sum(dim=(0, 2, 3))) / m  # two passes: exact
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight
+        out = centred * scale.view(1, c, 1, 1)
+        if self.affine:
+            out = out + self.bias.view(1, c, 1, 1)
+        with torch.no_grad():
+            self._update_running_stats(mean.detach(), var.detach() * (m / (m - 1)))
+        return out.to(x.dtype)
+
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, var: torch.Tensor) -> None:
         self.num_batches_tracked.add_(1)
@@ -194,8 +241,22 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
         self.running_var.lerp_(var.to(self.running_var.dtype), weight)
 
 
+def _stat_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for low-precision activations, else the input's own (float64 stays float64)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def batch_norm_factory(
-    bn_maf: float = 0.95, bn_mode: str = "caffe", ghost_batch: int | None = None
+    bn_maf: float = 0.95,
+    bn_mode: str = "caffe",
+    ghost_batch: int | None = None,
+    sync: bool = False,
 ) -> NormFactory:
     """Return ``norm(num_features) -> nn.Module`` for the given BN options.
 
@@ -211,10 +272,14 @@ def batch_norm_factory(
     bn_maf = check_bn_maf(bn_maf)
     check_bn_mode(bn_mode)
     check_ghost_batch(ghost_batch)
-    if bn_mode == "torch" and ghost_batch is None:
+    if bn_mode == "torch" and ghost_batch is None and not sync:
         return partial(nn.BatchNorm2d, momentum=1.0 - bn_maf)
     return partial(
-        CaffeBatchNorm2d, bn_maf=bn_maf, debiased=bn_mode == "caffe", ghost_batch=ghost_batch
+        CaffeBatchNorm2d,
+        bn_maf=bn_maf,
+        debiased=bn_mode == "caffe",
+        ghost_batch=ghost_batch,
+        sync=sync,
     )
 
 
