@@ -66,7 +66,7 @@ def plot_range_test(
     shown = np.concatenate([smoothed, _finite(curve.val_losses)])
     shown = shown[np.isfinite(shown)]
     if shown.size and shown.max() > 0:
-        ax.set_ylim(top=1.1 * shown.max())
+        ax.set_ylim(min(0.0, float(shown.min())), 1.1 * shown.max())
     handles, labels = ax.get_legend_handles_labels()
     accs = _finite(curve.val_accs)
     if np.isfinite(accs).any():
@@ -141,8 +141,17 @@ def plot_schedule(
     ax.set_ylabel("learning rate" if "lr" in policy else "")
     if twin is not None:
         twin.set_ylabel(", ".join(name for name in policy if name != "lr"))
-    ax.legend(handles, [h.get_label() for h in handles], loc="best", fontsize="small")
-    ax.set_title(title or f"policy over {total_steps} iterations", fontsize="medium")
+    # One legend for both axes, above the plot: "best" would ignore the twin's lines.
+    ax.legend(
+        handles,
+        [h.get_label() for h in handles],
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=len(handles),
+        fontsize="small",
+        frameon=False,
+    )
+    ax.set_title(title or f"policy over {total_steps} iterations", fontsize="medium", pad=20)
     return _save(fig, path)
 
 

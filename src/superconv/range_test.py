@@ -592,11 +592,14 @@ def suggest(
         # Fig. 2a: max_lr is where accuracy peaks and starts to fall; on a plateau
         # (Fig. 2b) the largest LR that is still as good: the plateau's upper end.
         max_lr = plateau[1]
-        ended = (
-            "; it had not fallen by the end of the test, so max_lr may be larger"
-            if hi == len(x) - 1
-            else ""
-        )
+        ended = ""
+        if hi == len(x) - 1:
+            ended = (
+                "; it had not fallen by the end of the test, so max_lr may be larger"
+                if curve.stop_reason == COMPLETED
+                else f"; the test stopped early ({curve.stop_reason}), so max_lr is at the "
+                "edge of stability: a smaller value is safer"
+            )
         reasons["max_lr"] = (
             f"largest LR before the {what} falls out of the plateau around its peak "
             f"({y[best]:.4g} at lr {x[best]:.4g}){ended}"

@@ -267,6 +267,9 @@ class RunDir:
                 "Choose a folder you can write to (--out)."
             )
         config = _json_safe(dict(config))
+        # Temporary files of a write that a crash interrupted: never read, now removed.
+        for stale in run.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
         if run.config_path.exists():
             try:
                 existing = json.loads(run.config_path.read_text(encoding="utf-8"))

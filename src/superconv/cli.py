@@ -1,0 +1,864 @@
+"""The ``superconv`` command line: a thin layer over the library functions of the same names.
+
+=====================  ====================================================
+``superconv lr-find``  :func:`superconv.demo.lr_find` (LR range test + suggest)
+``superconv train``    :func:`superconv.train.train` (flags from TrainConfig)
+``superconv demo``     :func:`superconv.demo.demo`
+``superconv data``     :func:`superconv.fetch.fetch`, :func:`superconv.data.load_dataset`
+``superconv reproduce``  :func:`superconv.experiments.reproduce`
+``superconv report``   :func:`superconv.report.write_report`
+=====================  ====================================================
+
+:func:`main` returns the exit code; the console script (``superconv =
+"superconv.cli:main"``) hands it to ``sys.exit``. Exit codes: 0 done, 2 a user
+error (bad flag or value, missing data, unusable output folder; argparse's
+own code for bad flags), 3 the training loss diverged, 130 interrupted (after
+the run saved a checkpoint), 1 anything unexpected (traceback with ``--debug``
+or ``SUPERCONV_DEBUG=1``). Errors go to stderr as ``superconv: error: ...``.
+
+The ``train`` flags are generated from :class:`~superconv.train.TrainConfig`'s
+fields (litgpt's way: the CLI follows the typed signature), so every field is
+reachable and none can drift; :data:`FIELD_HELP` holds their descriptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import sys
+import textwrap
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from superconv import __version__
+from superconv.errors import (
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    DivergenceError,
+    RunDirError,
+    UserError,
+    did_you_mean,
+)
+
+DEBUG_ENV = "SUPERCONV_DEBUG"
+
+# One line per TrainConfig field: the --help text of the generated flag.
+FIELD_HELP = {
+    "model": "model name: resnet20/32/44/56/110 or resnet{6n+2} (the paper's), bottleneck56, "
+    "resnext, densenet, lenet",
+    "dataset": "cifar10, cifar100, mnist, fashion-mnist or mnist-demo (ships in the package)",
+    "data_dir": "folder holding the data sets (else $SUPERCONV_DATA, else ~/.cache/superconv/data)",
+    "train_subset": "train on a class-balanced subset of this many images (Table 1: 40k..10k)",
+    "val_size": "images held out of the training set for validation (never the test set)",
+    "split_seed": "seed of the subset / validation split (fixed across runs)",
+    "iterations": "training iterations (the paper counts iterations, not epochs)",
+    "batch_size": "images per iteration (the paper: 1000 = 8 GPUs x 125)",
+    "policy": "LR policy: clr, one_cycle, multistep, piecewise, piecewise_values, step, cosine, "
+    "warmup_cosine, sgdr, constant, inv",
+    "policy_params": "policy parameter KEY=VALUE (repeatable; VALUE is a JSON literal, else a "
+    "string), e.g. max_lr=3.0 or momentum=[0.95,0.85]",
+    "optimizer": "sgd, nesterov, adam, adamw, adagrad, adadelta",
+    "momentum": "momentum (Adam: beta1) when the policy does not cycle it (Table 6: 0.9)",
+    "weight_decay": "L2 weight decay (section 6: 1e-4)",
+    "bn_maf": "Caffe's batch-norm moving-average fraction (Table 1: 0.95 for 10k-iteration runs)",
+    "bn_mode": "batch norm: caffe (debiased running average, the paper's) or torch",
+    "ghost_batch": "images per batch-norm chunk (125 mimics the paper's 8 GPUs x 125)",
+    "sync_bn": "with several GPUs (DDP): batch norm over the global batch (the paper: per GPU)",
+    "dropout": "dropout before the last layer (Fig. 9b: 0.2)",
+    "flip": "mirror half the training images (the authors' only augmentation)",
+    "crop_pad": "pad-and-random-crop margin in pixels (0: none, as the paper)",
+    "normalize": "mean_std (per-channel standardisation) or unit (pixels / 255, Caffe's LeNet)",
+    "seed": "random seed of the weights, data order and augmentation",
+    "eval_every": "iterations between evaluations (rows of metrics.csv)",
+    "log_every": "iterations between reads of the loss (progress bar, NaN check)",
+    "checkpoint_every": "iterations between checkpoints (a multiple of --eval-every)",
+    "eval_batch_size": "images per evaluation batch",
+    "estimator_k": "record the Hessian-free LR estimate (eq. 8) every K iterations (Fig. 5); "
+    "writes estimates.csv and estimates.png",
+    "device": "auto (a GPU if there is one), cpu, cuda or cuda:N",
+    "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 or fp64 (for checks)",
+    "channels_last": "channels-last memory layout",
+    "compile": "torch.compile the model",
+    "deterministic": "ask torch for deterministic kernels",
+    "threads": "CPU threads (default: torch's choice)",
+}
+
+# The TrainConfig fields that matter for an LR range test (the policy and the
+# loop's bookkeeping do not: the ramp sets the LR).
+LR_FIND_FIELDS = (
+    "model", "dataset", "data_dir", "train_subset", "val_size", "split_seed", "batch_size",
+    "optimizer", "momentum", "weight_decay", "bn_maf", "bn_mode", "ghost_batch", "dropout",
+    "flip", "crop_pad", "normalize", "seed", "eval_batch_size", "device", "precision",
+    "channels_last", "threads",
+)  # fmt: skip
+
+# Validation images held out for the range test when --val-size is not given.
+DEFAULT_VAL_SIZE = {"mnist-demo": 1000}
+DEFAULT_VAL_SIZE_OTHER = 5000
+
+TRAIN_EXAMPLES = """\
+examples:
+  superconv train --model resnet56 --dataset cifar10 --policy clr \\
+      --policy-param min_lr=0.1 --policy-param max_lr=3.0 --iterations 10000
+  superconv train --model lenet --dataset mnist-demo --normalize unit --no-flip \\
+      --batch-size 64 --iterations 420 --policy one_cycle --policy-param max_lr=0.1 \\
+      --policy-param momentum=[0.95,0.85] --device cpu --out runs/lenet-1cycle
+  superconv train --config run.toml --seed 2        # flags override the file
+  superconv train --resume runs/lenet-1cycle        # continue an interrupted run
+
+A TOML file holds TrainConfig fields at the top level and the policy's
+parameters in a [policy_params] table. Changing --policy drops the file's
+policy_params (they belong to the other policy); --policy-param adds to them.
+"""
+
+LR_FIND_EXAMPLES = """\
+examples:
+  superconv lr-find --model resnet56 --dataset cifar10 --steps 5000   # the paper: 0 -> 3, linear
+  superconv lr-find --model lenet --dataset mnist-demo --normalize unit --no-flip \\
+      --batch-size 64 --mode exp --start-lr 1e-4 --end-lr 3 --steps 300 --eval-every 10
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  superconv demo                       # about two minutes on one CPU core
+  superconv demo --seeds 3 --out demo3 # repeat the final runs over 3 seeds
+"""
+
+
+# ----------------------------------------------------------------------------- parser
+class _Parser(argparse.ArgumentParser):
+    """argparse with "did you mean" hints for unknown choices."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            message += did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        super().error(message)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
+    options = [s for action in parser._actions for s in action.option_strings]
+    hints = [
+        f"{token}{did_you_mean(token.split('=')[0], options)}"
+        for token in extra
+        if token.startswith("-")
+    ]
+    return "unrecognized arguments: " + " ".join(extra) + (f" ({' '.join(hints)})" if hints else "")
+
+
+def _annotation_parser(name: str, annotation: str) -> Callable[[str], Any]:
+    """A string -> value converter for a TrainConfig field's annotation."""
+    nullable = "None" in annotation
+    base = annotation.replace("| None", "").strip()
+    convert = {"int": int, "float": float, "str": str}[base]
+
+    def parse(text: str) -> Any:
+        if nullable and base != "str" and text.lower() in ("none", "null"):
+            return None
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an' if base == 'int' else 'a'} {base}"
+                + (" (or none)" if nullable and base != "str" else "")
+            ) from None
+
+    parse.__name__ = base
+    return parse
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``key=value`` with value a JSON literal (3.0, [0.95,0.85], null, true), else a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+_METAVARS = {"int": "N", "float": "X", "str": "NAME", "data_dir": "DIR", "device": "DEVICE"}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+    """One flag per TrainConfig field (all, or ``names``); defaults are SUPPRESSed.
+
+    An absent flag leaves no attribute on the namespace, so the caller knows
+    exactly which fields the user set (and lets them override a config file).
+    """
+    from superconv.train import TrainConfig
+
+    wanted = set(names) if names is not None else None
+    defaults = TrainConfig()
+    group = parser.add_argument_group("training configuration (superconv.train.TrainConfig)")
+    for field in dataclasses.fields(TrainConfig):
+        if wanted is not None and field.name not in wanted:
+            continue
+        default = getattr(defaults, field.name)
+        shown = json.dumps(dict(default)) if field.name == "policy_params" else default
+        # A field added to TrainConfig without a line here still gets its flag.
+        text = f"{FIELD_HELP.get(field.name, f'TrainConfig.{field.name}')} (default: {shown})"
+        flag = "--" + field.name.replace("_", "-")
+        if field.name == "policy_params":
+            group.add_argument(
+                "--policy-param",
+                dest="policy_params",
+                action="append",
+                type=_key_value,
+                metavar="KEY=VALUE",
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+        elif str(field.type) == "bool":
+            group.add_argument(
+                flag,
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+        else:
+            group.add_argument(
+                flag,
+                dest=field.name,
+                type=_annotation_parser(field.name, str(field.type)),
+                metavar=_METAVARS.get(field.name) or _METAVARS[str(field.type).split(" ")[0]],
+                default=argparse.SUPPRESS,
+                help=text,
+            )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the traceback of unexpected errors (or set {DEBUG_ENV}=1)",
+    )
+
+
+def _no_progress(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (for logs and scripts)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``superconv`` parser (subcommands set ``handler``)."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="superconv",
+        description="Super-convergence made practical (Smith & Topin 2017): the LR range test, "
+        "1cycle / CLR training, and reproductions of the paper's tables and figures.",
+        epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv train --help\n"
+        "  superconv data check",
+        formatter_class=formatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"superconv {__version__}")
+    _common(parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(
+        name: str, help: str, epilog: str | None = None, **kw: Any
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            epilog=epilog,
+            formatter_class=formatter,
+            allow_abbrev=False,
+            **kw,
+        )
+        _common(sub)
+        sub.set_defaults(parser=sub)
+        return sub
+
+    # lr-find
+    sub = command(
+        "lr-find",
+        "LR range test (paper section 3, Fig. 2): train loss, validation loss and accuracy "
+        "against a growing LR, with suggested LR bounds",
+        LR_FIND_EXAMPLES,
+    )
+    for flag, kind, default, metavar, text in (
+        ("--steps", int, 1000, "N", "iterations (the paper: 5,000 and more; default: 1000)"),
+        ("--start-lr", float, None, "X", "first LR (default: 0 for linear, 1e-5 for exp)"),
+        ("--end-lr", float, 3.0, "X", "last LR (default: 3.0, the paper's)"),
+        ("--eval-every", int, None, "N", "iterations between validation evaluations "
+         "(default: 50 evaluations per test)"),
+        ("--eval-batches", int, None, "N", "validation batches per evaluation (default: all)"),
+    ):  # fmt: skip
+        sub.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
+    sub.add_argument(
+        "--mode",
+        choices=("linear", "exp"),
+        default="linear",
+        help="LR ramp (default: linear, the paper's)",
+    )
+    sub.add_argument(
+        "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
+    )
+    _no_progress(sub)
+    _add_config_flags(sub, LR_FIND_FIELDS)
+    sub.set_defaults(handler=_cmd_lr_find)
+
+    # train
+    sub = command("train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES)
+    sub.add_argument(
+        "--config", metavar="TOML", help="TrainConfig fields from a TOML file (flags override it)"
+    )
+    sub.add_argument(
+        "--out", metavar="DIR", help="run folder (default: runs/MODEL-DATASET-POLICY-seedSEED)"
+    )
+    sub.add_argument(
+        "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
+    )
+    _no_progress(sub)
+    _add_config_flags(sub)
+    sub.set_defaults(handler=_cmd_train)
+
+    # demo
+    sub = command(
+        "demo",
+        "LR range test, then 1cycle against a swept multistep baseline at the same budget "
+        "(LeNet on the bundled MNIST subset; CPU, no network, a few minutes)",
+        DEMO_EXAMPLES,
+    )
+    sub.add_argument(
+        "--out", default="superconv-demo", help="output folder (default: ./superconv-demo)"
+    )
+    sub.add_argument("--quick", action="store_true", help="a tiny budget (seconds; for tests)")
+    sub.add_argument(
+        "--seeds", type=int, default=1, help="seeds of the two final runs (default: 1)"
+    )
+    sub.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    sub.add_argument(
+        "--threads",
+        type=_annotation_parser("threads", "int | None"),
+        default=1,
+        help="CPU threads (default: 1, fastest for LeNet, and robust when the cores are shared; none: torch's choice)",
+    )
+    _no_progress(sub)
+    sub.set_defaults(handler=_cmd_demo)
+
+    # data
+    sub = command("data", "get and check the data sets")
+    data = sub.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
+    data.required = True
+    fetch = data.add_parser(
+        "fetch",
+        help="download a data set's official files (checksummed, resumable)",
+        description="Download the official files of a data set into the data folder, verify "
+        "their published MD5 sums, and extract them where superconv looks for them.",
+        epilog="examples:\n  superconv data fetch cifar10\n  superconv data fetch mnist --data-dir /data",
+        formatter_class=formatter,
+        allow_abbrev=False,
+    )
+    _common(fetch)
+    fetch.set_defaults(parser=fetch, handler=_cmd_data_fetch)
+    fetch.add_argument("name", metavar="NAME", help="cifar10, cifar100, mnist or fashion-mnist")
+    fetch.add_argument(
+        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
+    )
+    fetch.add_argument(
+        "--url-base", help="download from this server instead (else $SUPERCONV_URL_BASE)"
+    )
+    fetch.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="do not load the data set after downloading",
+    )
+    _no_progress(fetch)
+    check = data.add_parser(
+        "check",
+        help="report which data sets are present and valid",
+        description="Load every data set from the data folder, checking sizes, formats and "
+        "checksums, and print a table of what is present.",
+        formatter_class=formatter,
+        allow_abbrev=False,
+    )
+    _common(check)
+    check.set_defaults(parser=check, handler=_cmd_data_check)
+    check.add_argument(
+        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
+    )
+
+    # reproduce / report (superconv.experiments, superconv.report)
+    sub = command(
+        "reproduce",
+        "reproduce one of the paper's tables or figures (runs over seeds, then a report)",
+        "examples:\n  superconv reproduce --list\n  superconv reproduce table1 --seeds 3 --dry-run",
+    )
+    sub.add_argument(
+        "experiment", nargs="?", metavar="EXPERIMENT", help="experiment id (see --list)"
+    )
+    sub.add_argument("--list", action="store_true", help="list the experiments")
+    sub.add_argument("--seeds", type=int, default=3, help="seeds per configuration (default: 3)")
+    sub.add_argument(
+        "--scale",
+        default="small",
+        help="small (minutes on a CPU), reduced (CPU hours) or full (the paper's setting); default: small",
+    )
+    sub.add_argument("--out", default="results", help="results folder (default: ./results)")
+    sub.add_argument(
+        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
+    )
+    sub.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
+    sub.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the runs and the estimated time; train nothing",
+    )
+    _no_progress(sub)
+    sub.set_defaults(handler=_cmd_reproduce)
+
+    sub = command(
+        "report", "Markdown tables (with the paper's numbers beside ours) from a results folder"
+    )
+    sub.add_argument(
+        "results", nargs="?", default="results", help="results folder (default: ./results)"
+    )
+    sub.add_argument("--out", help="Markdown file to write (default: inside the results folder)")
+    sub.set_defaults(handler=_cmd_report)
+    return parser
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            owner = getattr(args, "parser", parser)
+            owner.error(_unrecognized(owner, extra))
+    except SystemExit as exc:  # argparse: --help, --version (0) and bad flags (2)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return int(args.handler(args) or 0)
+    except DivergenceError as exc:
+        return _fail(f"training diverged: {exc}", EXIT_DIVERGED, debug)
+    except UserError as exc:
+        return _fail(str(exc), EXIT_USER_ERROR, debug)
+    except KeyboardInterrupt as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"superconv: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except OSError as exc:  # a file or folder the user pointed at: unreadable, full disk...
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}.", EXIT_USER_ERROR, debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a short message
+        return _fail(
+            f"unexpected {type(exc).__name__}: {exc}. This is a bug; please report it with "
+            f"the output of the same command with --debug.",
+            1,
+            debug,
+        )
+
+
+def _fail(message: str, code: int, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"superconv: error: {message}", file=sys.stderr)
+    return code
+
+
+# ----------------------------------------------------------------------------- configs
+def _flags_given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def _config_fields() -> tuple[str, ...]:
+    from superconv.train import TrainConfig
+
+    return tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def read_toml(path: str | os.PathLike) -> dict[str, Any]:
+    """A TOML file as a dict, with errors that name the file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"config file {path} not found.") from None
+    except IsADirectoryError:
+        raise UserError(f"config file {path} is a folder; give a .toml file.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path} is not valid TOML: {exc}.") from exc
+
+
+def config_from_args(
+    args: argparse.Namespace,
+    file: dict[str, Any] | None = None,
+    fields: Iterable[str] | None = None,
+) -> Any:
+    """TrainConfig from (defaults <- ``file`` <- flags of ``fields``, default all).
+
+    ``policy_params``: the file's (or the default's) when the policy stays the
+    same, none when ``--policy`` names another one; ``--policy-param`` pairs are
+    added on top.
+    """
+    from superconv.train import TrainConfig
+
+    file = dict(file or {})
+    defaults = TrainConfig()
+    flags = _flags_given(args, _config_fields() if fields is None else fields)
+    pairs = flags.pop("policy_params", [])
+    base_policy = file.get("policy", defaults.policy)
+    policy = flags.get("policy", base_policy)
+    if policy != base_policy:
+        params: dict[str, Any] = {}
+    elif "policy_params" in file:
+        params = dict(file["policy_params"])
+    else:
+        params = dict(defaults.policy_params)
+    params.update(pairs)
+    return TrainConfig.from_dict({**file, **flags, "policy_params": params})
+
+
+def _check_early(config: Any) -> None:
+    """Refuse bad names and values before loading any data (cheap checks only)."""
+    import torch
+
+    from superconv.models import build_model
+    from superconv.train import make_policy
+
+    config.validate()
+    make_policy(config)
+    with torch.device("meta"):  # no memory, no time: only the name is checked
+        build_model(config.model)
+
+
+# ----------------------------------------------------------------------------- lr-find
+def _cmd_lr_find(args: argparse.Namespace) -> int:
+    from superconv.demo import lr_find
+
+    config = config_from_args(args, fields=LR_FIND_FIELDS)
+    if not hasattr(args, "val_size"):
+        config = config.replace(
+            val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
+        )
+    _check_early(config)
+    start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
+    _say(
+        f"LR range test: {config.model} on {config.dataset}, lr {start_lr:g} -> {args.end_lr:g} "
+        f"({args.mode}) over {args.steps} iterations at batch {config.batch_size}; validation on "
+        f"{config.val_size:,} images held out of the training set."
+    )
+    result = lr_find(
+        config,
+        args.out,
+        start_lr=start_lr,
+        end_lr=args.end_lr,
+        num_steps=args.steps,
+        mode=args.mode,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        progress=args.progress,
+    )
+    if not _is_main():
+        return 0
+    curve, s = result.curve, result.suggestion
+    print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.")
+    if s is None:
+        print(f"No suggestion: {result.suggestion_error}")
+    else:
+        print(f"Suggestions ({s.reasons['signal']}):")
+        rows = (
+            ("max_lr", f"{s.max_lr:.4g}", s.reasons["max_lr"]),
+            ("min_lr", f"{s.min_lr:.4g}", s.reasons["min_lr_ratio"]),
+            ("min_lr (steepest)", f"{s.min_lr_steepest:.4g}", s.reasons["min_lr_steepest"]),
+            ("plateau", f"{s.plateau[0]:.3g}..{s.plateau[1]:.3g}", s.reasons["plateau"]),
+        )
+        for name, value, reason in rows:
+            print(f"  {name:<18} {value:<14} {reason}")
+        print(
+            f"Next: superconv train --model {config.model} --dataset {config.dataset} --policy one_cycle "
+            f"--policy-param max_lr={s.max_lr:.3g}  (or --policy clr --policy-param min_lr={s.min_lr:.3g} "
+            f"--policy-param max_lr={s.max_lr:.3g})"
+        )
+    print(f"Wrote {result.files['plot']} and {result.files['json']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- train
+def _cmd_train(args: argparse.Namespace) -> int:
+    from superconv.train import TrainConfig, train
+
+    if args.resume:
+        given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, _config_fields())]
+        given += [flag for flag, value in (("--config", args.config), ("--out", args.out)) if value]
+        if given:
+            raise UserError(
+                f"--resume continues the run exactly as recorded in {args.resume}/config.json; "
+                f"drop {', '.join(given)}."
+            )
+        run_dir = Path(args.resume)
+        config = _recorded_config(run_dir)
+        _check_early(config)
+        _say(f"Resuming {run_dir} ({config.model} on {config.dataset}, policy {config.policy}).")
+    else:
+        file = {}
+        if args.config:
+            file = read_toml(args.config)
+            try:
+                TrainConfig.from_dict(file)  # name the file in errors about its own content
+            except UserError as exc:
+                raise UserError(f"{args.config}: {exc}") from exc
+        config = config_from_args(args, file)
+        _check_early(config)
+        run_dir = Path(
+            args.out or f"runs/{config.model}-{config.dataset}-{config.policy}-seed{config.seed}"
+        )
+        _say(
+            f"Training {config.model} on {config.dataset}: policy {config.policy} "
+            f"{json.dumps(dict(config.policy_params))}, {config.iterations:,} iterations at batch "
+            f"{config.batch_size} -> {run_dir}"
+        )
+    result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
+    if _is_main():  # under torchrun, rank 0 alone writes and reports
+        _train_plots(config, result.run_dir)
+        _print_summary(result.summary, result.run_dir)
+    return 0
+
+
+def _say(text: str) -> None:
+    """Print on rank 0 only (every process of a torchrun job runs the command)."""
+    if _is_main():
+        print(text)
+
+
+def _is_main() -> bool:
+    from superconv.distributed import world_from_env
+
+    return world_from_env().is_main
+
+
+def _recorded_config(run_dir: Path) -> Any:
+    from superconv.records import RunDir
+    from superconv.train import TrainConfig
+
+    run = RunDir(run_dir)
+    if not run.config_path.is_file():
+        raise RunDirError(
+            f"nothing to resume in {run_dir}: it has no config.json. Check the path "
+            "(it is the --out folder of the run)."
+        )
+    try:
+        record = run.read_config()
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{run.config_path} is unreadable ({exc}); cannot resume.") from exc
+    record.pop("policy_built", None)  # written by train() beside the fields
+    return TrainConfig.from_dict(record)
+
+
+def _train_plots(config: Any, run_dir: Path) -> list[Path]:
+    import math
+
+    from superconv.plots import plot_estimates, plot_schedule
+    from superconv.records import read_csv
+    from superconv.train import make_policy
+
+    files = [
+        plot_schedule(
+            make_policy(config),
+            config.iterations,
+            run_dir / "schedule.png",
+            title=f"{config.policy} {json.dumps(dict(config.policy_params))}",
+        )
+    ]
+    estimates = run_dir / "estimates.csv"
+    if config.estimator_k is not None and estimates.is_file():
+        rows = [
+            [
+                math.nan if r[k] is None else float(r[k])
+                for k in ("iteration", "estimate", "smoothed")
+            ]
+            for r in read_csv(estimates)
+        ]
+        if rows:
+            files.append(
+                plot_estimates({f"{config.model} {config.policy}": rows}, run_dir / "estimates.png")
+            )
+    return files
+
+
+def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
+    def pct(value: Any) -> str:
+        return "n/a" if value is None else f"{value:.2f}%"
+
+    wall = summary.get("wall_time") or 0.0
+    iterations = summary.get("iterations", 0)
+    print(
+        f"Finished {iterations:,} iterations in {wall:.1f} s ({iterations / max(wall, 1e-9):.1f} it/s)."
+    )
+    line = f"  test accuracy {pct(summary.get('final_test_acc'))} (best during the run {pct(summary.get('best_test_acc'))})"
+    if summary.get("final_val_acc") is not None:
+        line += f", validation accuracy {pct(summary['final_val_acc'])}"
+    if summary.get("final_train_loss") is not None:
+        line += f", final train loss {summary['final_train_loss']:.4f}"
+    print(line)
+    names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
+    print(f"  run folder {run_dir}: {', '.join(names)}")
+
+
+# ----------------------------------------------------------------------------- demo
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from superconv.demo import demo
+
+    demo(
+        args.out,
+        quick=args.quick,
+        seeds=args.seeds,
+        device=args.device,
+        threads=args.threads,
+        progress=args.progress,
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- data
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from superconv.data import DataError, load_dataset, locate_data_dir
+    from superconv.fetch import fetch
+
+    root = locate_data_dir(args.data_dir)
+    if args.check:
+        try:
+            ds = load_dataset(args.name, args.data_dir)
+        except DataError:
+            pass  # not there (or damaged): download it
+        else:
+            print(
+                f"{args.name} is already present and valid in {root} ({_sizes(ds)}); nothing to do."
+            )
+            return 0
+    print(f"Fetching {args.name} into {root}")
+    fetch(args.name, args.data_dir, url_base=args.url_base, progress=args.progress)
+    if args.check:
+        ds = load_dataset(args.name, args.data_dir)
+        print(f"{args.name}: ok ({_sizes(ds)}) in {root}")
+    else:
+        print(f"{args.name}: downloaded into {root} (not checked: --no-check)")
+    return 0
+
+
+def _sizes(ds: Any) -> str:
+    return f"{len(ds.train_y):,} training / {len(ds.test_y):,} test images"
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from superconv.data import DATASETS, ENV_VAR, DataError, load_dataset, locate_data_dir
+
+    root = locate_data_dir(args.data_dir)
+    source = (
+        "--data-dir" if args.data_dir else (f"${ENV_VAR}" if os.environ.get(ENV_VAR) else "default")
+    )
+    if root.exists() and not root.is_dir():
+        raise UserError(f"the data folder {root} ({source}) is a file, not a folder.")
+    if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"the data folder {root} ({source}) is not readable.")
+    note = "" if root.is_dir() else " (does not exist yet)"
+    print(f"Data folder: {root} ({source}){note}")
+    print(f"{'data set':<15} {'status':<8} details")
+    for name in DATASETS:
+        try:
+            ds = load_dataset(name, args.data_dir, verify=True)
+        except DataError as exc:
+            status = "missing" if "not found" in str(exc) else "invalid"
+            print(f"{name:<15} {status:<8} " + _indent(str(exc), 24))
+        else:
+            where = "in the package" if name == "mnist-demo" else "checksums verified where known"
+            print(f"{name:<15} {'ok':<8} {_sizes(ds)}; {where}")
+    return 0
+
+
+def _indent(text: str, width: int) -> str:
+    lines = textwrap.wrap(text, 100 - width)
+    return ("\n" + " " * width).join(lines)
+
+
+# ----------------------------------------------------------------------------- experiments
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from superconv import experiments
+
+    if args.list:
+        registry = experiments.EXPERIMENTS
+        w_id = max(len(e.id) for e in registry.values())
+        w_item = max(len(e.paper_item) for e in registry.values())
+        print(f"{'experiment':<{w_id}}  {'paper item':<{w_item}}  title")
+        for exp in registry.values():
+            print(f"{exp.id:<{w_id}}  {exp.paper_item:<{w_item}}  {exp.title}")
+        print("`superconv reproduce EXPERIMENT --dry-run` lists its runs and the expected time.")
+        return 0
+    if not args.experiment:
+        raise UserError("name an experiment (superconv reproduce --list shows them).")
+    experiments.get_experiment(args.experiment)  # unknown ids: a did-you-mean, before any work
+    paths = experiments.reproduce(
+        args.experiment,
+        seeds=args.seeds,
+        scale=args.scale,
+        out=args.out,
+        data_dir=args.data_dir,
+        device=args.device,
+        dry_run=args.dry_run,
+        progress=args.progress,
+    )
+    if not args.dry_run:
+        print(f"{len(paths)} run folder(s) under {args.out}.")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from superconv.report import write_report
+
+    root = Path(args.results)
+    if not root.is_dir():
+        raise UserError(
+            f"no results folder at {root}: run `superconv reproduce EXPERIMENT` first, "
+            "or name the folder it wrote."
+        )
+    folders = report_folders(root)
+    if args.out and len(folders) > 1:
+        raise UserError(
+            f"{root} holds {len(folders)} experiments; --out needs one: name its folder "
+            f"(e.g. {folders[0]})."
+        )
+    for folder in folders:
+        print(f"Wrote {write_report(folder, out=args.out)}")
+    return 0
+
+
+def report_folders(root: Path) -> list[Path]:
+    """The folders of run directories (``<row>/seed<k>/``) at or under ``root``.
+
+    ``reproduce`` writes ``results/<experiment>/<scale>/<row>/seed<k>/``, so
+    ``superconv report results`` reports every experiment found there.
+    """
+    found = sorted({p.parent.parent.parent for p in root.glob("**/seed*/config.json")})
+    return found or [root]  # none: write_report says what it expected
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""The command line: lr-find, train (flags, TOML, resume), error paths and their exit codes.
+
+Everything runs through ``main([...])`` on the bundled ``mnist-demo`` with LeNet
+and tens of iterations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import pytest
+import torch
+
+import superconv
+from superconv import cli
+from superconv.cli import main
+from superconv.records import read_csv
+from superconv.train import TrainConfig, train
+
+# LeNet on the bundled MNIST subset, as Caffe's example: pixels / 255, no mirroring.
+# One thread: LeNet gains nothing from more, and shared cores slow it down a lot.
+DATA = [
+    "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
+    "--batch-size", "32", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
+    "--no-progress",
+]  # fmt: skip
+TINY = [*DATA, "--eval-every", "10", "--checkpoint-every", "10"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # build() sets torch's thread count for the process (--threads): undo it per test.
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_train(out, *extra):
+    return [
+        "train", *TINY, "--iterations", "30", "--policy", "one_cycle",
+        "--policy-param", "max_lr=0.02", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def metrics_without_time(path):
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(path)]
+
+
+# ----------------------------------------------------------------------------- basics
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"superconv {superconv.__version__}"
+
+
+def test_every_train_config_field_has_a_flag_and_a_description(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "examples:" in text
+    for field in dataclasses.fields(TrainConfig):
+        flag = (
+            "--policy-param"
+            if field.name == "policy_params"
+            else "--" + field.name.replace("_", "-")
+        )
+        assert flag in text, flag
+        assert field.name in cli.FIELD_HELP, f"FIELD_HELP lacks {field.name}"
+
+
+def test_bad_flag_exits_2_with_usage_and_a_suggestion(capsys):
+    assert main(["train", "--modle", "lenet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: superconv train")
+    assert "unrecognized arguments: --modle lenet" in err and "did you mean '--model'" in err
+
+
+def test_bad_value_type_exits_2(capsys):
+    assert main(["train", "--batch-size", "many"]) == 2
+    assert "argument --batch-size: 'many' is not an int" in capsys.readouterr().err
+
+
+def test_unknown_command_suggests_one(capsys):
+    assert main(["trian"]) == 2
+    assert "did you mean 'train'?" in capsys.readouterr().err
+
+
+def test_unknown_model_exits_2_with_did_you_mean(capsys, tmp_path):
+    assert main(["train", *TINY, "--model", "resnt20", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("superconv: error: unknown model 'resnt20'")
+    assert "did you mean 'resnet20'?" in err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+
+
+def test_unknown_policy_exits_2_with_did_you_mean(capsys, tmp_path):
+    assert main(["train", *TINY, "--policy", "one_cylce", "--out", str(tmp_path / "r")]) == 2
+    assert "did you mean 'one_cycle'?" in capsys.readouterr().err
+
+
+def test_missing_data_names_the_expected_files(capsys, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    args = ["train", "--dataset", "cifar10", "--model", "resnet8", "--data-dir", str(empty)]
+    assert main([*args, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"cifar10 was not found in {empty}" in err
+    assert "cifar-10-batches-bin/ with data_batch_1.bin" in err
+    assert "superconv data fetch cifar10" in err
+
+
+def test_unwritable_output_folder_exits_2(capsys, tmp_path):
+    # A path under a regular file cannot be created, also for root.
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(tiny_train(blocker / "run")) == 2
+    err = capsys.readouterr().err
+    assert f"cannot create the output folder {blocker / 'run'}" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_a_gpu_exits_2(capsys, tmp_path):
+    assert main(tiny_train(tmp_path / "r", "--device", "cuda")) == 2
+    assert "no usable CUDA GPU" in capsys.readouterr().err
+
+
+def test_divergence_exits_3_naming_iteration_and_lr(capsys, tmp_path):
+    args = ["train", *TINY, "--iterations", "30", "--policy", "constant"]
+    assert main([*args, "--policy-param", "lr=1e6", "--out", str(tmp_path / "r")]) == 3
+    err = capsys.readouterr().err
+    found = re.search(
+        r"superconv: error: training diverged: .* at iteration (\d+) \(lr (\S+)\)", err
+    )
+    assert found, err
+    assert float(found.group(2)) == 1e6
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["iterations"] == int(found.group(1))
+
+
+def test_keyboard_interrupt_exits_130_with_trains_message(capsys, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("interrupted at iteration 5; checkpoint saved in X")
+
+    monkeypatch.setattr("superconv.train.train", interrupted)
+    assert main(tiny_train(tmp_path / "r")) == 130
+    assert "superconv: interrupted: interrupted at iteration 5" in capsys.readouterr().err
+
+
+def test_unexpected_errors_exit_1_with_a_short_message(capsys, tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("superconv.train.train", broken)
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    assert main(tiny_train(tmp_path / "a")) == 1
+    err = capsys.readouterr().err
+    assert "superconv: error: unexpected RuntimeError: boom" in err
+    assert "Traceback" not in err
+    assert main(tiny_train(tmp_path / "b", "--debug")) == 1
+    assert "Traceback" in capsys.readouterr().err
+    monkeypatch.setenv(cli.DEBUG_ENV, "1")
+    assert main(tiny_train(tmp_path / "c")) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- train
+def test_train_from_flags_writes_the_run_and_prints_its_summary(capsys, tmp_path):
+    out = tmp_path / "run"
+    assert main(tiny_train(out, "--val-size", "1000", "--estimator-k", "5")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    printed = capsys.readouterr().out
+    assert f"test accuracy {summary['final_test_acc']:.2f}%" in printed
+    assert f"validation accuracy {summary['final_val_acc']:.2f}%" in printed
+    assert summary["status"] == "finished" and summary["iterations"] == 30
+    assert [row["iteration"] for row in read_csv(out / "metrics.csv")] == [10, 20, 30]
+    for name in ("schedule.png", "estimates.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # eq. 8 from snapshots every k = 5 iterations.
+    iterations = [r["iteration"] for r in read_csv(out / "estimates.csv")]
+    assert iterations and all(i % 5 == 0 for i in iterations)
+
+
+def test_train_from_toml_with_flags_overriding_it(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'model = "lenet"\ndataset = "mnist-demo"\nnormalize = "unit"\nflip = false\n'
+        "batch_size = 32\niterations = 20\neval_every = 10\ncheckpoint_every = 10\nseed = 5\n"
+        'device = "cpu"\nthreads = 1\npolicy = "one_cycle"\n\n[policy_params]\nmax_lr = 0.02\npct_start = 0.25\n'
+    )
+    out = tmp_path / "run"
+    args = ["train", "--config", str(toml), "--iterations", "30", "--policy-param", "max_lr=0.03"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["iterations"] == 30  # the flag
+    assert config["seed"] == 5 and config["batch_size"] == 32  # the file
+    assert config["policy_params"] == {"max_lr": 0.03, "pct_start": 0.25}  # merged
+    assert len(read_csv(out / "metrics.csv")) == 3
+
+
+def test_changing_the_policy_drops_the_files_policy_params(tmp_path):
+    args = cli.build_parser().parse_args(
+        ["train", "--policy", "multistep", "--policy-param", "lr=0.05",
+         "--policy-param", "momentum=[0.95,0.85]", "--policy-param", "anneal=linear"]
+    )  # fmt: skip
+    config = cli.config_from_args(args, {"policy": "clr", "policy_params": {"min_lr": 1.0}})
+    assert config.policy == "multistep"
+    # JSON literals become numbers / lists; anything else stays a string.
+    assert dict(config.policy_params) == {
+        "lr": 0.05,
+        "momentum": [0.95, 0.85],
+        "anneal": "linear",
+    }
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("bach_size = 32\n", "unknown config key(s): 'bach_size'; did you mean 'batch_size'?"),
+        ('batch_size = "big"\n', "config key 'batch_size' must be int, got str 'big'"),
+        ("batch_size = \n", "is not valid TOML"),
+    ],
+)
+def test_bad_toml_files_exit_2_naming_the_file(capsys, tmp_path, content, message):
+    toml = tmp_path / "bad.toml"
+    toml.write_text(content)
+    assert main(["train", "--config", str(toml), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"superconv: error: {toml}")
+    assert message in err
+
+
+def test_missing_toml_file_exits_2(capsys, tmp_path):
+    assert main(["train", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "config file" in capsys.readouterr().err
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_resume_after_a_crash_matches_an_uninterrupted_run(capsys, tmp_path):
+    reference = tmp_path / "reference"
+    assert main(tiny_train(reference)) == 0
+    # The same run, killed at iteration 17 (after the checkpoint at 10).
+    parser_args = cli.build_parser().parse_args(tiny_train(tmp_path / "crashed"))
+    config = cli.config_from_args(parser_args)
+
+    def crash(step, model, optimizer, metrics):
+        if step == 17:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train(config, tmp_path / "crashed", observers=[crash], progress=False)
+    assert json.loads((tmp_path / "crashed" / "config.json").read_text()) == json.loads(
+        (reference / "config.json").read_text()
+    )
+    capsys.readouterr()
+    assert main(["train", "--resume", str(tmp_path / "crashed"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"Resuming {tmp_path / 'crashed'}" in out and "test accuracy" in out
+    assert metrics_without_time(tmp_path / "crashed" / "metrics.csv") == metrics_without_time(
+        reference / "metrics.csv"
+    )
+
+
+def test_resume_refuses_config_flags(capsys, tmp_path):
+    assert main(["train", "--resume", str(tmp_path), "--seed", "3", "--out", "x"]) == 2
+    assert "drop --seed, --out" in capsys.readouterr().err
+
+
+def test_resume_of_a_folder_without_a_run_exits_2(capsys, tmp_path):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert f"nothing to resume in {tmp_path}" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- lr-find
+def test_lr_find_writes_plot_and_json_and_prints_suggestions(capsys, tmp_path):
+    out = tmp_path / "lr"
+    args = ["lr-find", *DATA, "--steps", "40", "--mode", "exp", "--start-lr", "1e-4"]
+    assert main([*args, "--end-lr", "0.1", "--eval-every", "5", "--out", str(out)]) == 0
+    record = json.loads((out / "range_test.json").read_text())
+    curve = record["curve"]
+    assert (out / "range_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert curve["stop_reason"] == "completed" and len(curve["lrs"]) == 40
+    assert curve["lrs"][0] == pytest.approx(1e-4) and curve["lrs"][-1] == pytest.approx(0.1)
+    assert curve["eval_steps"] == list(range(4, 40, 5))
+    # Validation on 1,000 images held out of the training set (mnist-demo's default),
+    # never the 2,000 test images: every accuracy is a multiple of 1/1000.
+    assert record["val_images"] == 1000
+    assert all(abs(a * 1000 - round(a * 1000)) < 1e-6 for a in curve["val_accs"])
+    printed = capsys.readouterr().out
+    suggestion = record["suggestion"]
+    assert f"max_lr             {suggestion['max_lr']:.4g}" in printed
+    assert suggestion["reasons"]["max_lr"] in printed
+    assert "Next: superconv train" in printed
+
+
+def test_lr_find_unwritable_out_exits_2(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    args = ["lr-find", *DATA, "--steps", "20", "--out", str(blocker / "lr")]
+    assert main(args) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- reproduce / report
+def test_reproduce_list_shows_every_experiment(capsys):
+    from superconv.experiments import EXPERIMENTS
+
+    assert main(["reproduce", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]]
+    assert listed == list(EXPERIMENTS)
+
+
+def test_reproduce_unknown_experiment_exits_2_with_did_you_mean(capsys):
+    assert main(["reproduce", "fig2"]) == 2
+    assert "unknown experiment 'fig2'; did you mean" in capsys.readouterr().err
+
+
+def test_reproduce_dry_run_trains_nothing(capsys, tmp_path):
+    out = tmp_path / "results"
+    args = ["reproduce", "mnist-lenet", "--dry-run", "--seeds", "1", "--device", "cpu"]
+    assert main([*args, "--out", str(out), "--no-progress"]) == 0
+    assert "mnist-lenet" in capsys.readouterr().out
+    assert not list(out.glob("**/config.json"))
+
+
+def test_report_finds_the_experiment_folders_under_results(capsys, tmp_path):
+    config = TrainConfig.from_dict(
+        {"model": "lenet", "dataset": "mnist-demo", "normalize": "unit", "flip": False,
+         "batch_size": 32, "iterations": 10, "eval_every": 10, "checkpoint_every": 10,
+         "policy": "one_cycle", "policy_params": {"max_lr": 0.02}, "device": "cpu", "threads": 1}
+    )  # fmt: skip
+    run = tmp_path / "results" / "my-exp" / "small" / "onecycle" / "seed0"
+    train(config, run, progress=False)
+    assert main(["report", str(tmp_path / "results")]) == 0
+    report = tmp_path / "results" / "my-exp" / "small" / "report.md"
+    assert capsys.readouterr().out.strip() == f"Wrote {report}"
+    assert "onecycle" in report.read_text()
+
+
+def test_report_of_a_missing_folder_exits_2(capsys, tmp_path):
+    assert main(["report", str(tmp_path / "nope")]) == 2
+    assert "no results folder" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- torchrun
+def _lr_find_worker(rank: int, port: int, out: str) -> None:
+    import os
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+        LOCAL_RANK=str(rank),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    try:
+        code = main([*LR_FIND_SMALL, "--out", out])
+        if code != 0:
+            raise SystemExit(f"rank {rank}: exit code {code}")
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+LR_FIND_SMALL = [
+    "lr-find", *DATA, "--steps", "20", "--mode", "exp", "--start-lr", "1e-3",
+    "--end-lr", "0.1", "--eval-every", "5",
+]  # fmt: skip
+
+
+@pytest.mark.slow  # two spawned processes import torch: ~20 s on 2 busy cores
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+def test_lr_find_under_torchrun_matches_one_process(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_lr_find_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    assert main([*LR_FIND_SMALL, "--out", str(tmp_path / "single")]) == 0
+    ddp = json.loads((tmp_path / "ddp" / "range_test.json").read_text())["curve"]
+    single = json.loads((tmp_path / "single" / "range_test.json").read_text())["curve"]
+    # Two ranks share each global batch of 32 (LeNet has no BN): the same gradient
+    # steps, and rank-averaged losses / accuracies over equal shards are the global ones.
+    assert len(ddp["losses"]) == len(single["losses"]) == 20
+    assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-4, abs=1e-5)
+    assert ddp["val_accs"] == pytest.approx(single["val_accs"], abs=1e-6)
