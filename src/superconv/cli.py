@@ -133,7 +133,16 @@ examples:
 
 # ----------------------------------------------------------------------------- parser
 class _Parser(argparse.ArgumentParser):
-    """argparse with "did you mean" hints for unknown choices."""
+    """argparse with "did you mean" hints for unknown choices.
+
+    Negative numbers in scientific notation (``--weight-decay -1e-4``) are read
+    as values, as ``-0.1`` is; argparse (< 3.14) took them for flags and said
+    "expected one argument".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
@@ -145,9 +154,9 @@ class _Parser(argparse.ArgumentParser):
 def _unrecognized(parser: argparse.ArgumentParser, extra: Sequence[str]) -> str:
     options = [s for action in parser._actions for s in action.option_strings]
     hints = [
-        f"{token}{did_you_mean(token.split('=')[0], options)}"
+        f"{token}{hint}"
         for token in extra
-        if token.startswith("-")
+        if token.startswith("-") and (hint := did_you_mean(token.split("=")[0], options))
     ]
     return "unrecognized arguments: " + " ".join(extra) + (f" ({' '.join(hints)})" if hints else "")
 
@@ -401,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "reproduce",
         "reproduce one of the paper's tables or figures (runs over seeds, then a report)",
-        "examples:\n  superconv reproduce --list\n  superconv reproduce table1 --seeds 3 --dry-run",
+        "examples:\n  superconv reproduce --list\n  superconv reproduce table1-clr-range --seeds 3 --dry-run",
     )
     sub.add_argument(
         "experiment", nargs="?", metavar="EXPERIMENT", help="experiment id (see --list)"

@@ -44,6 +44,9 @@ METRIC_COLUMNS = (
     "test_acc",
     "wall_time",
 )
+# Where a run reads its data and which device or threads it uses, not what it is:
+# a run may resume with these changed (moved data, another GPU).
+WHERE_KEYS = frozenset({"data_dir", "device", "threads"})
 CONFIG_FILE = "config.json"
 ENV_FILE = "env.json"
 METRICS_FILE = "metrics.csv"
@@ -267,9 +270,6 @@ class RunDir:
                 "Choose a folder you can write to (--out)."
             )
         config = _json_safe(dict(config))
-        # Temporary files of a write that a crash interrupted: never read, now removed.
-        for stale in run.path.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
         if run.config_path.exists():
             try:
                 existing = json.loads(run.config_path.read_text(encoding="utf-8"))
@@ -278,10 +278,12 @@ class RunDir:
                     f"{run.config_path} is unreadable ({exc}); this folder holds a damaged run. "
                     "Choose another output folder or delete this one."
                 ) from exc
-            if existing != config:
-                diff = sorted(
-                    k for k in set(existing) | set(config) if existing.get(k) != config.get(k)
-                )
+            diff = sorted(
+                k
+                for k in set(existing) | set(config)
+                if k not in WHERE_KEYS and existing.get(k) != config.get(k)
+            )
+            if diff:
                 raise RunDirError(
                     f"{run.path} already holds a different run (differs in: {', '.join(diff)}). "
                     "Choose another output folder, or delete it to start over."
@@ -297,6 +299,23 @@ class RunDir:
                 "Check the path, or start a new run there."
             )
         else:
+            # Results without the config that made them: never overwrite them.
+            orphans = [
+                p.name
+                for p in (run.metrics_path, run.summary_path, run.checkpoint_path)
+                if p.exists()
+            ]
+            if orphans:
+                raise RunDirError(
+                    f"{run.path} holds {', '.join(orphans)} but no {CONFIG_FILE}: the files of "
+                    "another run, which a new run would overwrite. Choose another output folder."
+                )
+        # Temporary files of a write that a crash interrupted: never read, now removed.
+        # Only here, in a folder known to hold this run (or none): in another run's
+        # folder they may belong to a process still writing.
+        for stale in run.path.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+        if not run.config_path.exists():
             atomic_write_json(run.config_path, config)
         atomic_write_json(run.path / ENV_FILE, env)
         return run

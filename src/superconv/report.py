@@ -1,0 +1,692 @@
+"""Run directories -> a Markdown report with the paper's numbers beside ours, and its plots.
+
+:func:`write_report` reads only what runs left on disk (``config.json``,
+``summary.json``, ``metrics.csv``, ``estimates.csv``, ``range_test.json``, and
+the results folder's ``manifest.json`` when present); it never trains. It
+writes ``report.md`` and PNG figures under ``plots/`` beside it, and gives the
+same Markdown each time it is run on the same run directories.
+
+Layout read: ``RESULTS_DIR/<row>/seed<k>/`` run directories, as
+:func:`superconv.experiments.reproduce` writes them under
+``out/<experiment>/<scale>/``. When the folder belongs to a registered
+experiment (its manifest, or the path ``.../<experiment>/<scale>``), rows
+follow the experiment's plan and carry the paper's and the authors'-log
+numbers; any other folder of run directories gets the same tables without
+them.
+
+Statistics: mean and sample standard deviation (``ddof=1``) of the final test
+accuracy over the seeds whose run finished; ``n`` counts them. Diverged seeds
+are reported as such, never averaged in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superconv.errors import UserError
+from superconv.records import atomic_write_text, read_csv
+
+REPORT_FILE = "report.md"
+PLOTS_DIR = "plots"
+_SEED_DIR = re.compile(r"seed(\d+)")
+_DASH = "—"
+
+
+# ----------------------------------------------------------------------------- reading
+@dataclass
+class RunRecord:
+    """What one run directory holds (files that are missing are None / empty)."""
+
+    path: Path
+    row: str
+    seed: int
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    range_test: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """``finished``, ``diverged`` or ``unfinished`` (killed or still running)."""
+        return (self.summary or {}).get("status", "unfinished")
+
+
+def read_run(path: str | Path) -> RunRecord:
+    """Read one run directory ``.../<row>/seed<k>/``."""
+    path = Path(path)
+    match = _SEED_DIR.fullmatch(path.name)
+    config = _read_json(path / "config.json")
+    if config is None:
+        raise UserError(f"{path} is not a run directory: it has no config.json.")
+    return RunRecord(
+        path=path,
+        row=path.parent.name,
+        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
+        config=config,
+        summary=_read_json(path / "summary.json"),
+        metrics=read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else [],
+        estimates=read_csv(path / "estimates.csv") if (path / "estimates.csv").exists() else [],
+        range_test=_read_json(path / "range_test.json"),
+    )
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); the run directory is damaged.") from exc
+
+
+def scan(results_dir: str | Path) -> dict[str, list[RunRecord]]:
+    """Every run directory ``<row>/seed<k>/`` under ``results_dir``: row -> runs by seed."""
+    root = Path(results_dir)
+    rows: dict[str, list[RunRecord]] = {}
+    for config in sorted(root.glob("*/seed*/config.json")):
+        if _SEED_DIR.fullmatch(config.parent.name):
+            record = read_run(config.parent)
+            rows.setdefault(record.row, []).append(record)
+    for runs in rows.values():
+        runs.sort(key=lambda r: r.seed)
+    return rows
+
+
+# ----------------------------------------------------------------------------- statistics
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std with ddof=1 (NaN for one value), n) of the finite ``values``."""
+    xs = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if xs.size == 0:
+        return math.nan, math.nan, 0
+    std = float(xs.std(ddof=1)) if xs.size > 1 else math.nan
+    return float(xs.mean()), std, int(xs.size)
+
+
+def format_mean_std(values: Sequence[float], digits: int = 2) -> str:
+    """``"92.41 ± 0.13"`` (one value: ``"92.41"``; none: an em dash)."""
+    mean, std, n = mean_std(values)
+    if n == 0:
+        return _DASH
+    if n == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def _num(value: Any, fmt: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return _DASH
+    return format(value, fmt)
+
+
+# ----------------------------------------------------------------------------- the experiment
+@dataclass
+class _Context:
+    root: Path
+    manifest: dict[str, Any]
+    experiment: Any  # superconv.experiments.Experiment or None
+    plan: Any  # superconv.experiments.Plan or None
+    scale: str
+    seeds: int | None  # seeds asked for by the last call (None: unknown)
+
+
+def _context(root: Path) -> _Context:
+    from superconv import experiments as ex
+
+    manifest = _read_json(root / ex.MANIFEST_FILE) or {}
+    exp_id = manifest.get("experiment") or root.parent.name
+    scale = manifest.get("scale") or root.name
+    experiment = ex.experiments().get(exp_id)
+    plan = experiment.plan(scale) if experiment is not None and scale in ex.SCALES else None
+    if plan is None:
+        experiment = None
+    return _Context(
+        root,
+        manifest,
+        experiment,
+        plan,
+        scale if scale in ex.SCALES else _DASH,
+        manifest.get("seeds"),
+    )
+
+
+def _planned_seeds(ctx: _Context, step: Any) -> int | None:
+    if ctx.seeds is None:
+        return None
+    limit = getattr(step, "seeds", None)
+    return ctx.seeds if limit is None else min(limit, ctx.seeds)
+
+
+# ----------------------------------------------------------------------------- the report
+def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` (and ``plots/*.png`` beside it) for the run directories in ``results_dir``.
+
+    ``out``: the Markdown file (default ``results_dir/report.md``). Reads run
+    directories only; returns the path written.
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder of results: give the folder reproduce wrote.")
+    rows = scan(root)
+    ctx = _context(root)
+    if not rows and ctx.plan is None:
+        raise UserError(
+            f"no run directories (<row>/seed<k>/config.json) under {root}: nothing to report."
+        )
+    out = Path(out) if out is not None else root / REPORT_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plots = out.parent / PLOTS_DIR
+    plots.mkdir(exist_ok=True)
+
+    from superconv import experiments as ex
+
+    plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
+    sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
+    trial_rows = {t.name: s for s in sweeps for t in s.trials()}
+    planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
+    planned_rows = [s for s in plan_steps if isinstance(s, ex.Train)]
+    planned_names = {s.name for s in plan_steps} | set(trial_rows)
+    extra = [name for name in rows if name not in planned_names]
+    test_rows = [s.name for s in planned_tests] + [
+        n for n in extra if any(r.range_test is not None for r in rows[n])
+    ]
+    train_rows = [s.name for s in planned_rows] + [n for n in extra if n not in test_rows]
+    steps = {s.name: s for s in plan_steps}
+
+    lines = _header(ctx)
+    lines += _results_table(ctx, train_rows, steps, rows)
+    tuning_tests = [
+        t for t in planned_tests if any(u.source == t.name for s in planned_rows for u in s.tuned)
+    ]
+    if sweeps or tuning_tests:
+        lines += _tuning_section(ctx, sweeps, tuning_tests, planned_rows, rows)
+    if test_rows:
+        lines += _range_section(ctx, test_rows, steps, rows)
+    estimates = [n for n in train_rows if any(r.estimates for r in rows.get(n, []))]
+    if estimates:
+        lines += _estimates_section(ctx, estimates, steps, rows)
+    lines += _plots_section(ctx, train_rows, test_rows, estimates, rows, plots, out.parent)
+    lines += [
+        "",
+        "---",
+        "Mean ± sample standard deviation (ddof=1) over the seeds whose run finished; n = that "
+        "count. Paper = the number printed in the paper (or the cited notes), log = the final "
+        "test accuracy in the authors' released raw logs; ours − paper = our mean minus the "
+        "paper's number. Regenerate with `superconv report <this folder>` (it reads the run "
+        "directories only).",
+        "",
+    ]
+    return atomic_write_text(out, "\n".join(lines))
+
+
+def _header(ctx: _Context) -> list[str]:
+    exp, lines = ctx.experiment, []
+    if exp is not None:
+        lines += [
+            f"# {exp.title} — {ctx.scale} scale",
+            "",
+            f"- Experiment `{exp.id}` ({exp.paper_item}).",
+            f"- The paper's claim: {exp.claim}",
+        ]
+    else:
+        lines += [f"# Results in {ctx.root.name}", ""]
+    invocations = ctx.manifest.get("invocations", [])
+    if invocations:
+        lines += ["", "## How these runs were made", ""]
+        for inv in invocations:
+            ended = inv.get("finished") or "never (killed or failed)"
+            estimate = inv.get("estimated_seconds")
+            lines.append(
+                f"- `{inv.get('command', '')}` = `{inv.get('call', '')}`: commit "
+                f"`{inv.get('commit', '?')}`, device {inv.get('device', '?')} "
+                f"({inv.get('device_name', '?')}), {inv.get('seeds', '?')} seed(s), started "
+                f"{inv.get('started', '?')}, finished {ended}"
+                + (f"; estimated {estimate:.0f} s beforehand" if estimate is not None else "")
+                + "."
+            )
+    if ctx.plan is not None and ctx.plan.notes:
+        lines += ["", "## Settings at this scale", ""]
+        lines += [f"- {note}" for note in ctx.plan.notes]
+    return lines
+
+
+def _finished(runs: Iterable[RunRecord]) -> list[RunRecord]:
+    return [r for r in runs if r.status == "finished"]
+
+
+def _values(runs: Iterable[RunRecord], key: str) -> list[float]:
+    return [r.summary[key] for r in _finished(runs) if r.summary.get(key) is not None]
+
+
+def _status_notes(ctx: _Context, step: Any, runs: Sequence[RunRecord]) -> list[str]:
+    notes = []
+    diverged = [r for r in runs if r.status == "diverged"]
+    unfinished = [r for r in runs if r.status == "unfinished"]
+    if diverged:
+        where = ", ".join(
+            f"seed {r.seed} at iteration {r.summary.get('iterations')} "
+            f"(lr {_num(r.summary.get('diverged_lr'), '.3g')})"
+            for r in diverged
+        )
+        notes.append(f"**DIVERGED** in {len(diverged)} of {len(runs)} seeds: {where}")
+    if unfinished:
+        notes.append(
+            f"{len(unfinished)} seed(s) unfinished ({', '.join(str(r.seed) for r in unfinished)})"
+        )
+    planned = _planned_seeds(ctx, step) if step is not None else None
+    if planned is not None and len(runs) < planned:
+        notes.append(f"**only {len(runs)} of {planned} planned seeds** ran")
+    return notes
+
+
+def _tuned_notes(step: Any, runs: Sequence[RunRecord]) -> list[str]:
+    if step is None or not getattr(step, "tuned", ()) or not runs:
+        return []
+    params = runs[0].config.get("policy_params", {})
+    return [
+        f"{t.param} = {_num(params.get(t.param), '.4g')} from {t.source}"
+        + ("" if t.field == "best" else f" ({t.field})")
+        for t in step.tuned
+    ]
+
+
+def _results_table(ctx, names, steps, rows) -> list[str]:
+    if not names:
+        return []
+    show_val = any(_values(rows.get(n, []), "final_val_acc") for n in names)
+    head = ["row", "scale", "model", "iterations", "n", "test acc % (mean ± std)"]
+    head += ["val acc %"] if show_val else []
+    head += ["paper", "authors' log", "ours − paper", "time / seed", "notes"]
+    lines = ["", "## Results: final test accuracy", "", _row(head), _row(["---"] * len(head))]
+    sources = []
+    for name in names:
+        runs, step = rows.get(name, []), steps.get(name)
+        ref = getattr(step, "ref", None)
+        config = runs[0].config if runs else (step.config.to_dict() if step else {})
+        accs = _values(runs, "final_test_acc")
+        mean, _, n = mean_std(accs)
+        paper = ref.paper if ref is not None else None
+        log = ref.log if ref is not None else None
+        diff = f"{mean - paper:+.2f}" if paper is not None and n else _DASH
+        notes = _status_notes(ctx, step, runs) + _tuned_notes(step, runs)
+        if not runs:
+            notes.insert(0, "not run yet")
+        if step is not None and step.note:
+            notes.append(step.note)
+        cells = [
+            f"`{name}`",
+            ctx.scale,
+            str(config.get("model", _DASH)),
+            f"{config.get('iterations', _DASH):,}" if config else _DASH,
+            str(n),
+            format_mean_std(accs)
+            if n
+            else ("diverged" if runs and all(r.status == "diverged" for r in runs) else _DASH),
+        ]
+        if show_val:
+            cells.append(format_mean_std(_values(runs, "final_val_acc")))
+        wall = mean_std(_values(runs, "wall_time"))[0]
+        cells += [
+            _num(paper),
+            _num(log),
+            diff,
+            _duration(wall),
+            "; ".join(notes),
+        ]
+        lines.append(_row(cells))
+        if ref is not None and ref.source:
+            sources.append(f"`{name}`: {ref.source}")
+    if sources:
+        lines += ["", "Sources of the published numbers: " + "; ".join(sources) + "."]
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return _DASH
+    from superconv.experiments import format_duration
+
+    return format_duration(seconds)
+
+
+def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
+    from superconv.experiments import pick_best, suggestion_values
+
+    lines = ["", "## Tuning (on the validation split; the test set is never used to choose)"]
+    for test in tests:
+        runs = [r for r in rows.get(test.name, []) if r.range_test is not None]
+        users = [s.name for s in planned_rows if any(u.source == test.name for u in s.tuned)]
+        fields = sorted({u.field for s in planned_rows for u in s.tuned if u.source == test.name})
+        if runs and runs[0].range_test.get("suggestion"):
+            values = suggestion_values(runs[0].range_test["suggestion"])
+            picked = ", ".join(f"{f} = {values[f]:.4g}" for f in fields)
+        else:
+            picked = "no suggestion yet"
+        cost = tuning_cost(runs)
+        lines += [
+            "",
+            f"- Range test `{test.name}` (seed 0, evaluated on the {test.evaluate_on} split): "
+            f"{picked}, used by {', '.join(f'`{u}`' for u in users)}. Tuning cost: "
+            f"{cost['runs']} run(s), {cost['iterations']:,} iterations, {cost['images']:,} "
+            "training images.",
+        ]
+    for sweep in sweeps:
+        head = [
+            sweep.param,
+            "n",
+            "val acc % (mean ± std)",
+            "test acc % (not used to pick)",
+            "notes",
+        ]
+        lines += [
+            "",
+            f"### `{sweep.name}`: {sweep.config.policy}, {sweep.config.iterations:,} iterations, "
+            f"{sweep.config.val_size:,} validation images",
+            "",
+            _row(head),
+            _row(["---"] * len(head)),
+        ]
+        scores, trials = {}, []
+        for value in sweep.values:
+            runs = rows.get(sweep.trial(value).name, [])
+            scores[value] = _values(runs, "final_val_acc")
+            trials += runs
+            status = "; ".join(_status_notes(ctx, sweep, runs)) or (
+                "not run yet" if not runs else ""
+            )
+            lines.append(
+                _row(
+                    [
+                        f"{value:g}",
+                        str(len(scores[value])),
+                        format_mean_std(scores[value]),
+                        format_mean_std(_values(runs, "final_test_acc")),
+                        status,
+                    ]
+                )
+            )
+        try:
+            picked = f"**picked {sweep.param} = {pick_best(scores):g}**"
+            best = pick_best(scores)
+            if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
+                picked += " (at the edge of the grid: the best value may lie outside it)"
+        except UserError as exc:
+            picked = f"no pick: {exc}"
+        cost = tuning_cost(trials)
+        lines += [
+            "",
+            f"{picked}. Tuning cost: {cost['runs']} runs, {cost['iterations']:,} iterations, "
+            f"{cost['images']:,} training images.",
+        ]
+    return lines
+
+
+def tuning_cost(runs: Iterable[RunRecord]) -> dict[str, int]:
+    """Runs, iterations and training images spent by tuning runs (sweep trials, range tests).
+
+    Counted from what the runs did: a diverged or stopped run counts the iterations it ran.
+    """
+    runs = list(runs)
+    iterations = images = 0
+    for r in runs:
+        summary = r.summary or {}
+        done = int(summary.get("iterations") or 0)
+        iterations += done
+        images += done * int(r.config.get("batch_size", 0))
+    return {"runs": len(runs), "iterations": iterations, "images": images}
+
+
+def _nearest(xs: Sequence[float], ys: Sequence[float], target: float) -> float | None:
+    """y at the x nearest ``target`` if the x lies within 10% of it, else None."""
+    best = None
+    for x, y in zip(xs, ys):
+        if x is None or y is None or not math.isfinite(y):
+            continue
+        if best is None or abs(x - target) < abs(best[0] - target):
+            best = (x, y)
+    if best is None or abs(best[0] - target) > 0.1 * target:
+        return None
+    return best[1]
+
+
+def _range_section(ctx, names, steps, rows) -> list[str]:
+    head = [
+        "row",
+        "model",
+        "evaluated on",
+        "steps run / planned",
+        "n",
+        "stopped",
+        "suggested max_lr",
+        "min_lr (max/4)",
+        "plateau (decades)",
+        "train loss at LR 0.2 → 2.0",
+        "eval loss at LR 0.2 → 2.0",
+        "notes",
+    ]
+    lines = ["", "## LR range tests", "", _row(head), _row(["---"] * len(head))]
+    for name in names:
+        runs, step = rows.get(name, []), steps.get(name)
+        tests = [r for r in runs if r.range_test is not None]
+        config = runs[0].config if runs else (step.config.to_dict() if step else {})
+        spec = config.get("range_test", {})
+        sugg = [r.range_test.get("suggestion") for r in tests]
+        sugg = [s for s in sugg if s]
+        curves = [r.range_test["curve"] for r in tests]
+        run_steps = ", ".join(str(len(c["losses"])) for c in curves) or _DASH
+        stops = sorted({c["stop_reason"] for c in curves})
+        train_pair = [
+            (
+                _nearest(c["lrs"], c["smoothed_losses"], 0.2),
+                _nearest(c["lrs"], c["smoothed_losses"], 2.0),
+            )
+            for c in curves
+        ]
+        eval_pair = [
+            (
+                _nearest(c["eval_lrs"], c["val_losses"], 0.2),
+                _nearest(c["eval_lrs"], c["val_losses"], 2.0),
+            )
+            for c in curves
+        ]
+        notes = _status_notes(ctx, step, runs)
+        if not runs:
+            notes.insert(0, "not run yet")
+        notes += [
+            f"seed {r.seed}: no suggestion ({r.range_test.get('no_suggestion')})"
+            for r in tests
+            if not r.range_test.get("suggestion")
+        ]
+        if step is not None and step.note:
+            notes.append(step.note)
+        lines.append(
+            _row(
+                [
+                    f"`{name}`",
+                    str(config.get("model", _DASH)),
+                    str(spec.get("evaluate_on", _DASH)),
+                    f"{run_steps} / {spec.get('num_steps', config.get('iterations', _DASH))}",
+                    str(len(tests)),
+                    "; ".join(stops) or _DASH,
+                    format_mean_std([s["max_lr"] for s in sugg], 3),
+                    format_mean_std([s["min_lr_ratio"] for s in sugg], 3),
+                    format_mean_std([s["plateau_width"] for s in sugg], 2),
+                    _pairs(train_pair),
+                    _pairs(eval_pair),
+                    "; ".join(notes),
+                ]
+            )
+        )
+    lines += [
+        "",
+        "Losses at LR 0.2 and 2.0 are read at the recorded point nearest each LR (within 10%; "
+        "— when the test did not get there): the paper's Fig. 4 regularization evidence is a "
+        "train loss that rises while the evaluation loss falls between them.",
+    ]
+    return lines
+
+
+def _pairs(pairs: Sequence[tuple[float | None, float | None]]) -> str:
+    a = [p[0] for p in pairs if p[0] is not None]
+    b = [p[1] for p in pairs if p[1] is not None]
+    if not a and not b:
+        return _DASH
+    return f"{format_mean_std(a, 3)} → {format_mean_std(b, 3)}"
+
+
+def _estimates_section(ctx, names, steps, rows) -> list[str]:
+    window = ctx.plan.estimates_window if ctx.plan is not None else None
+    head = ["row", "k", "estimates / seed", "n", "smoothed estimate at end", "max smoothed"]
+    head += [f"mean smoothed, first {window} it"] if window else []
+    head += ["paper"]
+    lines = [
+        "",
+        "## Hessian-free LR estimate (eq. 8)",
+        "",
+        _row(head),
+        _row(["---"] * len(head)),
+    ]
+    for name in names:
+        runs = [r for r in rows[name] if r.estimates]
+        step = steps.get(name)
+        last = [r.estimates[-1]["smoothed"] for r in runs]
+        peak = [max(e["smoothed"] for e in r.estimates if e["smoothed"] is not None) for r in runs]
+        cells = [
+            f"`{name}`",
+            str(runs[0].config.get("estimator_k", _DASH)),
+            ", ".join(str(len(r.estimates)) for r in runs),
+            str(len(runs)),
+            format_mean_std(last, 3),
+            format_mean_std(peak, 3),
+        ]
+        if window:
+            early = [
+                float(np.mean([e["smoothed"] for e in r.estimates if e["iteration"] < window]))
+                for r in runs
+                if any(e["iteration"] < window for e in r.estimates)
+            ]
+            cells.append(format_mean_std(early, 3))
+        cells.append(step.note if step is not None and step.note else _DASH)
+        lines.append(_row(cells))
+    return lines
+
+
+# ----------------------------------------------------------------------------- plots
+def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path, base: Path):
+    from superconv import plots as P
+
+    made: list[tuple[str, Path]] = []
+    curves = {n: [m for r in rows.get(n, []) for m in r.metrics] for n in train_rows}
+    curves = {n: m for n, m in curves.items() if m}
+    for key, what in (
+        ("test_acc", "test accuracy (%)"),
+        ("train_loss", "train loss"),
+        ("test_loss", "test loss"),
+    ):
+        series = {n: m for n, m in curves.items() if any(row.get(key) is not None for row in m)}
+        if series:
+            path = P.plot_curves(
+                series,
+                y=key,
+                path=plots / f"{key}.png",
+                band="std",
+                title=f"{what} vs iteration: mean over seeds, band ± 1 std ({ctx.scale} scale)",
+            )
+            made.append((f"{what} vs iteration (shaded: seed spread)", path))
+    schedules = _schedule_rows(train_rows, rows)
+    for key, what in (("lr", "learning rate"), ("momentum", "momentum")):
+        series = {n: s[key] for n, s in schedules.items() if s.get(key)}
+        if series:
+            path = P.plot_curves(
+                series,
+                y=key,
+                path=plots / f"{key}.png",
+                band="std",
+                title=f"{what} vs iteration (the recorded policy of each row)",
+            )
+            made.append((f"{what} vs iteration", path))
+    from superconv.experiments import suggestion_from_dict
+    from superconv.range_test import RangeTestCurve
+
+    for name in test_rows:
+        tests = [r for r in rows.get(name, []) if r.range_test is not None]
+        if not tests:
+            continue
+        first = tests[0]
+        data = first.range_test
+        curve = RangeTestCurve.from_dict(data["curve"])
+        suggestion = suggestion_from_dict(data["suggestion"]) if data.get("suggestion") else None
+        path = P.plot_range_test(
+            curve,
+            suggestion,
+            path=plots / f"range_test-{name}.png",
+            title=f"{name} (seed {first.seed}): evaluated on the {data.get('evaluate_on', 'val')} "
+            f"set; {curve.stop_reason}",
+        )
+        made.append((f"range test `{name}` with the suggested band", path))
+    if estimate_rows:
+        window = ctx.plan.estimates_window if ctx.plan is not None else None
+        series = {}
+        for name in estimate_rows:
+            run = next(r for r in rows[name] if r.estimates)
+            series[f"{name} (seed {run.seed})"] = [
+                (e["iteration"], _nan(e["estimate"]), _nan(e["smoothed"]))
+                for e in run.estimates
+                if window is None or e["iteration"] < window
+            ]
+        span = f"first {window} iterations" if window else "whole run"
+        path = P.plot_estimates(
+            series, plots / "estimates.png", title=f"eq. 8 LR estimate ({span}); faint: raw"
+        )
+        made.append(("eq. 8 estimate vs iteration", path))
+    if not made:
+        return []
+    lines = ["", "## Figures", ""]
+    for caption, path in made:
+        rel = path.relative_to(base).as_posix()
+        lines += [f"![{caption}]({rel})", ""]
+    return lines
+
+
+def _nan(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _schedule_rows(names: Sequence[str], rows) -> dict[str, dict[str, list[dict[str, float]]]]:
+    """Per row, the LR and momentum of its recorded policy (config.json) at ~300 iterations."""
+    from superconv.schedules import policy_from_dict
+
+    out = {}
+    for name in names:
+        runs = rows.get(name, [])
+        if not runs or "policy_built" not in runs[0].config:
+            continue
+        config = runs[0].config
+        policy = policy_from_dict(config["policy_built"])
+        total = int(config.get("iterations", 1))
+        steps = sorted({round(i * (total - 1) / 299) for i in range(300)}) if total > 1 else [0]
+        lr = (
+            [{"iteration": s, "lr": float(policy["lr"](s))} for s in steps]
+            if "lr" in policy
+            else []
+        )
+        if "momentum" in policy:
+            mom = [{"iteration": s, "momentum": float(policy["momentum"](s))} for s in steps]
+        elif config.get("optimizer") in ("sgd", "nesterov", "adam", "adamw"):
+            mom = [{"iteration": s, "momentum": float(config["momentum"])} for s in (0, total - 1)]
+        else:
+            mom = []
+        out[name] = {"lr": lr, "momentum": mom}
+    return out
+
+
+def _row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"

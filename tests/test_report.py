@@ -1,0 +1,176 @@
+"""The report from run directories: statistics against numpy, the paper beside ours, plots, regeneration.
+
+The fixtures under ``tests/fixtures/report/`` are real tiny runs made by
+``tools/make_report_fixture.py`` (mnist-lenet small with 2 seeds, fig2b and fig5a
+small with 1 seed); the oracles here read their raw files directly.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from superconv.errors import UserError
+from superconv.records import read_csv
+from superconv.report import format_mean_std, mean_std, write_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "report"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def copy(tmp_path: Path, exp_id: str) -> Path:
+    """A writable copy of one fixture results folder, at ``<tmp>/<exp_id>/small``."""
+    target = tmp_path / exp_id / "small"
+    shutil.copytree(FIXTURES / exp_id / "small", target)
+    return target
+
+
+def table_row(report: str, row: str) -> list[str]:
+    line = next(line for line in report.splitlines() if line.startswith(f"| `{row}` |"))
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def section(report: str, title: str) -> str:
+    """The text of one ``## `` section of the report."""
+    start = report.index(title)
+    end = report.find("\n## ", start + len(title))
+    return report[start : end if end >= 0 else None]
+
+
+def summaries(root: Path, row: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / row).glob("seed*/summary.json"))]
+
+
+@pytest.fixture
+def mnist(tmp_path):
+    root = copy(tmp_path, "mnist-lenet")
+    return root, write_report(root).read_text()
+
+
+def test_mean_std_helpers_against_numpy():
+    values = [91.2, 92.5, 90.7]
+    mean, std, n = mean_std(values)
+    assert (mean, std, n) == (
+        pytest.approx(np.mean(values)),
+        pytest.approx(np.std(values, ddof=1)),
+        3,
+    )
+    assert format_mean_std(values) == f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}"
+    assert format_mean_std([91.25]) == "91.25"
+    assert format_mean_std([]) == "—"
+    assert mean_std([1.0, float("nan"), None]) == (1.0, pytest.approx(float("nan"), nan_ok=True), 1)
+
+
+def test_rows_have_numpy_mean_std_the_paper_and_the_difference(mnist):
+    root, report = mnist
+    for row, paper in (
+        ("onecycle-12ep", 99.3),
+        ("inv-12ep-tuned", None),
+        ("caffe-reference-85ep", 99.03),
+    ):
+        accs = [s["final_test_acc"] for s in summaries(root, row) if s["status"] == "finished"]
+        assert len(accs) == 2, "the fixture has two finished seeds per row"
+        mean, std = np.mean(accs), np.std(accs, ddof=1)
+        cells = table_row(report, row)
+        assert cells[1] == "small" and cells[2] == "lenet" and cells[4] == "2"
+        assert cells[5] == f"{mean:.2f} ± {std:.2f}"
+        assert cells[6] == ("—" if paper is None else f"{paper:.2f}")
+        assert cells[7] == "—"  # no authors' log for MNIST
+        assert cells[8] == ("—" if paper is None else f"{mean - paper:+.2f}")
+    assert "seed 003 (follow-up notes)" in report  # where the published numbers come from
+    iterations = json.loads((root / "caffe-reference-85ep/seed0/config.json").read_text())[
+        "iterations"
+    ]
+    assert table_row(report, "caffe-reference-85ep")[3] == f"{iterations:,}"
+
+
+def test_tuned_rows_name_the_value_and_the_sweep_shows_validation_scores(mnist):
+    root, report = mnist
+    config = json.loads((root / "onecycle-12ep/seed0/config.json").read_text())
+    assert f"max_lr = {config['policy_params']['max_lr']:.4g} from sweep-onecycle" in report
+    scores = {}
+    for trial in sorted(root.glob("sweep-onecycle-max_lr*/seed0")):
+        summary = json.loads((trial / "summary.json").read_text())
+        value = float(trial.parent.name.removeprefix("sweep-onecycle-max_lr"))
+        if summary["status"] == "finished":
+            scores[value] = summary["final_val_acc"]
+            assert f"| {value:g} | 1 | {summary['final_val_acc']:.2f} |" in report
+    best = max(scores, key=scores.get)
+    assert best == config["policy_params"]["max_lr"]  # picked by validation accuracy
+    assert f"**picked max_lr = {best:g}**" in report
+
+
+def test_plots_exist_and_the_report_regenerates_from_run_dirs_alone(mnist):
+    root, first = mnist
+    plots = root / "plots"
+    names = {"test_acc.png", "train_loss.png", "test_loss.png", "lr.png", "momentum.png"}
+    assert {p.name for p in plots.iterdir()} == names
+    assert all((plots / n).read_bytes().startswith(PNG) for n in names)
+    for name in names:
+        assert f"](plots/{name})" in first
+    (root / "report.md").unlink()
+    shutil.rmtree(plots)
+    assert write_report(root).read_text() == first
+    assert {p.name for p in plots.iterdir()} == names
+
+
+def test_range_tests_report_the_suggestion_and_plot_it(tmp_path):
+    root = copy(tmp_path, "fig2b")
+    report = write_report(root).read_text()
+    for run in sorted(root.glob("range-*/seed0")):
+        data = json.loads((run / "range_test.json").read_text())
+        cells = table_row(report, run.parent.name)
+        assert cells[2] == "test"  # Fig. 2b plots test accuracy
+        assert cells[3] == f"{len(data['curve']['losses'])} / {data['curve']['num_steps']}"
+        assert cells[5] == data["curve"]["stop_reason"]
+        assert cells[6] == f"{data['suggestion']['max_lr']:.3f}"
+        assert cells[7] == f"{data['suggestion']['min_lr_ratio']:.3f}"
+        assert (root / "plots" / f"range_test-{run.parent.name}.png").read_bytes().startswith(PNG)
+    assert "Evaluated on the TEST set" in report
+
+
+def test_estimates_report_the_recorded_smoothed_values(tmp_path):
+    root = copy(tmp_path, "fig5a")
+    report = write_report(root).read_text()
+    for row in ("constant-0.1", "clr-0.1-3"):
+        estimates = read_csv(root / row / "seed0" / "estimates.csv")
+        cells = table_row(section(report, "## Hessian-free LR estimate"), row)
+        assert cells[1] == "1" and cells[2] == str(len(estimates))
+        assert cells[4] == f"{estimates[-1]['smoothed']:.3f}"
+        assert cells[5] == f"{max(e['smoothed'] for e in estimates):.3f}"
+    assert (root / "plots" / "estimates.png").read_bytes().startswith(PNG)
+
+
+def test_fewer_seeds_and_unfinished_runs_are_said(tmp_path):
+    root = copy(tmp_path, "mnist-lenet")
+    shutil.rmtree(root / "inv-12ep-tuned" / "seed1")
+    (root / "caffe-reference-85ep" / "seed1" / "summary.json").unlink()  # as if killed
+    report = write_report(root).read_text()
+    inv = table_row(report, "inv-12ep-tuned")
+    assert inv[4] == "1" and "**only 1 of 2 planned seeds** ran" in inv[-1]
+    ref = table_row(report, "caffe-reference-85ep")
+    assert ref[4] == "1" and "1 seed(s) unfinished (1)" in ref[-1]
+    only = summaries(root, "caffe-reference-85ep")[0]["final_test_acc"]
+    assert ref[5] == f"{only:.2f}"  # n = 1: the value, no std
+
+
+def test_a_folder_outside_the_registry_gets_the_tables_without_paper_numbers(tmp_path):
+    root = tmp_path / "my-runs"
+    for row in ("onecycle-12ep", "caffe-reference-85ep"):
+        shutil.copytree(FIXTURES / "mnist-lenet" / "small" / row, root / row)
+    report = write_report(root, tmp_path / "elsewhere" / "summary.md").read_text()
+    assert report.startswith("# Results in my-runs")
+    cells = table_row(report, "onecycle-12ep")
+    assert cells[6] == cells[7] == cells[8] == "—"
+    assert (tmp_path / "elsewhere" / "plots" / "test_acc.png").exists()
+
+
+def test_bad_folders_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="is not a folder of results"):
+        write_report(tmp_path / "missing")
+    with pytest.raises(UserError, match="no run directories"):
+        write_report(tmp_path)
