@@ -9,6 +9,7 @@ iteration ``t`` is a pure function of (seed, t), so the step is the position.
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import zipfile
@@ -44,9 +45,18 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except PermissionError as exc:
+        raise CheckpointError(f"cannot read {path}: {exc.strerror}.") from exc
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,  # a truncated zip can fail in a seek: "[Errno 22] Invalid argument"
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+    ) as exc:
         raise CheckpointError(
-            f"{path} is not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). "
+            f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_sentence(exc)}). "
             "It is truncated, corrupt or was not written by superconv; start the run again "
             "in a new folder."
         ) from exc
@@ -57,6 +67,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
             f"expected {FORMAT_VERSION})."
         )
     return state
+
+
+def _first_sentence(exc: BaseException) -> str:
+    """The first sentence of an error's text (torch's zip errors run on for lines)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return text.split(". ")[0].rstrip(".")[:200]
 
 
 def check_model_state(path: str | os.PathLike, model: torch.nn.Module, state_dict: dict) -> None:
@@ -76,4 +92,27 @@ def check_model_state(path: str | os.PathLike, model: torch.nn.Module, state_dic
         raise CheckpointError(
             f"{path} holds the weights of a different model ({detail}). "
             "Resume with the same --model and options as the run that wrote it."
+        )
+
+
+def check_config(path: str | os.PathLike, state: dict, config: dict) -> None:
+    """Refuse a checkpoint written by a run of another configuration (another seed, say).
+
+    ``config`` is the resuming run's ``TrainConfig.to_dict()``; the checkpoint
+    holds the one of the run that wrote it. Same-shaped weights from another
+    run would otherwise resume silently into a run that never happened.
+    """
+    recorded = state.get("config")
+    if not isinstance(recorded, dict):
+        return  # written before checkpoints recorded their config
+
+    def plain(value: Any) -> Any:  # tuples and lists are the same JSON
+        return json.loads(json.dumps(value))
+
+    recorded, config = plain(recorded), plain(config)
+    differ = sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
+    if differ:
+        raise CheckpointError(
+            f"{path} was written by a different run (differs in: {', '.join(differ)}). "
+            "Resume a run only from its own checkpoint.pt."
         )

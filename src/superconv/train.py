@@ -110,7 +110,7 @@ class TrainConfig:
         if unknown:
             hints = [f"{k!r}{did_you_mean(k, fields)}" for k in unknown]
             raise UserError(
-                f"unknown config key(s): {', '.join(hints)}. Known keys: {', '.join(fields)}."
+                f"unknown config key(s): {', '.join(hints)} (known keys: {', '.join(fields)})."
             )
         kwargs = {}
         for key, value in d.items():
@@ -522,6 +522,14 @@ def train(
     device, optimizer, policy = pieces.device, pieces.optimizer, pieces.policy
     world, module = pieces.world, pieces.module
     config_record = {**config.to_dict(), "policy_built": policy_to_dict(policy)}
+    checkpoint_path = RunDir(run_dir).checkpoint_path
+    state = None
+    if resume and checkpoint_path.exists():
+        # Read and check the checkpoint before the run folder is touched: a corrupt
+        # or foreign one is refused with every file of the run left as it was.
+        state = ckpt.load(checkpoint_path, map_location=device)
+        ckpt.check_model_state(checkpoint_path, module, state["model"])
+        ckpt.check_config(checkpoint_path, state, config.to_dict())
     run = None
     failure = None
     if world.is_main:
@@ -534,7 +542,6 @@ def train(
     failure = distributed.broadcast_object(failure)
     if failure is not None:
         raise failure
-    checkpoint_path = RunDir(run_dir).checkpoint_path
 
     user_observers = list(observers)
     observers = list(observers)
@@ -554,9 +561,7 @@ def train(
     }
     rows: list[dict[str, Any]] = []
     start, elapsed = 0, 0.0
-    if resume and checkpoint_path.exists():
-        state = ckpt.load(checkpoint_path, map_location=device)
-        ckpt.check_model_state(checkpoint_path, module, state["model"])
+    if state is not None:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
