@@ -15,3 +15,13 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("SUPERCONV_DATA not set / data not found")
     return Path(value)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    # train.build() sets torch's thread count for the whole process (--threads): undo it.
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -12,40 +12,13 @@ import re
 
 import pytest
 import torch
+from helpers import DATA, TINY, metrics_without_time, tiny_train
 
 import superconv
 from superconv import cli
 from superconv.cli import main
 from superconv.records import read_csv
 from superconv.train import TrainConfig, train
-
-# LeNet on the bundled MNIST subset, as Caffe's example: pixels / 255, no mirroring.
-# One thread: LeNet gains nothing from more, and shared cores slow it down a lot.
-DATA = [
-    "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
-    "--batch-size", "32", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
-    "--no-progress",
-]  # fmt: skip
-TINY = [*DATA, "--eval-every", "10", "--checkpoint-every", "10"]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    # build() sets torch's thread count for the process (--threads): undo it per test.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_train(out, *extra):
-    return [
-        "train", *TINY, "--iterations", "30", "--policy", "one_cycle",
-        "--policy-param", "max_lr=0.02", "--out", str(out), *extra,
-    ]  # fmt: skip
-
-
-def metrics_without_time(path):
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(path)]
 
 
 # ----------------------------------------------------------------------------- basics

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import DATA, TINY, metrics_without_time, tiny_train
 
 from superconv import checkpoint as ckpt
 from superconv import cli, records
@@ -40,13 +41,6 @@ from superconv.train import train
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "superconv"
 
-# LeNet on the bundled MNIST subset (pixels / 255, no mirroring), one thread.
-DATA = [
-    "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
-    "--batch-size", "32", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
-    "--no-progress",
-]  # fmt: skip
-TINY = [*DATA, "--eval-every", "10", "--checkpoint-every", "10"]
 
 # Sizes of the official files (the formats' own arithmetic, not the readers').
 CIFAR10_BATCH_BYTES = 10_000 * (1 + 3 * 32 * 32)  # 30,730,000: label byte + R, G, B planes
@@ -57,25 +51,6 @@ IDX_BASES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    # build() sets torch's thread count for the process (--threads): undo it per test.
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def tiny_train(out, *extra):
-    return [
-        "train", *TINY, "--iterations", "30", "--policy", "one_cycle",
-        "--policy-param", "max_lr=0.02", "--out", str(out), *extra,
-    ]  # fmt: skip
-
-
-def metrics_without_time(path):
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(path)]
 
 
 class _Crash(Exception):

@@ -27,7 +27,6 @@ The test set is only reported, never used for a choice.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import os
 import statistics
@@ -87,24 +86,18 @@ def lr_find(
 
     from superconv import distributed
     from superconv.plots import plot_range_test
-    from superconv.range_test import _check_range_args, range_test, suggest
+    from superconv.range_test import check_range_test_args, range_test, suggest
     from superconv.train import build
 
     # Impossible settings are refused before the output folder is made: a folder
     # holding only config.json would refuse the corrected retry as "a different run".
-    _check_range_args(
+    check_range_test_args(
         start_lr=start_lr,
         end_lr=end_lr,
         num_steps=num_steps,
         mode=mode,
         eval_every=eval_every,
         eval_batches=eval_batches,
-        # the rest as range_test will take them (lr_find keeps its defaults)
-        **{
-            name: inspect.signature(range_test).parameters[name].default
-            for name in ("smooth_beta", "diverge_factor", "accumulation_steps", "sync_every")
-        },
-        autocast_dtype=None,  # build() picks it; always a valid one
     )
     val_name = "val" if config.val_size else None
     if eval_every is not None and val_name is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import itertools
 import math
 import random
@@ -347,6 +348,35 @@ def range_test(
         if bar is not None:
             bar.close()
     return curve
+
+
+def check_range_test_args(**settings: Any) -> None:
+    """Raise :class:`UserError` for impossible :func:`range_test` settings.
+
+    ``settings`` are keyword arguments of :func:`range_test`; the others take its
+    defaults. For callers that must refuse bad settings before doing other work.
+    """
+    params = inspect.signature(range_test).parameters
+    unknown = sorted(set(settings) - set(params))
+    if unknown:
+        raise UserError(f"unknown range-test setting(s): {', '.join(unknown)}.")
+    merged = {name: settings.get(name, params[name].default) for name in _RANGE_ARGS}
+    _check_range_args(**merged)
+
+
+_RANGE_ARGS = (
+    "start_lr",
+    "end_lr",
+    "num_steps",
+    "mode",
+    "eval_every",
+    "eval_batches",
+    "smooth_beta",
+    "diverge_factor",
+    "accumulation_steps",
+    "autocast_dtype",
+    "sync_every",
+)
 
 
 def _check_range_args(
