@@ -1196,9 +1196,10 @@ def _measure(config: TrainConfig, device: Any, cache: dict) -> tuple[float, floa
     for step, n in ((train_step, batch), (eval_step, eval_batch)):
         if step is eval_step:
             model.eval()
-        step()  # warm-up (allocations, kernel selection)
+        for _ in range(2):  # warm-up: allocations, kernel selection (the first two differ)
+            step()
         sync()
-        repeats = 2 if cpu else 5
+        repeats = 3 if cpu else 5
         t0 = time.perf_counter()
         for _ in range(repeats):
             step()
