@@ -233,8 +233,11 @@ class CaffeBatchNorm2d(nn.BatchNorm2d):
         if self.debiased:
             # Caffe: sum = maf*sum + stat, scale = maf*scale + 1, running = sum/scale.
             # Equivalently running += (stat - running) / scale, with no separate sums.
-            self.maf_scale.mul_(self.bn_maf).add_(1.0)
-            weight = self.maf_scale.reciprocal()
+            # Through a 1-element view: torch.compile (inductor, CPU, torch 2.13) drops
+            # in-place updates of a 0-dim float64 buffer (precision="fp64" + compile).
+            scale = self.maf_scale.view(1)
+            scale.mul_(self.bn_maf).add_(1.0)
+            weight = scale.reciprocal()
         else:
             weight = self.momentum
         self.running_mean.lerp_(mean.to(self.running_mean.dtype), weight)
