@@ -188,8 +188,9 @@ class Bench:
         steps = s.steps_for(model)
         per_epoch = len(data.train_y) // batch
         epoch = s.epoch_steps if s.epoch_steps is not None else per_epoch
-        in_epoch = model in s.epoch_models
-        extra = max(0, epoch - s.warmup - steps) if in_epoch else 0
+        # An epoch shorter than warm-up + timed steps (batch 1000 on a GPU) is not timed apart.
+        in_epoch = model in s.epoch_models and epoch >= s.warmup + steps
+        extra = epoch - s.warmup - steps if in_epoch else 0
         total = s.warmup + steps + extra + 1
         makers: dict[str, Callable[[], Any]] = {}
         if model in s.naive_models:
@@ -228,7 +229,7 @@ class Bench:
         }
         for summary in row["loops"].values():
             summary["gflop_per_s"] = summary["images_per_s"] * flop / 1e9
-            if summary["total_steps"] < epoch:  # this loop did not run the epoch
+            if not in_epoch or summary["total_steps"] != epoch:  # not (just) one epoch
                 summary["end_to_end_s"] = None
         others = [name for name in loops if name != "naive"]
         if "naive" in loops:
