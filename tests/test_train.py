@@ -219,3 +219,22 @@ def test_config_from_dict_refuses_unknown_keys_and_wrong_types():
 def test_config_round_trips_through_json():
     cfg = tiny(policy_params={"max_lr": 0.5, "momentum": [0.95, 0.85]})
     assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_a_compile_failure_at_the_first_step_falls_back_to_eager(tmp_path, monkeypatch):
+    eager = train(tiny(iterations=20), tmp_path / "eager", progress=False)
+
+    def broken_compile(model, *args, **kwargs):
+        def fails(x):
+            raise RuntimeError("simulated inductor build failure")
+
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with pytest.warns(UserWarning, match="torch.compile failed .*simulated.*running eager"):
+        result = train(tiny(iterations=20, compile=True), tmp_path / "compiled", progress=False)
+    # The fallback run is the eager run, bit for bit (all but wall time).
+    assert metrics_without_time(tmp_path / "compiled" / "metrics.csv") == metrics_without_time(
+        tmp_path / "eager" / "metrics.csv"
+    )
+    assert result.summary["final_test_acc"] == eager.summary["final_test_acc"]

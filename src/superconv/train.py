@@ -484,6 +484,39 @@ def _compiled(model: torch.nn.Module, enabled: bool) -> Callable[[torch.Tensor],
         return model
 
 
+def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
+    """Forward, loss and backward of one step (the optimizer step is the caller's)."""
+    with _autocast(pieces.device, pieces.autocast_dtype):
+        logits = forward(x)
+        loss = F.cross_entropy(_full(logits), y)
+    pieces.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return logits, loss
+
+
+def _first_compiled_step(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
+    """The first step through the compiled model; on a build failure, warn once and go eager.
+
+    Buffers (BN statistics) and RNG states are restored before the eager retry,
+    so the fallback run is the run eager mode would have made.
+    """
+    buffers = [b.detach().clone() for b in pieces.model.buffers()]
+    rng = _rng_state(pieces.device)
+    try:
+        return (*_forward_backward(forward, pieces, x, y), forward)
+    except Exception as exc:  # noqa: BLE001 - any compile failure surfaces here
+        with torch.no_grad():
+            for buf, saved in zip(pieces.model.buffers(), buffers):
+                buf.copy_(saved)
+        _set_rng_state(rng, pieces.device)
+        logits, loss = _forward_backward(pieces.model, pieces, x, y)  # a real bug raises here
+        inner = getattr(exc, "inner_exception", None) or exc
+        warnings.warn(
+            f"torch.compile failed ({type(inner).__name__}: {inner}); running eager.", stacklevel=3
+        )
+        return logits, loss, pieces.model
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state = {"cpu": torch.get_rng_state()}
     if device.type == "cuda":
@@ -584,6 +617,7 @@ def train(
         run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
 
     forward = _compiled(pieces.model, config.compile)
+    compile_checked = False
     module.train()
     iterations = config.iterations
 
@@ -643,11 +677,12 @@ def train(
             for step in range(start, iterations):
                 values = apply(policy, optimizer, step)
                 x, y = pieces.loader.batch(step)
-                with _autocast(device, pieces.autocast_dtype):
-                    logits = forward(x)
-                    loss = F.cross_entropy(_full(logits), y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                if forward is not pieces.model and not compile_checked:
+                    # torch.compile builds lazily: a failure shows at the first call.
+                    compile_checked = True
+                    logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
+                else:
+                    logits, loss = _forward_backward(forward, pieces, x, y)
                 optimizer.step()
 
                 detached = loss.detach()
