@@ -428,6 +428,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     sub.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per run (default: torch's choice; 1 is fastest on a shared machine)",
+    )
+    sub.add_argument(
+        "--only",
+        action="append",
+        metavar="STEP",
+        help="run only the steps (rows) matching this glob, with the sweeps/range tests they "
+        "need; repeatable (e.g. --only 'maf0.95-*' --only 'maf0.999-*')",
+    )
+    sub.add_argument(
         "--dry-run",
         action="store_true",
         help="print the runs and the estimated time; train nothing",
@@ -833,6 +846,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         device=args.device,
         dry_run=args.dry_run,
         progress=args.progress,
+        threads=args.threads,
+        only=args.only,
     )
     if not args.dry_run:
         print(f"{len(paths)} run folder(s) under {args.out}.")

@@ -32,6 +32,8 @@ time); ``EXPERIMENTS`` is the same read-only mapping.
 
 from __future__ import annotations
 
+import dataclasses
+import fnmatch
 import math
 import shlex
 import sys
@@ -1254,6 +1256,8 @@ def reproduce(
     device: str = "auto",
     dry_run: bool = False,
     progress: bool = True,
+    threads: int | None = None,
+    only: Sequence[str] | None = None,
 ) -> list[Path]:
     """Run experiment ``exp_id`` at ``scale`` for ``seeds`` seeds; write the report; return the run dirs.
 
@@ -1267,7 +1271,56 @@ def reproduce(
     recorded and the sweep goes on. Tuning steps run first: a :class:`Sweep`
     picks by validation accuracy, a :class:`RangeTest` records ``suggest()``.
     ``dry_run`` prints the plan and the time estimate and runs nothing.
+
+    ``threads``: CPU threads for every run and the estimate (None: torch's
+    choice); a background run on a shared machine is fastest with 1.
+    ``only``: glob patterns of step names (e.g. ``["maf0.95-*", "maf0.999-*"]``):
+    run just those rows, plus the sweeps and range tests they take values from;
+    the report lists the others as not run yet.
     """
+    import torch
+
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UserError(f"threads must be an integer >= 1, got {threads!r}.")
+    saved_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, threads, only)
+    finally:
+        torch.set_num_threads(saved_threads)
+
+
+def select_steps(plan: Plan, only: Sequence[str] | None) -> tuple[Step, ...]:
+    """The plan's steps whose names match a glob in ``only``, with the steps they take values from.
+
+    ``only`` None or empty: all steps. A pattern that matches no step is an error
+    naming the steps there are.
+    """
+    if not only:
+        return plan.steps
+    names = [s.name for s in plan.steps]
+    chosen: set[str] = set()
+    for pattern in only:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            hint = did_you_mean(pattern, names) or "."
+            raise UserError(
+                f"--only {pattern!r} matches no step of this plan{hint} Steps: {', '.join(names)}."
+            )
+        chosen.update(hits)
+    by_name = {s.name: s for s in plan.steps}
+    todo = list(chosen)
+    while todo:  # add what the chosen rows are tuned from, recursively
+        step = by_name[todo.pop()]
+        for t in getattr(step, "tuned", ()):
+            if t.source not in chosen:
+                chosen.add(t.source)
+                todo.append(t.source)
+    return tuple(s for s in plan.steps if s.name in chosen)
+
+
+def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, threads, only):
     from superconv import train as train_mod
     from superconv.records import atomic_write_json, environment
     from superconv.report import write_report
@@ -1277,6 +1330,8 @@ def reproduce(
     seeds = _check_seeds(seeds)
     root = Path(out) / exp.id / plan.scale
     dev = train_mod.resolve_device(device)
+    steps = select_steps(plan, only)
+    plan = dataclasses.replace(plan, steps=steps)
     jobs = _jobs(plan, seeds, root)
     status = {job.path: _status(job.path) for job in jobs}
     todo = [job for job in jobs if status[job.path] not in DONE]
@@ -1306,7 +1361,8 @@ def reproduce(
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
         "call": (
             f"reproduce({exp.id!r}, seeds={seeds}, scale={plan.scale!r}, out={str(out)!r}, "
-            f"data_dir={data_dir!r}, device={device!r})"
+            f"data_dir={data_dir!r}, device={device!r}, threads={threads!r}"
+            + (f", only={list(only)!r})" if only else ")")
         ),
         "commit": env["commit"],
         "device": str(dev),
@@ -1322,7 +1378,7 @@ def reproduce(
     manifest.setdefault("invocations", []).append(invocation)
     atomic_write_json(manifest_path, manifest)
 
-    overrides = {"device": device, "data_dir": data_dir}
+    overrides = {"device": device, "data_dir": data_dir, "threads": threads}
     tuned: dict[str, dict[str, float]] = {}
     tuning: dict[str, dict[str, Any]] = {}
     count = 0
@@ -1346,9 +1402,11 @@ def reproduce(
         elif isinstance(step, RangeTest):
             tuned[step.name] = _range_pick(step, step_jobs)
             tuning[step.name] = _cost(step_jobs)
-    manifest["tuned"] = tuned
-    manifest["tuning"] = tuning
-    manifest["runs"] = [str(job.path.relative_to(root)) for job in jobs]
+    # Merged with earlier calls: a call with --only adds its rows to what is there.
+    manifest["tuned"] = {**manifest.get("tuned", {}), **tuned}
+    manifest["tuning"] = {**manifest.get("tuning", {}), **tuning}
+    runs = [str(job.path.relative_to(root)) for job in jobs]
+    manifest["runs"] = runs + [r for r in manifest.get("runs", []) if r not in runs]
     invocation["finished"] = _now()
     atomic_write_json(manifest_path, manifest)
     report = write_report(root)
@@ -1388,7 +1446,7 @@ def _config_for(job: _Job, values: Mapping[str, Any], overrides: Mapping[str, An
     return config.replace(seed=job.seed, **overrides)
 
 
-_IGNORED = ("data_dir", "device", "policy_built")  # do not change what a finished run means
+_IGNORED = ("data_dir", "device", "threads", "policy_built")  # do not change what a finished run means
 
 
 def _check_same(job: _Job, values, overrides) -> None:
