@@ -1280,13 +1280,17 @@ def reproduce(
     """
     import torch
 
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise UserError(f"threads must be an integer >= 1, got {threads!r}.")
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, threads, only)
+        return _reproduce(
+            exp_id, seeds, scale, out, data_dir, device, dry_run, progress, threads, only
+        )
     finally:
         torch.set_num_threads(saved_threads)
 
@@ -1446,7 +1450,12 @@ def _config_for(job: _Job, values: Mapping[str, Any], overrides: Mapping[str, An
     return config.replace(seed=job.seed, **overrides)
 
 
-_IGNORED = ("data_dir", "device", "threads", "policy_built")  # do not change what a finished run means
+_IGNORED = (
+    "data_dir",
+    "device",
+    "threads",
+    "policy_built",
+)  # do not change what a finished run means
 
 
 def _check_same(job: _Job, values, overrides) -> None:
