@@ -571,3 +571,44 @@ def test_finished_run_of_another_plan_is_refused(sweep, tmp_path):
         UserError, match=r"holds a finished run of a different plan \(differs in: weight_decay\)"
     ):
         ex.reproduce(MNIST, seeds=2, scale="small", out=out, device="cpu", progress=False)
+
+
+def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsys):
+    out = tmp_path / "results"
+    root = out / MNIST / "small"
+    before = torch.get_num_threads()
+    plan = ex.get_experiment(MNIST).plan("small")
+    chosen = [s.name for s in ex.select_steps(plan, ["onecycle-*"])]
+    assert chosen == ["sweep-onecycle", "onecycle-12ep"]  # the sweep it takes max_lr from
+    with pytest.raises(
+        UserError, match=r"--only 'inv-12ep' matches no step.*Steps: sweep-onecycle"
+    ):
+        ex.select_steps(plan, ["inv-12ep"])
+    with pytest.raises(UserError, match="threads must be an integer >= 1"):
+        ex.reproduce(MNIST, seeds=1, out=out, threads=0, dry_run=True)
+
+    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"])
+    assert torch.get_num_threads() == before  # restored after the call
+    assert sorted(p.name for p in root.iterdir() if (p / "seed0").is_dir()) == [
+        "caffe-reference-85ep"
+    ]
+    config = json.loads((root / "caffe-reference-85ep/seed0/config.json").read_text())
+    assert config["threads"] == 1
+
+    # A second call with other rows: the manifest keeps both calls, both sets of runs, and
+    # the finished row is not trained again (its config differs only in where it ran).
+    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", progress=False, only=["onecycle-12ep"])
+    manifest = json.loads((root / "manifest.json").read_text())
+    calls = manifest["invocations"]
+    assert len(calls) == 2 and all(c["finished"] for c in calls)
+    assert "only=['caffe-*']" in calls[0]["call"] and "threads=1" in calls[0]["call"]
+    assert "caffe-reference-85ep/seed0" in manifest["runs"]
+    assert "onecycle-12ep/seed0" in manifest["runs"]
+    assert set(manifest["tuned"]) == {"sweep-onecycle"}
+    assert not (root / "inv-12ep-tuned").exists()
+    report = (root / "report.md").read_text()
+    inv_row = next(line for line in report.splitlines() if line.startswith("| `inv-12ep-tuned`"))
+    assert "not run yet" in inv_row
+    capsys.readouterr()
+    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", only=["caffe-*"], dry_run=True)
+    assert "1 runs: 1 done" in capsys.readouterr().out

@@ -859,3 +859,19 @@ def test_every_file_the_tool_writes_goes_through_the_atomic_helpers():
         "atomic_write_bytes/text/json (or review the call and add it to REVIEWED_WRITERS)"
     )
     assert not stale, f"REVIEWED_WRITERS lists call sites that no longer exist: {stale}"
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_would(tmp_path):
+    import os
+    import stat
+
+    from superconv.records import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        (tmp_path / "b.txt").write_text("x")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "a.txt").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o644

@@ -35,6 +35,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import math
+import os
 import shlex
 import sys
 import time
@@ -1375,6 +1376,7 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
         "started": _now(),
         "finished": None,
         "estimated_seconds": round(estimate, 1),
+        "id": f"{os.getpid()}-{time.time_ns()}",  # finds this call's entry again at the end
     }
     manifest.update(
         experiment=exp.id, title=exp.title, paper_item=exp.paper_item, scale=plan.scale, seeds=seeds
@@ -1406,12 +1408,20 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
         elif isinstance(step, RangeTest):
             tuned[step.name] = _range_pick(step, step_jobs)
             tuning[step.name] = _cost(step_jobs)
-    # Merged with earlier calls: a call with --only adds its rows to what is there.
+    # Read again and merge: another call (say with other --only rows) may have written
+    # the manifest meanwhile; this call adds its rows, values and end time to what is there.
+    manifest = _read_manifest(manifest_path)
     manifest["tuned"] = {**manifest.get("tuned", {}), **tuned}
     manifest["tuning"] = {**manifest.get("tuning", {}), **tuning}
     runs = [str(job.path.relative_to(root)) for job in jobs]
     manifest["runs"] = runs + [r for r in manifest.get("runs", []) if r not in runs]
     invocation["finished"] = _now()
+    calls = manifest.setdefault("invocations", [])
+    mine = [i for i, c in enumerate(calls) if c.get("id") == invocation["id"]]
+    if mine:
+        calls[mine[0]] = invocation
+    else:
+        calls.append(invocation)
     atomic_write_json(manifest_path, manifest)
     report = write_report(root)
     print(f"Report: {report}")
