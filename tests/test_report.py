@@ -174,3 +174,78 @@ def test_bad_folders_are_user_errors(tmp_path):
         write_report(tmp_path / "missing")
     with pytest.raises(UserError, match="no run directories"):
         write_report(tmp_path)
+
+
+def _results_tree(tmp_path: Path) -> Path:
+    results = tmp_path / "results"
+    for exp_id in ("mnist-lenet", "fig2b", "fig5a"):
+        shutil.copytree(FIXTURES / exp_id / "small", results / exp_id / "small")
+    return results
+
+
+def _index_row(text: str, exp_id: str, row: str) -> list[str]:
+    line = next(
+        line
+        for line in text.splitlines()
+        if line.startswith(f"| [{exp_id}](") and f"| `{row}` |" in line
+    )
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def test_index_and_readme_block_carry_every_experiments_numbers(tmp_path):
+    from superconv.cli import main
+
+    results = _results_tree(tmp_path)
+    readme = tmp_path / "README.md"
+    from superconv.report import README_END, README_START
+
+    readme.write_text(f"# Title\n\nbefore\n\n{README_START}\nold text\n{README_END}\n\nafter\n")
+    assert main(["report", str(results), "--readme", str(readme)]) == 0
+    index = (results / "README.md").read_text()
+    block = readme.read_text()
+    assert block.startswith("# Title\n\nbefore\n\n") and block.endswith("\n\nafter\n")
+    assert "old text" not in block
+    for text, prefix in ((index, ""), (block, "results/")):
+        # a final-accuracy row: the mean of the run's own summaries, the paper's number beside
+        cells = _index_row(text, "mnist-lenet", "onecycle-12ep")
+        assert cells[0] == f"[mnist-lenet]({prefix}mnist-lenet/small/report.md)"
+        accs = [
+            s["final_test_acc"] for s in summaries(results / "mnist-lenet/small", "onecycle-12ep")
+        ]
+        assert cells[7] == format_mean_std(accs) and cells[8] == "99.30"
+        # a range-test row: the suggestion recorded in range_test.json
+        for run in sorted((results / "fig2b/small").glob("range-*/seed0")):
+            data = json.loads((run / "range_test.json").read_text())
+            cells = _index_row(text, "fig2b", run.parent.name)
+            assert cells[2] == "small" and cells[9] == f"{data['suggestion']['max_lr']:.3f}"
+        # an estimate row: the last smoothed value in estimates.csv
+        est = read_csv(results / "fig5a/small/clr-0.1-3/seed0/estimates.csv")
+        cells = _index_row(text.split("**Eq. 8 LR estimate**")[1], "fig5a", "clr-0.1-3")
+        assert cells[2] == "small" and cells[7] == f"{est[-1]['smoothed']:.3f}"
+    # each linked report exists
+    assert (results / "mnist-lenet/small/report.md").exists()
+
+
+def test_readme_without_the_markers_is_refused_untouched(tmp_path):
+    from superconv.report import update_readme
+
+    results = _results_tree(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block here\n")
+    with pytest.raises(UserError, match="has no results block"):
+        update_readme(readme, [results / "fig2b/small"])
+    assert readme.read_text() == "# no block here\n"
+
+
+def test_the_projects_readme_shows_what_the_committed_results_say():
+    """README's results table is generated from results/, never typed in: it must match."""
+    from superconv.cli import report_folders
+    from superconv.report import README_END, README_START, summary_markdown
+
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "README.md").read_text(encoding="utf-8")
+    block = text.split(README_START, 1)[1].split(README_END, 1)[0]
+    folders = report_folders(repo / "results")
+    assert block == "\n" + summary_markdown(folders, repo), (
+        "README.md's results block is stale: run `superconv report results --readme README.md`"
+    )

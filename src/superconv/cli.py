@@ -455,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
         "results", nargs="?", default="results", help="results folder (default: ./results)"
     )
     sub.add_argument("--out", help="Markdown file to write (default: inside the results folder)")
+    sub.add_argument(
+        "--readme",
+        metavar="FILE",
+        help="also put the summary table between the results markers of FILE (e.g. README.md)",
+    )
     sub.set_defaults(handler=_cmd_report)
     return parser
 
@@ -855,7 +860,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from superconv.report import write_report
+    from superconv.report import update_readme, write_index, write_report
 
     root = Path(args.results)
     if not root.is_dir():
@@ -871,6 +876,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         )
     for folder in folders:
         print(f"Wrote {write_report(folder, out=args.out)}")
+    if folders != [root] and not args.out:  # a folder of experiments: the index too
+        print(f"Wrote {write_index(root, folders)}")
+    if args.readme:
+        print(f"Updated {update_readme(args.readme, folders)}")
     return 0
 
 

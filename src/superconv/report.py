@@ -165,6 +165,45 @@ def _planned_seeds(ctx: _Context, step: Any) -> int | None:
     return ctx.seeds if limit is None else min(limit, ctx.seeds)
 
 
+@dataclass
+class _Layout:
+    """A results folder's rows in report order, split by kind."""
+
+    steps: dict[str, Any]  # plan step name -> step
+    sweeps: list[Any]
+    tests: list[Any]  # planned RangeTest steps
+    planned: list[Any]  # planned Train steps
+    train_rows: list[str]
+    test_rows: list[str]
+    estimate_rows: list[str]
+
+
+def _layout(root: Path, rows: dict[str, list[RunRecord]], ctx: _Context) -> _Layout:
+    from superconv import experiments as ex
+
+    plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
+    sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
+    trial_rows = {t.name: s for s in sweeps for t in s.trials()}
+    planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
+    planned_rows = [s for s in plan_steps if isinstance(s, ex.Train)]
+    planned_names = {s.name for s in plan_steps} | set(trial_rows)
+    extra = [name for name in rows if name not in planned_names]
+    test_rows = [s.name for s in planned_tests] + [
+        n for n in extra if any(r.range_test is not None for r in rows[n])
+    ]
+    train_rows = [s.name for s in planned_rows] + [n for n in extra if n not in test_rows]
+    estimates = [n for n in train_rows if any(r.estimates for r in rows.get(n, []))]
+    return _Layout(
+        {s.name: s for s in plan_steps},
+        sweeps,
+        planned_tests,
+        planned_rows,
+        train_rows,
+        test_rows,
+        estimates,
+    )
+
+
 # ----------------------------------------------------------------------------- the report
 def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.md`` (and ``plots/*.png`` beside it) for the run directories in ``results_dir``.
@@ -186,20 +225,9 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     plots = out.parent / PLOTS_DIR
     plots.mkdir(exist_ok=True)
 
-    from superconv import experiments as ex
-
-    plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
-    sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
-    trial_rows = {t.name: s for s in sweeps for t in s.trials()}
-    planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
-    planned_rows = [s for s in plan_steps if isinstance(s, ex.Train)]
-    planned_names = {s.name for s in plan_steps} | set(trial_rows)
-    extra = [name for name in rows if name not in planned_names]
-    test_rows = [s.name for s in planned_tests] + [
-        n for n in extra if any(r.range_test is not None for r in rows[n])
-    ]
-    train_rows = [s.name for s in planned_rows] + [n for n in extra if n not in test_rows]
-    steps = {s.name: s for s in plan_steps}
+    lay = _layout(root, rows, ctx)
+    steps, sweeps, planned_tests, planned_rows = lay.steps, lay.sweeps, lay.tests, lay.planned
+    train_rows, test_rows = lay.train_rows, lay.test_rows
 
     lines = _header(ctx)
     lines += _results_table(ctx, train_rows, steps, rows)
@@ -210,7 +238,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         lines += _tuning_section(ctx, sweeps, tuning_tests, planned_rows, rows)
     if test_rows:
         lines += _range_section(ctx, test_rows, steps, rows)
-    estimates = [n for n in train_rows if any(r.estimates for r in rows.get(n, []))]
+    estimates = lay.estimate_rows
     if estimates:
         lines += _estimates_section(ctx, estimates, steps, rows)
     lines += _plots_section(ctx, train_rows, test_rows, estimates, rows, plots, out.parent)
@@ -302,11 +330,20 @@ def _results_table(ctx, names, steps, rows) -> list[str]:
     if not names:
         return []
     show_val = any(_values(rows.get(n, []), "final_val_acc") for n in names)
+    head, body, sources = _results_rows(ctx, names, steps, rows, show_val)
+    lines = ["", "## Results: final test accuracy", "", _row(head), _row(["---"] * len(head))]
+    lines += [_row(cells) for cells in body]
+    if sources:
+        lines += ["", "Sources of the published numbers: " + "; ".join(sources) + "."]
+    return lines
+
+
+def _results_rows(ctx, names, steps, rows, show_val: bool):
+    """(header, one list of cells per row, sources of the published numbers)."""
     head = ["row", "scale", "model", "iterations", "n", "test acc % (mean ± std)"]
     head += ["val acc %"] if show_val else []
     head += ["paper", "authors' log", "ours − paper", "time / seed", "notes"]
-    lines = ["", "## Results: final test accuracy", "", _row(head), _row(["---"] * len(head))]
-    sources = []
+    body, sources = [], []
     for name in names:
         runs, step = rows.get(name, []), steps.get(name)
         ref = getattr(step, "ref", None)
@@ -341,12 +378,10 @@ def _results_table(ctx, names, steps, rows) -> list[str]:
             _duration(wall),
             "; ".join(notes),
         ]
-        lines.append(_row(cells))
+        body.append(cells)
         if ref is not None and ref.source:
             sources.append(f"`{name}`: {ref.source}")
-    if sources:
-        lines += ["", "Sources of the published numbers: " + "; ".join(sources) + "."]
-    return lines
+    return head, body, sources
 
 
 def _duration(seconds: float) -> str:
@@ -458,6 +493,20 @@ def _nearest(xs: Sequence[float], ys: Sequence[float], target: float) -> float |
 
 
 def _range_section(ctx, names, steps, rows) -> list[str]:
+    head, body = _range_rows(ctx, names, steps, rows)
+    lines = ["", "## LR range tests", "", _row(head), _row(["---"] * len(head))]
+    lines += [_row(cells) for cells in body]
+    lines += [
+        "",
+        "Losses at LR 0.2 and 2.0 are read at the recorded point nearest each LR (within 10%; "
+        "— when the test did not get there): the paper's Fig. 4 regularization evidence is a "
+        "train loss that rises while the evaluation loss falls between them.",
+    ]
+    return lines
+
+
+def _range_rows(ctx, names, steps, rows):
+    """(header, one list of cells per range-test row)."""
     head = [
         "row",
         "model",
@@ -472,7 +521,7 @@ def _range_section(ctx, names, steps, rows) -> list[str]:
         "eval loss at LR 0.2 → 2.0",
         "notes",
     ]
-    lines = ["", "## LR range tests", "", _row(head), _row(["---"] * len(head))]
+    body = []
     for name in names:
         runs, step = rows.get(name, []), steps.get(name)
         tests = [r for r in runs if r.range_test is not None]
@@ -507,31 +556,23 @@ def _range_section(ctx, names, steps, rows) -> list[str]:
         ]
         if step is not None and step.note:
             notes.append(step.note)
-        lines.append(
-            _row(
-                [
-                    f"`{name}`",
-                    str(config.get("model", _DASH)),
-                    str(spec.get("evaluate_on", _DASH)),
-                    f"{run_steps} / {spec.get('num_steps', config.get('iterations', _DASH))}",
-                    str(len(tests)),
-                    "; ".join(stops) or _DASH,
-                    format_mean_std([s["max_lr"] for s in sugg], 3),
-                    format_mean_std([s["min_lr_ratio"] for s in sugg], 3),
-                    format_mean_std([s["plateau_width"] for s in sugg], 2),
-                    _pairs(train_pair),
-                    _pairs(eval_pair),
-                    "; ".join(notes),
-                ]
-            )
+        body.append(
+            [
+                f"`{name}`",
+                str(config.get("model", _DASH)),
+                str(spec.get("evaluate_on", _DASH)),
+                f"{run_steps} / {spec.get('num_steps', config.get('iterations', _DASH))}",
+                str(len(tests)),
+                "; ".join(stops) or _DASH,
+                format_mean_std([s["max_lr"] for s in sugg], 3),
+                format_mean_std([s["min_lr_ratio"] for s in sugg], 3),
+                format_mean_std([s["plateau_width"] for s in sugg], 2),
+                _pairs(train_pair),
+                _pairs(eval_pair),
+                "; ".join(notes),
+            ]
         )
-    lines += [
-        "",
-        "Losses at LR 0.2 and 2.0 are read at the recorded point nearest each LR (within 10%; "
-        "— when the test did not get there): the paper's Fig. 4 regularization evidence is a "
-        "train loss that rises while the evaluation loss falls between them.",
-    ]
-    return lines
+    return head, body
 
 
 def _pairs(pairs: Sequence[tuple[float | None, float | None]]) -> str:
@@ -543,10 +584,7 @@ def _pairs(pairs: Sequence[tuple[float | None, float | None]]) -> str:
 
 
 def _estimates_section(ctx, names, steps, rows) -> list[str]:
-    window = ctx.plan.estimates_window if ctx.plan is not None else None
-    head = ["row", "k", "estimates / seed", "n", "smoothed estimate at end", "max smoothed"]
-    head += [f"mean smoothed, first {window} it"] if window else []
-    head += ["paper"]
+    head, body = _estimate_rows(ctx, names, steps, rows)
     lines = [
         "",
         "## Hessian-free LR estimate (eq. 8)",
@@ -554,6 +592,16 @@ def _estimates_section(ctx, names, steps, rows) -> list[str]:
         _row(head),
         _row(["---"] * len(head)),
     ]
+    return lines + [_row(cells) for cells in body]
+
+
+def _estimate_rows(ctx, names, steps, rows):
+    """(header, one list of cells per row with eq. 8 estimates)."""
+    window = ctx.plan.estimates_window if ctx.plan is not None else None
+    head = ["row", "k", "estimates / seed", "n", "smoothed estimate at end", "max smoothed"]
+    head += [f"mean smoothed, first {window} it"] if window else []
+    head += ["paper"]
+    body = []
     for name in names:
         runs = [r for r in rows[name] if r.estimates]
         step = steps.get(name)
@@ -575,8 +623,118 @@ def _estimates_section(ctx, names, steps, rows) -> list[str]:
             ]
             cells.append(format_mean_std(early, 3))
         cells.append(step.note if step is not None and step.note else _DASH)
-        lines.append(_row(cells))
-    return lines
+        body.append(cells)
+    return head, body
+
+
+# ----------------------------------------------------------------------------- the index
+INDEX_FILE = "README.md"
+README_START = "<!-- results:start (written by `superconv report results --readme README.md`) -->"
+README_END = "<!-- results:end -->"
+
+
+def summary_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
+    """One Markdown summary of several results folders: all final accuracies in one table,
+    all range tests in another, all eq. 8 estimates in a third; each row links to its
+    folder's report (links relative to ``base``). Read from the run directories of
+    ended runs (finished or diverged) only; each report also lists runs in progress.
+    """
+    base = Path(base)
+    acc, tests, ests, unrun = [], [], [], []
+    acc_head = test_head = est_head = None
+    for folder in folders:
+        root = Path(folder)
+        ctx = _context(root)
+        # Ended runs only: a run still going (or killed) says nothing yet, and this summary
+        # must read the same wherever the results are copied while runs go on.
+        rows = {n: [r for r in runs if r.status != "unfinished"] for n, runs in scan(root).items()}
+        rows = {n: runs for n, runs in rows.items() if runs}
+        lay = _layout(root, rows, ctx)
+        exp_id = ctx.experiment.id if ctx.experiment is not None else root.parent.name
+        link = _link(root / REPORT_FILE, base)
+        lead = f"[{exp_id}]({link})"
+        item = ctx.experiment.paper_item if ctx.experiment is not None else _DASH
+        ran = [n for n in lay.train_rows if rows.get(n)]  # rows not started: counted below
+        tested = [n for n in lay.test_rows if rows.get(n)]
+        idle = len(lay.train_rows) + len(lay.test_rows) - len(ran) - len(tested)
+        if idle:
+            unrun.append(f"{lead}: {idle} row(s)")
+        if ran:
+            head, body, _ = _results_rows(ctx, ran, lay.steps, rows, show_val=False)
+            acc_head = acc_head or head
+            acc += [[lead, item, *cells] for cells in body]
+        if tested:
+            head, body = _range_rows(ctx, tested, lay.steps, rows)
+            test_head = test_head or head
+            tests += [[lead, item, ctx.scale, *cells] for cells in body]
+        if lay.estimate_rows:
+            head, body = _estimate_rows(ctx, lay.estimate_rows, lay.steps, rows)
+            est_head = est_head or head[:6]
+            window = ctx.plan.estimates_window if ctx.plan is not None else None
+            for cells in body:  # the window differs between experiments: named in the cell
+                early = f"{cells[6]} (first {window} it)" if window else _DASH
+                ests.append([lead, item, ctx.scale, *cells[:6], early, cells[-1]])
+    lines: list[str] = []
+
+    def table(title: str, head: list[str], body: list[list[str]]) -> None:
+        lines.extend(["", f"**{title}**", "", _row(head), _row(["---"] * len(head))])
+        lines.extend(_row(cells) for cells in body)
+
+    if acc:
+        table("Final test accuracy", ["experiment", "paper item", *acc_head], acc)
+    if tests:
+        table("LR range tests", ["experiment", "paper item", "scale", *test_head], tests)
+    if ests:
+        head = ["experiment", "paper item", "scale", *est_head, "mean smoothed, early window"]
+        table("Eq. 8 LR estimate", [*head, "paper"], ests)
+    if not lines:
+        lines = ["", "No runs yet."]
+    if unrun:
+        lines += ["", "Planned but not run yet (listed in each report): " + "; ".join(unrun) + "."]
+    return "\n".join(lines[1:]) + "\n"
+
+
+def _link(path: Path, base: Path) -> str:
+    import os
+
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def write_index(root: str | Path, folders: Sequence[str | Path]) -> Path:
+    """Write ``root/README.md``: the summary of every results folder under ``root``."""
+    root = Path(root)
+    text = "\n".join(
+        [
+            "# Results",
+            "",
+            "Every number here is read from the run directories below this folder (written by "
+            "`superconv reproduce`; the exact command, commit, device and seeds are in each "
+            "folder's manifest.json and at the top of its report). Scale: `small` = smoke test, "
+            "`reduced` = ResNet-20 / batch 128 on a CPU, `full` = the paper's setting. "
+            "Mean ± sample std over seeds; paper = the paper's number, log = the authors' raw log.",
+            "Regenerate with `superconv report results`.",
+            "",
+            summary_markdown(folders, root),
+        ]
+    )
+    return atomic_write_text(root / INDEX_FILE, text)
+
+
+def update_readme(readme: str | Path, folders: Sequence[str | Path]) -> Path:
+    """Replace the block between the results markers in ``readme`` with the summary."""
+    readme = Path(readme)
+    if not readme.is_file():
+        raise UserError(f"{readme} does not exist: name the README to update.")
+    text = readme.read_text(encoding="utf-8")
+    if README_START not in text or README_END not in text:
+        raise UserError(
+            f"{readme} has no results block: add the lines\n{README_START}\n{README_END}\n"
+            "where the summary should go."
+        )
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    summary = summary_markdown(folders, readme.parent)
+    return atomic_write_text(readme, f"{head}{README_START}\n{summary}{README_END}{tail}")
 
 
 # ----------------------------------------------------------------------------- plots
