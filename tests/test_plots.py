@@ -126,3 +126,38 @@ def test_plot_bad_input(tmp_path, call, match):
     with pytest.raises(ValueError, match=match):
         call(tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_range_test_plot_names_the_evaluation_set(tmp_path, monkeypatch):
+    """Fig. 2b evaluates on the test set: the legend must not call it validation."""
+    import matplotlib.axes
+
+    from superconv.plots import plot_range_test
+    from superconv.range_test import RangeTestCurve
+
+    curve = RangeTestCurve(
+        lrs=[0.1, 0.2, 0.3],
+        losses=[2.0, 1.9, 1.8],
+        smoothed_losses=[2.0, 1.95, 1.9],
+        eval_steps=[0, 2],
+        eval_lrs=[0.1, 0.3],
+        val_losses=[2.1, 1.9],
+        val_accs=[0.2, 0.3],
+        mode="linear",
+        num_steps=3,
+        stop_reason="completed",
+    )
+    labels = []
+    real = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kwargs):
+        labels.append(kwargs.get("label"))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    plot_range_test(curve, path=tmp_path / "a.png", eval_name="test")
+    assert "test loss" in labels and "test accuracy" in labels
+    assert not any(label and "validation" in label for label in labels)
+    labels.clear()
+    plot_range_test(curve, path=tmp_path / "b.png")
+    assert "validation loss" in labels

@@ -108,6 +108,7 @@ def test_plots_exist_and_the_report_regenerates_from_run_dirs_alone(mnist):
     root, first = mnist
     plots = root / "plots"
     names = {"test_acc.png", "train_loss.png", "test_loss.png", "lr.png", "momentum.png"}
+    names.add("budget-12.png")  # the equal-budget comparison of the two 12-"epoch" rows
     assert {p.name for p in plots.iterdir()} == names
     assert all((plots / n).read_bytes().startswith(PNG) for n in names)
     for name in names:
@@ -249,3 +250,42 @@ def test_the_projects_readme_shows_what_the_committed_results_say():
     assert block == "\n" + summary_markdown(folders, repo), (
         "README.md's results block is stale: run `superconv report results --readme README.md`"
     )
+
+
+def test_verdict_bands_and_reach():
+    from superconv.report import iterations_to_reach, verdict
+
+    assert verdict([90.0, 90.2, 89.8], [90.1, 89.9, 90.3]).startswith("tie")
+    # means 91.0 vs 90.0, std 0.2 each, n 3: band 2*sqrt(2*0.04/3) = 0.327
+    assert verdict([91.2, 91.0, 90.8], [90.2, 90.0, 89.8]) == "win (+1.00, band ±0.33)"
+    assert verdict([90.2, 90.0, 89.8], [91.2, 91.0, 90.8]).startswith("loss (-1.00")
+    assert verdict([91.0], [90.0, 90.1]).startswith("n/a")
+    curve = [(10, 50.0), (20, 70.0), (30, 69.0), (40, 80.0)]
+    assert iterations_to_reach(curve, 70.0) == 20
+    assert iterations_to_reach(curve, 75.0) == 40
+    assert iterations_to_reach(curve, 81.0) is None
+
+
+def test_equal_budget_section_compares_1cycle_with_each_baseline(mnist):
+    root, report = mnist
+    text = section(report, "## Equal budgets")
+    line = next(line for line in text.splitlines() if "`inv-12ep-tuned`" in line)
+    cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    one = summaries(root, "onecycle-12ep")
+    inv = summaries(root, "inv-12ep-tuned")
+    assert cells[1] == "`onecycle-12ep`"
+    assert cells[3] == format_mean_std([s["final_test_acc"] for s in one])
+    assert cells[4] == format_mean_std([s["final_test_acc"] for s in inv])
+    # reach, recomputed from the raw metrics.csv files
+    target = float(np.mean([s["final_test_acc"] for s in inv]))
+    by_it: dict[int, list[float]] = {}
+    for path in sorted((root / "onecycle-12ep").glob("seed*/metrics.csv")):
+        for m in read_csv(path):
+            if m["test_acc"] is not None:
+                by_it.setdefault(int(m["iteration"]), []).append(m["test_acc"])
+    reach = next((i for i, v in sorted(by_it.items()) if np.mean(v) >= target), None)
+    assert cells[6] == (
+        "not reached" if reach is None else f"{reach:,} ({reach / one[0]['iterations']:.0%})"
+    )
+    assert "caffe-reference-85ep" not in text  # another budget: not compared
+    assert (root / "plots" / "budget-12.png").read_bytes().startswith(PNG)

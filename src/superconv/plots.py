@@ -33,8 +33,12 @@ def plot_range_test(
     *,
     path: str | os.PathLike,
     title: str | None = None,
+    eval_name: str = "validation",
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
+
+    ``eval_name`` names the evaluation set in the labels (``"test"`` where the
+    test set was used, as in the paper's figures).
 
     Train loss (raw, faint, and smoothed) and validation loss against the LR on
     the left axis, validation accuracy on a twin axis; with a ``suggestion`` the
@@ -56,7 +60,7 @@ def plot_range_test(
             color="tab:orange",
             ms=3,
             lw=1.2,
-            label="validation loss",
+            label=f"{eval_name} loss",
         )
     ax.set_xlabel("learning rate")
     ax.set_ylabel("loss")
@@ -72,9 +76,15 @@ def plot_range_test(
     if np.isfinite(accs).any():
         twin = ax.twinx()
         twin.plot(
-            curve.eval_lrs, accs, "s-", color="tab:green", ms=3, lw=1.2, label="validation accuracy"
+            curve.eval_lrs,
+            accs,
+            "s-",
+            color="tab:green",
+            ms=3,
+            lw=1.2,
+            label=f"{eval_name} accuracy",
         )
-        twin.set_ylabel("validation accuracy")
+        twin.set_ylabel(f"{eval_name} accuracy")
         h, lab = twin.get_legend_handles_labels()
         handles, labels = handles + h, labels + lab
         bar_axis = twin

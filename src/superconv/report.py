@@ -241,6 +241,7 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     estimates = lay.estimate_rows
     if estimates:
         lines += _estimates_section(ctx, estimates, steps, rows)
+    lines += _comparison_section(ctx, train_rows, rows, plots, out.parent)
     lines += _plots_section(ctx, train_rows, test_rows, estimates, rows, plots, out.parent)
     lines += [
         "",
@@ -627,6 +628,151 @@ def _estimate_rows(ctx, names, steps, rows):
     return head, body
 
 
+# ----------------------------------------------------------------------------- equal budgets
+CYCLIC = ("one_cycle", "clr")  # the policies the comparison is about
+
+
+def _budget_key(config: dict[str, Any]) -> tuple[int, int | None]:
+    return int(config.get("iterations") or 0), config.get("train_subset")
+
+
+def _budget_groups(
+    train_rows: Sequence[str], rows
+) -> list[tuple[tuple[int, int | None], list[str]]]:
+    """Rows with finished runs grouped by (iterations, training subset), in row order; only
+    groups holding a 1cycle/CLR row and at least one other policy: equal-budget comparisons."""
+    groups: dict[tuple[int, int | None], list[str]] = {}
+    for name in train_rows:
+        done = _finished(rows.get(name, []))
+        if done:
+            groups.setdefault(_budget_key(done[0].config), []).append(name)
+    out = []
+    for key, names in groups.items():
+        policies = [_finished(rows[n])[0].config.get("policy") for n in names]
+        if any(p in CYCLIC for p in policies) and any(p not in CYCLIC for p in policies):
+            out.append((key, names))
+    return out
+
+
+def mean_curve(runs: Sequence[RunRecord], key: str = "test_acc") -> list[tuple[int, float]]:
+    """(iteration, mean of ``key`` over the runs that recorded it there), by iteration."""
+    at: dict[int, list[float]] = {}
+    for run in runs:
+        for m in run.metrics:
+            v = m.get(key)
+            if v is not None and math.isfinite(v):
+                at.setdefault(int(m["iteration"]), []).append(float(v))
+    return [(i, float(np.mean(v))) for i, v in sorted(at.items())]
+
+
+def iterations_to_reach(curve: Sequence[tuple[int, float]], target: float) -> int | None:
+    """The first recorded iteration at which ``curve`` reaches ``target`` (None: never)."""
+    return next((i for i, v in curve if v >= target), None)
+
+
+def verdict(a: Sequence[float], b: Sequence[float]) -> str:
+    """``win`` / ``tie`` / ``loss`` of ``a`` against ``b`` (final accuracies over seeds).
+
+    A tie when the means differ by at most two standard errors of the difference
+    (sqrt(s_a^2/n_a + s_b^2/n_b)): roughly a 95% band for normal noise. Rough with
+    3 seeds, and said so in the report. One seed on either side: ``n/a``.
+    """
+    ma, sa, na = mean_std(a)
+    mb, sb, nb = mean_std(b)
+    if na < 2 or nb < 2:
+        return "n/a (needs 2+ seeds each)"
+    margin = 2.0 * math.sqrt(sa**2 / na + sb**2 / nb)
+    diff = ma - mb
+    if abs(diff) <= margin:
+        return f"tie ({diff:+.2f}, band ±{margin:.2f})"
+    return f"{'win' if diff > 0 else 'loss'} ({diff:+.2f}, band ±{margin:.2f})"
+
+
+def _comparison_section(ctx, train_rows, rows, plots: Path, base: Path) -> list[str]:
+    from superconv import plots as P
+
+    groups = _budget_groups(train_rows, rows)
+    if not groups:
+        return []
+    head, body = _comparison_rows(groups, rows)
+    lines = [
+        "",
+        "## Equal budgets: 1cycle against each baseline",
+        "",
+        _row(head),
+        _row(["---"] * len(head)),
+    ]
+    lines += [_row(cells) for cells in body]
+    lines += ["", COMPARISON_NOTE, ""]
+    for (iterations, subset), names in groups:
+        budget = _budget_text(iterations, subset)
+        stem = f"budget-{iterations}" + (f"-{subset}" if subset else "")
+        path = P.plot_curves(
+            {n: [m for r in _finished(rows[n]) for m in r.metrics] for n in names},
+            y="test_acc",
+            path=plots / f"{stem}.png",
+            band="std",
+            title=f"test accuracy vs iteration at {budget}: mean over seeds, band ± 1 std",
+        )
+        caption = f"test accuracy vs iteration, all policies at {budget}"
+        lines += [f"![{caption}]({path.relative_to(base).as_posix()})", ""]
+    return lines
+
+
+COMPARISON_NOTE = (
+    "Win / tie / loss: a tie when the means differ by at most two standard errors of the "
+    "difference (sqrt(s1²/n1 + s2²/n2)); with 3 seeds this is a rough band, not a test. "
+    "Iterations to reach: the first evaluation at which 1cycle's mean test accuracy (over "
+    "seeds) is at least the baseline's final mean; evaluations are spaced as in metrics.csv, "
+    "so this is rounded up to the next evaluation."
+)
+
+
+def _budget_text(iterations: int, subset: int | None) -> str:
+    return f"{iterations:,} it" + (f", {subset:,} images" if subset else "")
+
+
+def _comparison_rows(groups, rows):
+    """(header, one list of cells per (1cycle row, baseline row) pair at an equal budget)."""
+    head = [
+        "budget",
+        "1cycle row",
+        "baseline row",
+        "1cycle acc %",
+        "baseline acc %",
+        "1cycle vs baseline",
+        "iterations 1cycle needs to reach the baseline's final acc",
+    ]
+    body = []
+    for (iterations, subset), names in groups:
+        cyclic = [n for n in names if _finished(rows[n])[0].config.get("policy") in CYCLIC]
+        others = [n for n in names if n not in cyclic]
+        for c in cyclic:
+            c_acc = _values(rows[c], "final_test_acc")
+            curve = mean_curve(_finished(rows[c]))
+            for b in others:
+                b_acc = _values(rows[b], "final_test_acc")
+                target, _, n = mean_std(b_acc)
+                reach = iterations_to_reach(curve, target) if n else None
+                reached = (
+                    _DASH
+                    if not n
+                    else (f"{reach:,} ({reach / iterations:.0%})" if reach else "not reached")
+                )
+                body.append(
+                    [
+                        _budget_text(iterations, subset),
+                        f"`{c}`",
+                        f"`{b}`",
+                        format_mean_std(c_acc),
+                        format_mean_std(b_acc),
+                        verdict(c_acc, b_acc),
+                        reached,
+                    ]
+                )
+    return head, body
+
+
 # ----------------------------------------------------------------------------- the index
 INDEX_FILE = "README.md"
 README_START = "<!-- results:start (written by `superconv report results --readme README.md`) -->"
@@ -640,8 +786,8 @@ def summary_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
     ended runs (finished or diverged) only; each report also lists runs in progress.
     """
     base = Path(base)
-    acc, tests, ests, unrun = [], [], [], []
-    acc_head = test_head = est_head = None
+    acc, tests, ests, unrun, pairs = [], [], [], [], []
+    acc_head = test_head = est_head = pair_head = None
     for folder in folders:
         root = Path(folder)
         ctx = _context(root)
@@ -667,6 +813,11 @@ def summary_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
             head, body = _range_rows(ctx, tested, lay.steps, rows)
             test_head = test_head or head
             tests += [[lead, item, ctx.scale, *cells] for cells in body]
+        groups = _budget_groups(ran, rows)
+        if groups:
+            head, body = _comparison_rows(groups, rows)
+            pair_head = pair_head or head
+            pairs += [[lead, *cells] for cells in body]
         if lay.estimate_rows:
             head, body = _estimate_rows(ctx, lay.estimate_rows, lay.steps, rows)
             est_head = est_head or head[:6]
@@ -687,6 +838,9 @@ def summary_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
     if ests:
         head = ["experiment", "paper item", "scale", *est_head, "mean smoothed, early window"]
         table("Eq. 8 LR estimate", [*head, "paper"], ests)
+    if pairs:
+        table("Equal budgets: 1cycle against each baseline", ["experiment", *pair_head], pairs)
+        lines.extend(["", COMPARISON_NOTE])
     if not lines:
         lines = ["", "No runs yet."]
     if unrun:
@@ -788,6 +942,7 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
             path=plots / f"range_test-{name}.png",
             title=f"{name} (seed {first.seed}): evaluated on the {data.get('evaluate_on', 'val')} "
             f"set; {curve.stop_reason}",
+            eval_name="test" if data.get("evaluate_on") == "test" else "validation",
         )
         made.append((f"range test `{name}` with the suggested band", path))
     if estimate_rows:
