@@ -308,8 +308,10 @@ def test_report_finds_the_experiment_folders_under_results(capsys, tmp_path):
     train(config, run, progress=False)
     assert main(["report", str(tmp_path / "results")]) == 0
     report = tmp_path / "results" / "my-exp" / "small" / "report.md"
-    assert capsys.readouterr().out.strip() == f"Wrote {report}"
+    index = tmp_path / "results" / "README.md"  # a folder of experiments: the index too
+    assert capsys.readouterr().out.strip() == f"Wrote {report}\nWrote {index}"
     assert "onecycle" in report.read_text()
+    assert "[my-exp](my-exp/small/report.md)" in index.read_text()
 
 
 def test_report_of_a_missing_folder_exits_2(capsys, tmp_path):

@@ -889,8 +889,11 @@ def report_folders(root: Path) -> list[Path]:
     ``reproduce`` writes ``results/<experiment>/<scale>/<row>/seed<k>/``, so
     ``superconv report results`` reports every experiment found there.
     """
-    found = sorted({p.parent.parent.parent for p in root.glob("**/seed*/config.json")})
-    return found or [root]  # none: write_report says what it expected
+    found = {p.parent.parent.parent for p in root.glob("**/seed*/config.json")}
+    # and every folder reproduce has started (its manifest), so that the set does not
+    # depend on which runs happen to be on disk (say, still going, not yet committed)
+    found |= {p.parent for p in root.glob("**/manifest.json")}
+    return sorted(found) or [root]  # none: write_report says what it expected
 
 
 if __name__ == "__main__":
