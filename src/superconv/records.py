@@ -164,7 +164,8 @@ def _parse(text: str | None) -> float | int | str | None:
 
 # ----------------------------------------------------------------------------- environment
 def git_commit(folder: str | os.PathLike | None = None) -> str:
-    """The git commit of ``folder`` (default: this package's source), '+dirty' if modified.
+    """The git commit of ``folder`` (default: this package's source), '+dirty' if files
+    tracked below ``folder`` are modified.
 
     Returns "unknown" outside a git checkout (an installed wheel, say).
     """
@@ -176,8 +177,10 @@ def git_commit(folder: str | os.PathLike | None = None) -> str:
         )
         if commit.returncode != 0:
             return "unknown"
+        # Only changes below ``folder`` (the package source by default) make it dirty:
+        # result files that runs are writing meanwhile say nothing about the code.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
             cwd=folder,
             capture_output=True,
             text=True,
