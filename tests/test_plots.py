@@ -161,3 +161,39 @@ def test_range_test_plot_names_the_evaluation_set(tmp_path, monkeypatch):
     labels.clear()
     plot_range_test(curve, path=tmp_path / "b.png")
     assert "validation loss" in labels
+
+
+def test_one_wild_loss_does_not_flatten_the_range_test_plot(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from superconv.plots import plot_range_test
+    from superconv.range_test import RangeTestCurve
+
+    n = 40
+    curve = RangeTestCurve(
+        lrs=[0.05 * i for i in range(n)],
+        losses=[2.3 - 0.01 * i for i in range(n)],
+        smoothed_losses=[2.3 - 0.01 * i for i in range(n)],
+        eval_steps=list(range(0, n, 4)),
+        eval_lrs=[0.05 * i for i in range(0, n, 4)],
+        val_losses=[2.2, 4.5e8, 2.1, 2.0, 2.0, 1.9, 1.9, 1.8, 1.8, 1.7],
+        val_accs=[0.1] * 10,
+        num_steps=n,
+    )
+    limits, labels = [], []
+    real_ylim, real_legend = matplotlib.axes.Axes.set_ylim, matplotlib.axes.Axes.legend
+
+    def ylim(self, *args, **kwargs):
+        limits.append(args)
+        return real_ylim(self, *args, **kwargs)
+
+    def legend(self, handles, texts, **kwargs):
+        labels.extend(texts)
+        return real_legend(self, handles, texts, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", ylim)
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", legend)
+    plot_range_test(curve, path=tmp_path / "a.png")
+    low, high = limits[0]
+    assert low == 0.0 and 2.3 < high < 10  # the axis shows the ordinary losses
+    assert "1 loss point(s) above the axis (max 4.5e+08)" in labels

@@ -66,12 +66,21 @@ def plot_range_test(
     ax.set_ylabel("loss")
     if curve.mode == "exp":
         ax.set_xscale("log")
-    # Keep the blow-up at the end of a diverged test from flattening the rest of the figure.
+    # Keep a blow-up (the end of a diverged test, or one wild evaluation, as the bottleneck
+    # ResNet's 4e8 test loss in Fig. 11a) from flattening the rest of the figure: the axis
+    # ends at 1.5x the 95th percentile of the losses, and the points above it are counted.
     shown = np.concatenate([smoothed, _finite(curve.val_losses)])
     shown = shown[np.isfinite(shown)]
+    above = 0
     if shown.size and shown.max() > 0:
-        ax.set_ylim(min(0.0, float(shown.min())), 1.1 * shown.max())
+        top = min(float(shown.max()), 1.5 * float(np.percentile(shown, 95)))
+        above = int((shown > top).sum())
+        ax.set_ylim(min(0.0, float(shown.min())), 1.1 * top)
     handles, labels = ax.get_legend_handles_labels()
+    if above:
+        (off,) = ax.plot([], [], " ")
+        handles.append(off)
+        labels.append(f"{above} loss point(s) above the axis (max {shown.max():.3g})")
     accs = _finite(curve.val_accs)
     if np.isfinite(accs).any():
         twin = ax.twinx()
