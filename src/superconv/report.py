@@ -721,7 +721,7 @@ def _comparison_section(ctx, train_rows, rows, plots: Path, base: Path) -> list[
 
 COMPARISON_NOTE = (
     "Win / tie / loss: a tie when the means differ by at most two standard errors of the "
-    "difference (sqrt(s1²/n1 + s2²/n2)); with 3 seeds this is a rough band, not a test. "
+    "difference (sqrt(s1²/n1 + s2²/n2)); with a few seeds this is a rough band, not a test. "
     "Iterations to reach: the first evaluation at which 1cycle's mean test accuracy (over "
     "seeds) is at least the baseline's final mean; evaluations are spaced as in metrics.csv, "
     "so this is rounded up to the next evaluation."
