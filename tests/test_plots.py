@@ -161,6 +161,9 @@ def test_range_test_plot_names_the_evaluation_set(tmp_path, monkeypatch):
     labels.clear()
     plot_range_test(curve, path=tmp_path / "b.png")
     assert "validation loss" in labels
+    labels.clear()
+    plot_range_test(curve, path=tmp_path / "c.png", eval_name="val")  # as range tests record it
+    assert "validation loss" in labels and "validation accuracy" in labels
 
 
 def test_one_wild_loss_does_not_flatten_the_range_test_plot(tmp_path, monkeypatch):

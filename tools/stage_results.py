@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ENDED = {"finished", "diverged"}
+from superconv.experiments import DONE  # the statuses reproduce counts as ended
 
 
 def status(run: Path) -> str:
@@ -31,7 +31,7 @@ def main(root: str = "results") -> int:
     add, drop = [], []
     for config in sorted(results.glob("*/*/*/seed*/config.json")):
         run = config.parent
-        (add if status(run) in ENDED else drop).append(run)
+        (add if status(run) in DONE else drop).append(run)
     for folder in sorted({p.parent for p in results.glob("*/*/manifest.json")}):
         add += [
             p

@@ -1098,8 +1098,9 @@ def _status(path: Path) -> str:
 
 
 def _check_seeds(seeds: int) -> int:
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise UserError(f"seeds must be an integer >= 1, got {seeds!r}.")
+    from superconv.train import _positive_int
+
+    _positive_int("seeds", seeds)
     return seeds
 
 
@@ -1287,10 +1288,10 @@ def reproduce(
     """
     import torch
 
-    if threads is not None and (
-        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
-    ):
-        raise UserError(f"threads must be an integer >= 1, got {threads!r}.")
+    from superconv.train import _positive_int
+
+    if threads is not None:
+        _positive_int("threads", threads)
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -1571,7 +1572,7 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
         None if suggestion is None else suggestion_from_dict(suggestion),
         path=run.path / "range_test.png",
         title=f"{step.name}: LR range test, evaluated on the {step.evaluate_on} set ({curve.stop_reason})",
-        eval_name="test" if step.evaluate_on == "test" else "validation",
+        eval_name=step.evaluate_on,
     )
     summary = {
         "status": "finished",

@@ -37,8 +37,9 @@ def plot_range_test(
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
 
-    ``eval_name`` names the evaluation set in the labels (``"test"`` where the
-    test set was used, as in the paper's figures).
+    ``eval_name`` names the evaluation set in the labels: a split name as range
+    tests record it (``"val"`` is shown as "validation", ``"test"`` where the test
+    set was used, as in the paper's figures) or any other label.
 
     Train loss (raw, faint, and smoothed) and validation loss against the LR on
     the left axis, validation accuracy on a twin axis; with a ``suggestion`` the
@@ -46,6 +47,7 @@ def plot_range_test(
     of the accuracy axis. Log LR axis for ``mode="exp"`` curves. NaN/inf values
     (a diverged test) are left out of the lines.
     """
+    eval_name = {"val": "validation"}.get(eval_name, eval_name)
     fig = _figure()
     ax = fig.add_subplot()
     lrs = np.asarray(curve.lrs, dtype=float)

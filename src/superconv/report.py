@@ -942,7 +942,7 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
             path=plots / f"range_test-{name}.png",
             title=f"{name} (seed {first.seed}): evaluated on the {data.get('evaluate_on', 'val')} "
             f"set; {curve.stop_reason}",
-            eval_name="test" if data.get("evaluate_on") == "test" else "validation",
+            eval_name=data.get("evaluate_on", "val"),
         )
         made.append((f"range test `{name}` with the suggested band", path))
     if estimate_rows:
