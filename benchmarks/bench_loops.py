@@ -29,7 +29,15 @@ from superconv.data import DataError, DeviceLoader, load_dataset
 from superconv.models import DownsampleBlock, StandardBlock, bn_modules, build_model
 from superconv.models.bn import CaffeBatchNorm2d
 from superconv.schedules import apply
-from superconv.train import TrainConfig, _autocast, _full, make_optimizer, make_policy
+from superconv.train import (
+    TrainConfig,
+    _add_step,
+    _autocast,
+    _full,
+    _new_sums,
+    make_optimizer,
+    make_policy,
+)
 
 # Random stand-ins when the real data is absent: (train images, test images, C, H, W).
 DATA_SHAPES = {"cifar10": (50_000, 10_000, 3, 32, 32), "mnist": (60_000, 10_000, 1, 28, 28)}
@@ -383,13 +391,7 @@ class ProjectLoop:
         self.time_parts = False
         self.policy_s = self.observer_s = 0.0
         self.iteration = 0
-        self.sums = {
-            "loss": torch.zeros((), device=device, dtype=torch.float64),
-            "correct": torch.zeros((), device=device, dtype=torch.int64),
-            "count": torch.zeros((), device=device, dtype=torch.int64),
-            "steps": torch.zeros((), device=device, dtype=torch.int64),
-            "bad_step": torch.full((), -1, device=device, dtype=torch.int64),
-        }
+        self.sums = _new_sums(device)
         self.model.train()
 
     def step(self) -> None:
@@ -430,15 +432,7 @@ class ProjectLoop:
 
         detached = loss.detach()
         sums = self.sums
-        sums["loss"] += detached.double()
-        sums["correct"] += (logits.detach().argmax(1) == y).sum()
-        sums["count"] += len(y)
-        sums["steps"] += 1
-        sums["bad_step"] = torch.where(
-            (sums["bad_step"] < 0) & ~torch.isfinite(detached),
-            torch.full_like(sums["bad_step"], step),
-            sums["bad_step"],
-        )
+        _add_step(sums, detached, logits, y, step)  # the same bookkeeping as train()
         t0 = time.perf_counter() if self.time_parts else 0.0
         for observer in self.observers:
             observer(step, self.model, self.optimizer, {"loss": detached, **values})

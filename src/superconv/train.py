@@ -484,6 +484,37 @@ def _compiled(model: torch.nn.Module, enabled: bool) -> Callable[[torch.Tensor],
         return model
 
 
+def _new_sums(device: torch.device) -> dict[str, torch.Tensor]:
+    """Sums over the current evaluation interval, kept on the device (no per-step sync)."""
+    return {
+        "loss": torch.zeros((), device=device, dtype=torch.float64),
+        "correct": torch.zeros((), device=device, dtype=torch.int64),
+        "count": torch.zeros((), device=device, dtype=torch.int64),
+        "steps": torch.zeros((), device=device, dtype=torch.int64),
+        "bad_step": torch.full((), -1, device=device, dtype=torch.int64),
+    }
+
+
+def _add_step(
+    sums: dict[str, torch.Tensor],
+    loss: torch.Tensor,
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    step: int,
+) -> None:
+    """Add one step's detached ``loss`` and accuracy to ``sums``; remember the first
+    step whose loss is not finite. On-device ops only: no host sync."""
+    sums["loss"] += loss.double()
+    sums["correct"] += (logits.detach().argmax(1) == y).sum()
+    sums["count"] += len(y)
+    sums["steps"] += 1
+    sums["bad_step"] = torch.where(
+        (sums["bad_step"] < 0) & ~torch.isfinite(loss),
+        torch.full_like(sums["bad_step"], step),
+        sums["bad_step"],
+    )
+
+
 def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
     """Forward, loss and backward of one step (the optimizer step is the caller's)."""
     with _autocast(pieces.device, pieces.autocast_dtype):
@@ -584,14 +615,7 @@ def train(
         estimator = LREstimator(k=config.estimator_k)
         observers.append(estimator)
 
-    # Sums over the current evaluation interval, kept on the device (no per-step sync).
-    sums = {
-        "loss": torch.zeros((), device=device, dtype=torch.float64),
-        "correct": torch.zeros((), device=device, dtype=torch.int64),
-        "count": torch.zeros((), device=device, dtype=torch.int64),
-        "steps": torch.zeros((), device=device, dtype=torch.int64),
-        "bad_step": torch.full((), -1, device=device, dtype=torch.int64),
-    }
+    sums = _new_sums(device)
     rows: list[dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if state is not None:
@@ -686,15 +710,7 @@ def train(
                 optimizer.step()
 
                 detached = loss.detach()
-                sums["loss"] += detached.double()
-                sums["correct"] += (logits.detach().argmax(1) == y).sum()
-                sums["count"] += len(y)
-                sums["steps"] += 1
-                sums["bad_step"] = torch.where(
-                    (sums["bad_step"] < 0) & ~torch.isfinite(detached),
-                    torch.full_like(sums["bad_step"], step),
-                    sums["bad_step"],
-                )
+                _add_step(sums, detached, logits, y, step)
                 for obs in observers:
                     obs(step, module, optimizer, {"loss": detached, **values})
 
