@@ -289,3 +289,20 @@ def test_equal_budget_section_compares_1cycle_with_each_baseline(mnist):
     )
     assert "caffe-reference-85ep" not in text  # another budget: not compared
     assert (root / "plots" / "budget-12.png").read_bytes().startswith(PNG)
+
+
+def test_a_sweep_with_a_run_in_progress_is_provisional_and_its_cost_counts_ended_runs(tmp_path):
+    root = copy(tmp_path, "mnist-lenet")
+    trials = sorted(root.glob("sweep-onecycle-max_lr*/seed0"))
+    going = trials[0]
+    (going / "summary.json").unlink()  # as if still training
+    ended = [json.loads((t / "summary.json").read_text()) for t in trials[1:]]
+    sweep = section(write_report(root).read_text(), "### `sweep-onecycle`")
+    sweep = sweep.split("\n### ")[0]  # this sweep only, not the next one
+    assert "**best so far max_lr = " in sweep and "**picked" not in sweep
+    assert f"provisional: 1 of {len(trials)} values have no finished run yet" in sweep
+    iterations = sum(s["iterations"] for s in ended)
+    assert (
+        f"Tuning cost: {len(ended)} run(s), {iterations:,} iterations" in sweep
+        and "(not counted: 1 run(s) in progress or killed)" in sweep
+    )

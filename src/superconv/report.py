@@ -406,13 +406,10 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
             picked = ", ".join(f"{f} = {values[f]:.4g}" for f in fields)
         else:
             picked = "no suggestion yet"
-        cost = tuning_cost(runs)
         lines += [
             "",
             f"- Range test `{test.name}` (seed 0, evaluated on the {test.evaluate_on} split): "
-            f"{picked}, used by {', '.join(f'`{u}`' for u in users)}. Tuning cost: "
-            f"{cost['runs']} run(s), {cost['iterations']:,} iterations, {cost['images']:,} "
-            "training images.",
+            f"{picked}, used by {', '.join(f'`{u}`' for u in users)}. {_cost_text(runs)}",
         ]
     for sweep in sweeps:
         head = [
@@ -430,10 +427,12 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
             _row(head),
             _row(["---"] * len(head)),
         ]
-        scores, trials = {}, []
+        scores, trials, missing = {}, [], []
         for value in sweep.values:
             runs = rows.get(sweep.trial(value).name, [])
             scores[value] = _values(runs, "final_val_acc")
+            if not any(r.summary is not None for r in runs):  # diverged runs did end
+                missing.append(value)
             trials += runs
             status = "; ".join(_status_notes(ctx, sweep, runs)) or (
                 "not run yet" if not runs else ""
@@ -450,18 +449,19 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
                 )
             )
         try:
-            picked = f"**picked {sweep.param} = {pick_best(scores):g}**"
             best = pick_best(scores)
+            if missing:
+                picked = (
+                    f"**best so far {sweep.param} = {best:g}** (provisional: "
+                    f"{len(missing)} of {len(sweep.values)} values have no finished run yet)"
+                )
+            else:
+                picked = f"**picked {sweep.param} = {best:g}**"
             if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
                 picked += " (at the edge of the grid: the best value may lie outside it)"
         except UserError as exc:
             picked = f"no pick: {exc}"
-        cost = tuning_cost(trials)
-        lines += [
-            "",
-            f"{picked}. Tuning cost: {cost['runs']} runs, {cost['iterations']:,} iterations, "
-            f"{cost['images']:,} training images.",
-        ]
+        lines += ["", f"{picked}. {_cost_text(trials)}"]
     return lines
 
 
@@ -469,15 +469,30 @@ def tuning_cost(runs: Iterable[RunRecord]) -> dict[str, int]:
     """Runs, iterations and training images spent by tuning runs (sweep trials, range tests).
 
     Counted from what the runs did: a diverged or stopped run counts the iterations it ran.
+    Only runs that ended (wrote their summary) are counted; runs still going or
+    killed are counted apart as ``unfinished``, since what they spent is not recorded.
     """
-    runs = list(runs)
-    iterations = images = 0
+    ended = unfinished = iterations = images = 0
     for r in runs:
-        summary = r.summary or {}
-        done = int(summary.get("iterations") or 0)
+        if r.summary is None:
+            unfinished += 1
+            continue
+        ended += 1
+        done = int(r.summary.get("iterations") or 0)
         iterations += done
         images += done * int(r.config.get("batch_size", 0))
-    return {"runs": len(runs), "iterations": iterations, "images": images}
+    return {"runs": ended, "iterations": iterations, "images": images, "unfinished": unfinished}
+
+
+def _cost_text(runs: Iterable[RunRecord]) -> str:
+    cost = tuning_cost(runs)
+    text = (
+        f"Tuning cost: {cost['runs']} run(s), {cost['iterations']:,} iterations, "
+        f"{cost['images']:,} training images"
+    )
+    if cost["unfinished"]:
+        text += f" (not counted: {cost['unfinished']} run(s) in progress or killed)"
+    return text + "."
 
 
 def _nearest(xs: Sequence[float], ys: Sequence[float], target: float) -> float | None:
