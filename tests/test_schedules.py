@@ -565,3 +565,28 @@ def test_errors_are_user_errors_for_the_command_line():
 
     with pytest.raises(UserError, match="stepsize must be > 0"):
         S.Triangular(0.1, 3.0, 0)
+
+
+def test_apply_scales_the_lr_of_groups_with_an_lr_scale_and_the_scheduler_reports_it():
+    body, head = _params(), _params()
+    optimizer = torch.optim.SGD(
+        [{"params": body, "lr_scale": 0.25}, {"params": head}], lr=0.1, momentum=0.9
+    )
+    policy = S.one_cycle(max_lr=1.0, total_steps=10)
+    sched = S.PolicyScheduler(optimizer, policy)
+    for step in range(10):
+        lr = float(policy["lr"](step))
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.25 * lr, lr])
+        assert sched.get_last_lr() == pytest.approx([0.25 * lr, lr])
+        # momentum is the policy's in every group: lr_scale touches the LR only
+        assert {g["momentum"] for g in optimizer.param_groups} == {float(policy["momentum"](step))}
+        optimizer.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("bad", [-0.5, float("nan"), "0.1", True])
+def test_a_bad_lr_scale_is_refused_before_anything_is_written(bad):
+    optimizer = torch.optim.SGD([{"params": _params(), "lr_scale": bad}], lr=0.1)
+    with pytest.raises(ValueError, match="param group 0: lr_scale must be a finite number >= 0"):
+        S.apply({"lr": S.Constant(0.5)}, optimizer, 0)
+    assert optimizer.param_groups[0]["lr"] == 0.1

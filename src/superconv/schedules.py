@@ -917,6 +917,18 @@ def apply(policy: Policy, optimizer: torch.optim.Optimizer, step: int) -> dict[s
     The only code that writes ``lr``, ``momentum`` (``betas[0]`` for Adam-style
     optimizers) and ``weight_decay``. All values are computed and checked before
     anything is written.
+
+    A param group with an ``"lr_scale"`` entry (timm's convention, e.g. a smaller
+    LR for a pretrained backbone) gets ``lr = lr_scale * policy's lr``; the
+    returned ``lr`` is the policy's own.
+
+    >>> import torch
+    >>> head, body = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    >>> opt = torch.optim.SGD([{"params": [head]}, {"params": [body], "lr_scale": 0.1}], lr=1.0)
+    >>> apply({"lr": Constant(0.5)}, opt, 0)
+    {'lr': 0.5}
+    >>> [g["lr"] for g in opt.param_groups]
+    [0.5, 0.05]
     """
     _check_names(policy)
     _check_step(step)
@@ -931,7 +943,8 @@ def apply(policy: Policy, optimizer: torch.optim.Optimizer, step: int) -> dict[s
         raise UserError(f"{type(optimizer).__name__} has no momentum or betas to schedule")
     if "weight_decay" in values and not all("weight_decay" in g for g in groups):
         raise UserError(f"{type(optimizer).__name__} has no weight_decay to schedule")
-    for group in groups:
+    scales = [_lr_scale(g, i) for i, g in enumerate(groups)]
+    for group, scale in zip(groups, scales):
         for key, value in values.items():
             if key == "momentum" and "betas" in group:
                 beta1 = group["betas"][0]
@@ -940,8 +953,22 @@ def apply(policy: Policy, optimizer: torch.optim.Optimizer, step: int) -> dict[s
                 else:
                     group["betas"] = (value, *group["betas"][1:])
             else:
-                _write(group, key, value)
+                _write(group, key, value * scale if key == "lr" else value)
     return values
+
+
+def _lr_scale(group: Mapping[str, Any], index: int) -> float:
+    """A param group's ``lr_scale`` (1 when absent), checked to be a finite number >= 0."""
+    scale = group.get("lr_scale", 1.0)
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not (math.isfinite(scale) and scale >= 0)
+    ):
+        raise UserError(
+            f"param group {index}: lr_scale must be a finite number >= 0, got {scale!r}"
+        )
+    return float(scale)
 
 
 # --- torch LRScheduler adapter -------------------------------------------------------------
@@ -981,7 +1008,9 @@ class PolicyScheduler(LRScheduler):
     def get_lr(self) -> list[float]:
         """The LR of every param group at step ``last_epoch``."""
         if "lr" in self.policy:
-            return [float(self.policy["lr"](self.last_epoch))] * len(self.optimizer.param_groups)
+            lr = float(self.policy["lr"](self.last_epoch))
+            groups = self.optimizer.param_groups
+            return [lr * _lr_scale(g, i) for i, g in enumerate(groups)]
         return [float(group["lr"]) for group in self.optimizer.param_groups]
 
     def step(self, epoch: int | None = None) -> None:
