@@ -161,6 +161,27 @@ def test_triangular_equals_torch_cyclic_lr(mode):
         assert _our_trace(policy, make(), total) == pytest.approx(expected, **TOL), (i, stepsize)
 
 
+def test_the_cyclic_policy_by_name_equals_torch_cyclic_lr_with_its_momentum_cycle():
+    # The CLI / config route (build_policy) to several triangular2 cycles.
+    reference_opt = _sgd()
+    reference = torch_sched.CyclicLR(
+        reference_opt,
+        base_lr=0.01,
+        max_lr=0.5,
+        step_size_up=7,
+        mode="triangular2",
+        base_momentum=0.85,
+        max_momentum=0.95,
+    )
+    expected = _torch_trace(reference_opt, reference, 60)
+    policy = S.build_policy(
+        "cyclic", 60, min_lr=0.01, max_lr=0.5, stepsize=7, mode="triangular2", momentum=[0.95, 0.85]
+    )
+    assert _our_trace(policy, _sgd(), 60) == pytest.approx(expected, **TOL)
+    with pytest.raises(ValueError, match="policy 'cyclic' needs stepsize"):
+        S.build_policy("cyclic", 60, min_lr=0.01, max_lr=0.5)
+
+
 def test_paper_clr_is_one_cycle_0p1_to_3_over_the_run():
     # Paper: CLR 0.1 -> 3.0 -> 0.1, stepsize 5,000 of 10,000 iterations.
     schedule = S.paper_clr(10_000)

@@ -59,7 +59,7 @@ FIELD_HELP = {
     "split_seed": "seed of the subset / validation split (fixed across runs)",
     "iterations": "training iterations (the paper counts iterations, not epochs)",
     "batch_size": "images per iteration (the paper: 1000 = 8 GPUs x 125)",
-    "policy": "LR policy: clr, one_cycle, multistep, piecewise, piecewise_values, step, cosine, "
+    "policy": "LR policy: clr, cyclic (stepsize=, mode=), one_cycle, multistep, piecewise, piecewise_values, step, cosine, "
     "warmup_cosine, sgdr, constant, inv",
     "policy_params": "policy parameter KEY=VALUE (repeatable; VALUE is a JSON literal, else a "
     "string), e.g. max_lr=3.0 or momentum=[0.95,0.85]",

@@ -764,6 +764,8 @@ def _piecewise_values(values: Sequence[float], boundaries: Sequence[int]) -> Pie
 _POLICY_BUILDERS: Mapping[str, Callable[..., Schedule]] = MappingProxyType(
     {
         "clr": paper_clr,
+        # Smith's CLR in general (torch's CyclicLR): stepsize, several cycles, modes.
+        "cyclic": Triangular,
         "one_cycle": OneCycle,
         "piecewise": paper_piecewise,
         "multistep": multistep,
@@ -781,7 +783,9 @@ _POLICY_BUILDERS: Mapping[str, Callable[..., Schedule]] = MappingProxyType(
 def build_policy(name: str, total_steps: int, **params: Any) -> dict[str, Schedule]:
     """Build a policy by name, for configs and the CLI.
 
-    Names: ``clr``, ``one_cycle``, ``piecewise``, ``step``, ``cosine``,
+    Names: ``clr`` (the paper's: one cycle over the run), ``cyclic`` (any
+    :class:`Triangular` CLR: ``stepsize``, ``mode``, ``gamma``), ``one_cycle``,
+    ``piecewise``, ``multistep``, ``piecewise_values``, ``step``, ``cosine``,
     ``warmup_cosine``, ``sgdr``, ``constant``, ``inv``. ``params`` are the LR
     schedule's own arguments plus ``momentum`` (``(max, base)`` for the cyclical
     ``clr``/``one_cycle``; a constant; or ``None``/``False``; defaults as
@@ -790,6 +794,8 @@ def build_policy(name: str, total_steps: int, **params: Any) -> dict[str, Schedu
 
     >>> sorted(build_policy("one_cycle", 100, max_lr=1.0))
     ['lr', 'momentum']
+    >>> build_policy("cyclic", 100, min_lr=0.1, max_lr=1.0, stepsize=10, mode="triangular2")["lr"](30)
+    0.55
     """
     if name not in _POLICY_BUILDERS:
         raise UserError(
