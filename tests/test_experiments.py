@@ -266,13 +266,14 @@ def test_full_fair_comparison_is_the_skeptics_setting():
         assert (config.flip, config.crop_pad, config.val_size) == (True, 4, 5_000)
     short, long = math.ceil(5 * 45_000 / 128), math.ceil(15 * 45_000 / 128)
     sweeps = [s for s in plan.steps if isinstance(s, ex.Sweep)]
-    assert {s.config.policy for s in sweeps} == {"multistep", "warmup_cosine"}
+    assert {s.config.policy for s in sweeps} == {"multistep", "warmup_cosine", "one_cycle"}
     assert all(len(s.values) >= 4 and s.config.iterations == short for s in sweeps)
     assert steps["range-test"].evaluate_on == "val"
     for policy, source in (
         ("multistep", "sweep-multistep"),
         ("warmup_cosine", "sweep-warmup_cosine"),
         ("onecycle", "range-test"),
+        ("onecycle_swept", "sweep-onecycle"),
     ):
         for label, iterations, subset in (
             ("5ep", short, None),
@@ -283,6 +284,10 @@ def test_full_fair_comparison_is_the_skeptics_setting():
             step = steps[f"{policy}-{label}"]
             assert step.config.iterations == iterations and step.config.train_subset == subset
             assert {t.source for t in step.tuned} == {source}
+    for sweep in sweeps:  # every sweep brackets the usual values around 0.1 or 1cycle's ~1
+        assert min(sweep.values) <= 0.1 and max(sweep.values) >= 0.8, sweep.name
+    swept = steps["onecycle_swept-5ep"].resolve({"sweep-onecycle": {"best": 0.4}})
+    assert swept.policy_params == {"div": 4, "max_lr": 0.4}
     multistep = steps["multistep-15ep"].resolve({"sweep-multistep": {"best": 0.2}})
     assert lr_at(multistep, long // 2 - 1) == 0.2 and lr_at(
         multistep, long // 2 + 1
