@@ -200,3 +200,13 @@ def test_one_wild_loss_does_not_flatten_the_range_test_plot(tmp_path, monkeypatc
     low, high = limits[0]
     assert low == 0.0 and 2.3 < high < 10  # the axis shows the ordinary losses
     assert "1 loss point(s) above the axis (max 4.5e+08)" in labels
+
+
+def test_the_std_band_is_the_sample_std_as_in_the_report_tables():
+    groups = [np.array([70.0, 72.0, 77.0]), np.array([50.0])]
+    mean, low, high = plots.mean_band(groups, "std")
+    assert mean == pytest.approx([73.0, 50.0])
+    assert high - mean == pytest.approx([np.std(groups[0], ddof=1), 0.0])
+    assert mean - low == pytest.approx(high - mean)
+    _, low, high = plots.mean_band(groups, "minmax")
+    assert list(low) == [70.0, 50.0] and list(high) == [77.0, 50.0]

@@ -205,6 +205,34 @@ def plot_estimates(
     return _save(fig, path)
 
 
+def mean_band(
+    values: Sequence[np.ndarray], band: str = "std"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, low, high) of each group of values: the band is min..max (``"minmax"``)
+    or mean -+ the sample standard deviation (``"std"``, ddof=1 as the report's
+    tables; zero width for a single value)."""
+    mean = np.array([v.mean() for v in values])
+    if band == "minmax":
+        return mean, np.array([v.min() for v in values]), np.array([v.max() for v in values])
+    std = np.array([v.std(ddof=1) if len(v) > 1 else 0.0 for v in values])
+    return mean, mean - std, mean + std
+
+
+# Axis labels for metrics.csv columns; other column names are shown as they are.
+AXIS_LABELS = {
+    "iteration": "iteration",
+    "epoch": "epoch",
+    "test_acc": "test accuracy (%)",
+    "val_acc": "validation accuracy (%)",
+    "train_acc": "training accuracy (%)",
+    "test_loss": "test loss",
+    "val_loss": "validation loss",
+    "train_loss": "training loss",
+    "lr": "learning rate",
+    "momentum": "momentum",
+}
+
+
 def plot_curves(
     runs: Mapping[str, Iterable[Mapping[str, Any]]],
     y: str = "test_acc",
@@ -239,12 +267,7 @@ def plot_curves(
             continue
         xs = np.array(sorted(groups))
         values = [np.array(groups[k]) for k in xs]
-        mean = np.array([v.mean() for v in values])
-        if band == "minmax":
-            low, high = np.array([v.min() for v in values]), np.array([v.max() for v in values])
-        else:
-            std = np.array([v.std() for v in values])
-            low, high = mean - std, mean + std
+        mean, low, high = mean_band(values, band)
         seeds = max(len(v) for v in values)
         color = f"C{i % 10}"
         ax.plot(xs, mean, color=color, lw=1.6, label=f"{name} (n={seeds})")
@@ -252,8 +275,8 @@ def plot_curves(
         drawn += 1
     if not drawn:
         raise UserError(f"no run has finite values of {y!r} against {x!r}: check the column names.")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
+    ax.set_xlabel(AXIS_LABELS.get(x, x))
+    ax.set_ylabel(AXIS_LABELS.get(y, y))
     ax.legend(loc="best", fontsize="small")
     ax.set_title(
         title or f"{y}: mean over seeds, band = {'min..max' if band == 'minmax' else '+-1 std'}",
