@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import torch
 from torch import nn
@@ -108,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> Path:
         torch.set_num_threads(args.threads)
     rows = []
     load_start = os.getloadavg()[0]  # a shared machine: say how busy it was
-    with tempfile.TemporaryDirectory() as cache:  # cold compile, not the user's cache
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # read when inductor first compiles
+    # Cold compile in a throw-away cache, not the user's; the variable is restored after.
+    with (
+        tempfile.TemporaryDirectory() as cache,
+        patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": cache}),
+    ):
         for kind in ("caffe", "torch"):
             for channels, side in SHAPES:
                 rows.append(time_pair(kind, channels, side, args.steps, args.block))

@@ -431,7 +431,7 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
         for value in sweep.values:
             runs = rows.get(sweep.trial(value).name, [])
             scores[value] = _values(runs, "final_val_acc")
-            if not any(r.summary is not None for r in runs):  # diverged runs did end
+            if all(r.status == "unfinished" for r in runs):  # diverged runs did end
                 missing.append(value)
             trials += runs
             status = "; ".join(_status_notes(ctx, sweep, runs)) or (
@@ -474,7 +474,7 @@ def tuning_cost(runs: Iterable[RunRecord]) -> dict[str, int]:
     """
     ended = unfinished = iterations = images = 0
     for r in runs:
-        if r.summary is None:
+        if r.status == "unfinished":
             unfinished += 1
             continue
         ended += 1
