@@ -39,6 +39,11 @@ def test_every_train_config_field_has_a_flag_and_a_description(capsys):
         )
         assert flag in text, flag
         assert field.name in cli.FIELD_HELP, f"FIELD_HELP lacks {field.name}"
+    from superconv.schedules import POLICY_NAMES
+
+    flat = " ".join(text.split())  # argparse wraps lines
+    for name in POLICY_NAMES:  # the help lists what build_policy accepts, nothing else
+        assert re.search(rf"[:,] {name}[,( ]", flat), name
 
 
 def test_bad_flag_exits_2_with_usage_and_a_suggestion(capsys):

@@ -155,6 +155,7 @@ def test_fewer_seeds_and_unfinished_runs_are_said(tmp_path):
     assert inv[4] == "1" and "**only 1 of 2 planned seeds** ran" in inv[-1]
     ref = table_row(report, "caffe-reference-85ep")
     assert ref[4] == "1" and "1 seed(s) unfinished (1)" in ref[-1]
+    assert "**only 1 of 2 planned seeds** ran" in ref[-1]  # the killed seed has not run
     only = summaries(root, "caffe-reference-85ep")[0]["final_test_acc"]
     assert ref[5] == f"{only:.2f}"  # n = 1: the value, no std
 
@@ -306,3 +307,12 @@ def test_a_sweep_with_a_run_in_progress_is_provisional_and_its_cost_counts_ended
         f"Tuning cost: {len(ended)} run(s), {iterations:,} iterations" in sweep
         and "(not counted: 1 run(s) in progress or killed)" in sweep
     )
+
+
+def test_a_sweep_not_run_yet_says_so_instead_of_advising_a_wider_grid(tmp_path):
+    root = copy(tmp_path, "mnist-lenet")
+    for trial in root.glob("sweep-onecycle-max_lr*"):
+        shutil.rmtree(trial)
+    sweep = section(write_report(root).read_text(), "### `sweep-onecycle`").split("\n### ")[0]
+    assert "no pick: not run yet: no value of the sweep has a finished run." in sweep
+    assert "widen" not in sweep and ".." not in sweep

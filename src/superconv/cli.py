@@ -59,8 +59,8 @@ FIELD_HELP = {
     "split_seed": "seed of the subset / validation split (fixed across runs)",
     "iterations": "training iterations (the paper counts iterations, not epochs)",
     "batch_size": "images per iteration (the paper: 1000 = 8 GPUs x 125)",
-    "policy": "LR policy: clr, cyclic (stepsize=, mode=), one_cycle, multistep, piecewise, piecewise_values, step, cosine, "
-    "warmup_cosine, sgdr, constant, inv",
+    # the names are appended from superconv.schedules.POLICY_NAMES (one list, not two)
+    "policy": "LR policy (cyclic: any CLR, takes stepsize= and mode=)",
     "policy_params": "policy parameter KEY=VALUE (repeatable; VALUE is a JSON literal, else a "
     "string), e.g. max_lr=3.0 or momentum=[0.95,0.85]",
     "optimizer": "sgd, nesterov, adam, adamw, adagrad, adadelta",
@@ -202,6 +202,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | No
     An absent flag leaves no attribute on the namespace, so the caller knows
     exactly which fields the user set (and lets them override a config file).
     """
+    from superconv.schedules import POLICY_NAMES
     from superconv.train import TrainConfig
 
     wanted = set(names) if names is not None else None
@@ -213,7 +214,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | No
         default = getattr(defaults, field.name)
         shown = json.dumps(dict(default)) if field.name == "policy_params" else default
         # A field added to TrainConfig without a line here still gets its flag.
-        text = f"{FIELD_HELP.get(field.name, f'TrainConfig.{field.name}')} (default: {shown})"
+        text = FIELD_HELP.get(field.name, f"TrainConfig.{field.name}")
+        if field.name == "policy":
+            text += ": " + ", ".join(POLICY_NAMES)
+        text = f"{text} (default: {shown})"
         flag = "--" + field.name.replace("_", "-")
         if field.name == "policy_params":
             group.add_argument(

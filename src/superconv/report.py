@@ -311,8 +311,9 @@ def _status_notes(ctx: _Context, step: Any, runs: Sequence[RunRecord]) -> list[s
             f"{len(unfinished)} seed(s) unfinished ({', '.join(str(r.seed) for r in unfinished)})"
         )
     planned = _planned_seeds(ctx, step) if step is not None else None
-    if planned is not None and len(runs) < planned:
-        notes.append(f"**only {len(runs)} of {planned} planned seeds** ran")
+    ended = len(runs) - len(unfinished)  # a seed still training has not "run" yet
+    if planned is not None and ended < planned:
+        notes.append(f"**only {ended} of {planned} planned seeds** ran")
     return notes
 
 
@@ -449,6 +450,8 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
                 )
             )
         try:
+            if len(missing) == len(sweep.values):
+                raise UserError("not run yet: no value of the sweep has a finished run")
             best = pick_best(scores)
             if missing:
                 picked = (
@@ -460,7 +463,7 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
             if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
                 picked += " (at the edge of the grid: the best value may lie outside it)"
         except UserError as exc:
-            picked = f"no pick: {exc}"
+            picked = f"no pick: {str(exc).rstrip('.')}"
         lines += ["", f"{picked}. {_cost_text(trials)}"]
     return lines
 

@@ -778,6 +778,7 @@ _POLICY_BUILDERS: Mapping[str, Callable[..., Schedule]] = MappingProxyType(
         "inv": Inv,
     }
 )
+POLICY_NAMES: tuple[str, ...] = tuple(_POLICY_BUILDERS)  # what build_policy accepts
 
 
 def build_policy(name: str, total_steps: int, **params: Any) -> dict[str, Schedule]:
