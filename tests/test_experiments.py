@@ -563,6 +563,20 @@ def test_estimate_is_printed_before_starting_and_dry_run_writes_nothing(tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_busy_cpu_gets_a_threads_hint_and_an_idle_one_or_a_gpu_none(monkeypatch):
+    import torch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    hint = ex._cpu_contention(cpu, load=1.0)
+    assert "load average 1.0 on 2 cores" in hint and "--threads 1" in hint
+    assert ex._cpu_contention(cpu, load=0.2) == ""
+    assert ex._cpu_contention(cuda, load=5.0) == ""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    assert ex._cpu_contention(cpu, load=1.0) == ""  # one thread per run already
+
+
 def test_finished_run_of_another_plan_is_refused(sweep, tmp_path):
     import shutil
 
