@@ -631,3 +631,66 @@ def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsy
     capsys.readouterr()
     ex.reproduce(MNIST, seeds=1, out=out, device="cpu", only=["caffe-*"], dry_run=True)
     assert "1 runs: 1 done" in capsys.readouterr().out
+
+
+def test_calls_sharing_a_folder_skip_a_claimed_final_run_and_wait_for_a_claimed_trial(
+    tmp_path, capsys, monkeypatch
+):
+    """Two `reproduce` processes on one folder (the README's lanes) never run one run twice."""
+    import threading
+
+    out = tmp_path / "results"
+    root = out / MNIST / "small"
+    trained: list[str] = []
+    real_train = train_mod.train
+
+    release = threading.Event()
+
+    def train(config, run_dir, **kw):
+        trained.append(str(Path(run_dir).relative_to(root)))
+        if trained[-1] == "sweep-onecycle-max_lr0.3/seed0":  # past the claimed trial
+            release.set()
+        return real_train(config, run_dir, **kw)
+
+    monkeypatch.setattr(train_mod, "train", train)
+    held = root / "caffe-reference-85ep" / "seed0"
+    with ex.run_claim(held) as mine:  # "another process" is running seed 0
+        assert mine
+        with ex.run_claim(held) as again:  # a second claim conflicts, even from this process
+            assert not again
+        ex.reproduce(
+            MNIST, seeds=2, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"]
+        )
+    printed = capsys.readouterr().out
+    assert trained == ["caffe-reference-85ep/seed1"]
+    assert "caffe-reference-85ep/seed0: another process is running it, skipped here" in printed
+    assert "1 run(s) were left to the other process running them" in printed
+    assert ex._status(held) == "new" and ex._status(root / "caffe-reference-85ep/seed1") in ex.DONE
+
+    # A sweep trial claimed elsewhere is waited for: the pick needs it. Here the other
+    # "process" lets go without ending it (as if killed), so this call runs it itself.
+    trial = root / "sweep-onecycle-max_lr0.1" / "seed0"
+    claimed = threading.Event()
+
+    def other():
+        with ex.run_claim(trial):
+            claimed.set()
+            release.wait(timeout=60)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    claimed.wait(timeout=60)
+    trained.clear()
+    ex.reproduce(
+        MNIST, seeds=1, out=out, device="cpu", progress=False, threads=1, only=["onecycle-12ep"]
+    )
+    thread.join()
+    printed = capsys.readouterr().out
+    assert "sweep-onecycle-max_lr0.1/seed0: another process is running it, skipped here" in printed
+    assert "sweep-onecycle-max_lr0.1/seed0: waiting for the other process to end it" in printed
+    assert trained.count("sweep-onecycle-max_lr0.1/seed0") == 1
+    assert trained[-1] == "onecycle-12ep/seed0"  # after the whole sweep, the trial included
+    assert trained.index("sweep-onecycle-max_lr0.1/seed0") == len(trained) - 2
+    assert "picked max_lr" in printed and "left to the other process" not in printed
+    # what the lanes leave on disk: lock files beside the runs, holding nothing
+    assert (root / "caffe-reference-85ep" / ".seed0.lock").stat().st_size == 0

@@ -32,6 +32,7 @@ time); ``EXPERIMENTS`` is the same read-only mapping.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -39,7 +40,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -1452,17 +1453,33 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
     tuned: dict[str, dict[str, float]] = {}
     tuning: dict[str, dict[str, Any]] = {}
     count = 0
+    elsewhere: list[Path] = []  # runs another process was running: left to it
     for step in plan.steps:
         step_jobs = [j for j in jobs if j.parent == step.name]
         values = tuned if isinstance(step, Train) else {}
+        labels = {}
+        busy = []
         for job in step_jobs:
             count += 1
-            label = f"[{count}/{len(jobs)}] {job.path.relative_to(root)}"
+            label = labels[job.path] = f"[{count}/{len(jobs)}] {job.path.relative_to(root)}"
             if status[job.path] in DONE:
                 _check_same(job, values, overrides)
                 print(f"{label}: {status[job.path]} earlier, skipped")
                 continue
-            _run(job, values, overrides, progress, label)
+            with run_claim(job.path) as mine:
+                if mine:
+                    _run_claimed(job, values, overrides, progress, label)
+                else:
+                    busy.append(job)
+                    print(f"{label}: another process is running it, skipped here")
+        if isinstance(step, (Sweep, RangeTest)):
+            # This call needs every trial's result to pick a value: wait for the others.
+            for job in busy:
+                print(f"{labels[job.path]}: waiting for the other process to end it")
+                with run_claim(job.path, wait=True):
+                    _run_claimed(job, values, overrides, progress, labels[job.path])
+        else:
+            elsewhere += [job.path for job in busy]
         if isinstance(step, Sweep):
             tuned[step.name] = {"best": _sweep_pick(step, step_jobs)}
             tuning[step.name] = _cost(step_jobs)
@@ -1489,7 +1506,54 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
     atomic_write_json(manifest_path, manifest)
     report = write_report(root)
     print(f"Report: {report}")
+    if elsewhere:
+        print(
+            f"  {len(elsewhere)} run(s) were left to the other process running them: "
+            + ", ".join(str(p.relative_to(root)) for p in elsewhere)
+        )
     return [job.path for job in jobs]
+
+
+@contextlib.contextmanager
+def run_claim(path: Path, *, wait: bool = False) -> Iterator[bool]:
+    """Claim the run directory ``path`` for this process: yields True if claimed.
+
+    Several ``reproduce`` calls may work on one results folder at once (the README
+    splits rows between background processes with ``--only``, and rows share their
+    sweeps), so each run is claimed with an OS file lock on ``.<seedK>.lock`` beside
+    it. A claimed run is skipped by the others (``wait=False``) or waited for
+    (``wait=True``). The OS drops the lock when its process ends, even on SIGKILL,
+    so a killed run is never left locked. The lock file stays (deleting it would
+    race with another process opening it); it holds nothing. Where ``fcntl`` is
+    missing (Windows) every claim succeeds: run one process per results folder.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield True
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.parent / f".{path.name}.lock"
+    with open(lock, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run_claimed(job: _Job, values, overrides, progress: bool, label: str) -> None:
+    """Run a claimed job unless another process ended it since this call looked."""
+    state = _status(job.path)
+    if state in DONE:
+        _check_same(job, values, overrides)
+        print(f"{label}: {state} by another process, skipped")
+        return
+    _run(job, values, overrides, progress, label)
 
 
 def _describe(step: Step) -> str:
