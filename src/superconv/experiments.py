@@ -1460,11 +1460,10 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
     for step in plan.steps:
         step_jobs = [j for j in jobs if j.parent == step.name]
         values = tuned if isinstance(step, Train) else {}
-        labels = {}
-        busy = []
+        busy = []  # (job, label) of runs another process holds
         for job in step_jobs:
             count += 1
-            label = labels[job.path] = f"[{count}/{len(jobs)}] {job.path.relative_to(root)}"
+            label = f"[{count}/{len(jobs)}] {job.path.relative_to(root)}"
             if status[job.path] in DONE:
                 _check_same(job, values, overrides)
                 print(f"{label}: {status[job.path]} earlier, skipped")
@@ -1473,16 +1472,16 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
                 if mine:
                     _run_claimed(job, values, overrides, progress, label)
                 else:
-                    busy.append(job)
+                    busy.append((job, label))
                     print(f"{label}: another process is running it, skipped here")
         if isinstance(step, (Sweep, RangeTest)):
             # This call needs every trial's result to pick a value: wait for the others.
-            for job in busy:
-                print(f"{labels[job.path]}: waiting for the other process to end it")
+            for job, label in busy:
+                print(f"{label}: waiting for the other process to end it")
                 with run_claim(job.path, wait=True):
-                    _run_claimed(job, values, overrides, progress, labels[job.path])
+                    _run_claimed(job, values, overrides, progress, label)
         else:
-            elsewhere += [job.path for job in busy]
+            elsewhere += [job.path for job, _ in busy]
         if isinstance(step, Sweep):
             tuned[step.name] = {"best": _sweep_pick(step, step_jobs)}
             tuning[step.name] = _cost(step_jobs)
@@ -1556,7 +1555,7 @@ def _run_claimed(job: _Job, values, overrides, progress: bool, label: str) -> No
         _check_same(job, values, overrides)
         print(f"{label}: {state} by another process, skipped")
         return
-    _run(job, values, overrides, progress, label)
+    _run(job, values, overrides, progress, label, resume=state == "resume")
 
 
 def _describe(step: Step) -> str:
@@ -1621,11 +1620,10 @@ def _check_same(job: _Job, values, overrides) -> None:
         )
 
 
-def _run(job: _Job, values, overrides, progress: bool, label: str) -> None:
+def _run(job: _Job, values, overrides, progress: bool, label: str, *, resume: bool) -> None:
     from superconv import train as train_mod
 
     config = _config_for(job, values, overrides)
-    resume = _status(job.path) == "resume"
     verb = "resuming" if resume else "starting"
     if isinstance(job.step, RangeTest):
         print(f"{label}: {verb} range test ({config.iterations} it)")

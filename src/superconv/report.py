@@ -395,7 +395,7 @@ def _duration(seconds: float) -> str:
 
 
 def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
-    from superconv.experiments import pick_best, suggestion_values
+    from superconv.experiments import suggestion_values
 
     lines = ["", "## Tuning (on the validation split; the test set is never used to choose)"]
     for test in tests:
@@ -449,23 +449,32 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
                     ]
                 )
             )
-        try:
-            if len(missing) == len(sweep.values):
-                raise UserError("not run yet: no value of the sweep has a finished run")
-            best = pick_best(scores)
-            if missing:
-                picked = (
-                    f"**best so far {sweep.param} = {best:g}** (provisional: "
-                    f"{len(missing)} of {len(sweep.values)} values have no finished run yet)"
-                )
-            else:
-                picked = f"**picked {sweep.param} = {best:g}**"
-            if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
-                picked += " (at the edge of the grid: the best value may lie outside it)"
-        except UserError as exc:
-            picked = f"no pick: {str(exc).rstrip('.')}"
+        if len(missing) == len(sweep.values):
+            picked = "no pick: not run yet: no value of the sweep has a finished run"
+        else:
+            picked = _pick_text(sweep, scores, missing)
         lines += ["", f"{picked}. {_cost_text(trials)}"]
     return lines
+
+
+def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float]) -> str:
+    """What the report says of a sweep's pick (some of its values have ended runs)."""
+    from superconv.experiments import pick_best
+
+    try:
+        best = pick_best(scores)
+    except UserError as exc:  # every ended trial diverged
+        return f"no pick: {str(exc).rstrip('.')}"
+    if missing:
+        picked = (
+            f"**best so far {sweep.param} = {best:g}** (provisional: "
+            f"{len(missing)} of {len(sweep.values)} values have no finished run yet)"
+        )
+    else:
+        picked = f"**picked {sweep.param} = {best:g}**"
+    if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
+        picked += " (at the edge of the grid: the best value may lie outside it)"
+    return picked
 
 
 def tuning_cost(runs: Iterable[RunRecord]) -> dict[str, int]:
