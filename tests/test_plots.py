@@ -110,6 +110,14 @@ def test_plot_curves(tmp_path, band):
     _assert_png(plots.plot_curves(runs, "test_acc", path=tmp_path / "c.png", band=band))
 
 
+def test_plot_by_size(tmp_path):
+    series = {
+        "1cycle": {10_000: [55.0, 56.0, 57.0], 45_000: [80.0, math.nan, 81.0]},
+        "multistep": {10_000: [50.0], 20_000: [math.inf], 45_000: [75.0, 76.0]},
+    }
+    _assert_png(plots.plot_by_size(series, path=tmp_path / "s.png"))
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
@@ -120,6 +128,8 @@ def test_plot_curves(tmp_path, band):
         (lambda p: plots.plot_curves({"a": [{"iteration": 1, "acc": 1}]}, "test_acc", path=p),
          "no run has finite values of 'test_acc'"),
         (lambda p: plots.plot_curves({"a": []}, path=p, band="iqr"), "band must be one of"),
+        (lambda p: plots.plot_by_size({}, path=p), "series is empty"),
+        (lambda p: plots.plot_by_size({"a": {1000: [math.nan]}}, path=p), "no policy has a finite"),
     ],
 )  # fmt: skip
 def test_plot_bad_input(tmp_path, call, match):

@@ -316,3 +316,45 @@ def test_a_sweep_not_run_yet_says_so_instead_of_advising_a_wider_grid(tmp_path):
     sweep = section(write_report(root).read_text(), "### `sweep-onecycle`").split("\n### ")[0]
     assert "no pick: not run yet: no value of the sweep has a finished run." in sweep
     assert "widen" not in sweep and ".." not in sweep
+
+
+def _resize(root: Path, row: str, images: int, accs: list[float]) -> str:
+    """A copy of ``row`` as if trained on ``images`` images, with these final accuracies."""
+    new = f"{row}-{images // 1000}k"
+    shutil.copytree(root / row, root / new)
+    for seed_dir, acc in zip(sorted((root / new).glob("seed*")), accs, strict=True):
+        config = json.loads((seed_dir / "config.json").read_text())
+        (seed_dir / "config.json").write_text(json.dumps({**config, "train_subset": images}))
+        summary = json.loads((seed_dir / "summary.json").read_text())
+        summary.update(train_images=images, final_test_acc=acc)
+        (seed_dir / "summary.json").write_text(json.dumps(summary))
+    return new
+
+
+def test_limited_data_section_puts_each_policy_by_training_set_size(tmp_path):
+    root = copy(tmp_path, "mnist-lenet")
+    _resize(root, "onecycle-12ep", 2000, [40.0, 44.0])
+    _resize(root, "inv-12ep-tuned", 2000, [30.0, 31.0])
+    # same policy, other settings: not a size of onecycle-12ep
+    other = _resize(root, "onecycle-12ep", 3000, [50.0, 52.0])
+    for config in (root / other).glob("seed*/config.json"):
+        config.write_text(json.dumps({**json.loads(config.read_text()), "momentum": 0.5}))
+    text = section(write_report(root).read_text(), "## Training-set size")
+    full = summaries(root, "onecycle-12ep")[0]["train_images"]
+    head = table_row(text.replace("| rows |", "| `rows` |"), "rows")
+    assert head[3:] == ["2,000 images", f"{full:,} images"]  # 3,000: its only size, not a family
+    one = table_row(text, "onecycle-12ep")
+    assert one[1:3] == ["one_cycle", "12"]
+    one_full = [s["final_test_acc"] for s in summaries(root, "onecycle-12ep")]
+    inv_full = [s["final_test_acc"] for s in summaries(root, "inv-12ep-tuned")]
+    assert one[3:] == ["42.00 ± 2.83", format_mean_std(one_full)]
+    assert table_row(text, "inv-12ep-tuned")[3] == "30.50 ± 0.71"
+    gap = table_row(text, "onecycle-12ep` − `inv-12ep-tuned")
+    assert gap[3:] == ["+11.50", f"{np.mean(one_full) - np.mean(inv_full):+.2f}"]
+    assert "caffe-reference" not in text and other not in text
+    assert (root / "plots" / "data-size.png").read_bytes().startswith(PNG)
+
+
+def test_no_limited_data_section_without_two_sizes(mnist):
+    _, report = mnist
+    assert "## Training-set size" not in report

@@ -285,6 +285,63 @@ def plot_curves(
     return _save(fig, path)
 
 
+def plot_by_size(
+    series: Mapping[str, Mapping[int, Sequence[float]]],
+    *,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Final test accuracy against the number of training images (the paper's Fig. 6a).
+
+    ``series`` maps a policy name to ``{training images: final accuracies of its
+    seeds}``; each point is the mean, its error bar +-1 sample standard deviation
+    (none for a single seed). Non-finite accuracies are skipped.
+    """
+    if not series:
+        raise UserError("series is empty: give at least one policy's accuracies by size.")
+    fig = _figure()
+    ax = fig.add_subplot()
+    drawn = 0
+    for i, (name, by_size) in enumerate(series.items()):
+        sizes = sorted(n for n, accs in by_size.items() if np.isfinite(_finite(accs)).any())
+        if not sizes:
+            continue
+        values = [_finite(by_size[n]) for n in sizes]
+        values = [v[np.isfinite(v)] for v in values]
+        mean, low, _ = mean_band(values, "std")
+        seeds = max(len(v) for v in values)
+        ax.errorbar(
+            sizes, mean, yerr=mean - low, color=f"C{i % 10}", marker="o", lw=1.6, capsize=3,
+            label=f"{name} (n≤{seeds})",
+        )  # fmt: skip
+        drawn += 1
+    if not drawn:
+        raise UserError("no policy has a finite accuracy at any training-set size.")
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({n for s in series.values() for n in s}))
+    ax.xaxis.set_major_formatter(_thousands())
+    ax.xaxis.set_minor_formatter(_no_label())
+    ax.set_xlabel("training images")
+    ax.set_ylabel(AXIS_LABELS["test_acc"])
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(
+        title or "final test accuracy vs training-set size: mean, bar ± 1 std", fontsize="medium"
+    )
+    return _save(fig, path)
+
+
+def _thousands():
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(lambda v, _: f"{v / 1000:g}k")
+
+
+def _no_label():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
+
+
 def _figure(size: tuple[float, float] = (7.0, 4.5)):
     # The Agg canvas, chosen here rather than at import time and without pyplot's global state.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
