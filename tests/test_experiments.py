@@ -623,6 +623,9 @@ def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsy
     assert "only=['caffe-*']" in calls[0]["call"] and "threads=1" in calls[0]["call"]
     assert "caffe-reference-85ep/seed0" in manifest["runs"]
     assert "onecycle-12ep/seed0" in manifest["runs"]
+    # New runs are appended: the first call's runs keep their place, so a later call
+    # does not reshuffle a committed manifest.
+    assert manifest["runs"][0] == "caffe-reference-85ep/seed0"
     assert set(manifest["tuned"]) == {"sweep-onecycle"}
     assert not (root / "inv-12ep-tuned").exists()
     report = (root / "report.md").read_text()

@@ -1496,8 +1496,11 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
     manifest = _read_manifest(manifest_path)
     manifest["tuned"] = {**manifest.get("tuned", {}), **tuned}
     manifest["tuning"] = {**manifest.get("tuning", {}), **tuning}
+    # Append only the new runs: keeping the order already there stops each call from
+    # reshuffling the committed manifest (a diff with no content).
+    known = manifest.get("runs", [])
     runs = [str(job.path.relative_to(root)) for job in jobs]
-    manifest["runs"] = runs + [r for r in manifest.get("runs", []) if r not in runs]
+    manifest["runs"] = known + [r for r in runs if r not in known]
     invocation["finished"] = _now()
     calls = manifest.setdefault("invocations", [])
     mine = [i for i, c in enumerate(calls) if c.get("id") == invocation["id"]]
