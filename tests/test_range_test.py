@@ -513,7 +513,9 @@ def test_suggest_peak_is_narrower_than_plateau_and_reasons():
     assert math.log10(peak.max_lr) == pytest.approx(-1.5, abs=0.3)  # just past the peak
     assert peak.min_lr_ratio == peak.max_lr / 4 == peak.min_lr
     assert f"{peak.max_lr / 3:.4g}" in peak.reasons["min_lr_ratio"]
-    assert set(peak.reasons) == {"signal", "max_lr", "min_lr_ratio", "min_lr_steepest", "plateau"}
+    assert set(peak.reasons) == {
+        "signal", "max_lr", "min_lr_ratio", "min_lr_steepest", "plateau", "safe_max_lr"
+    }
     assert "validation accuracy" in peak.reasons["signal"]
     assert json.loads(json.dumps(peak.to_dict()))["plateau"] == list(peak.plateau)
     assert isinstance(peak, Suggestion)
@@ -566,5 +568,5 @@ def test_suggest_bad_parameters(kwargs, match):
 def test_suggest_too_short_curve():
     curve = RangeTestCurve(lrs=[0.0, 0.1, 0.2], losses=[1.0, 0.9, math.nan],
                            smoothed_losses=[1.0, 0.9, math.nan], num_steps=3)  # fmt: skip
-    with pytest.raises(ValueError, match="suggest needs at least 3"):
+    with pytest.raises(ValueError, match="a suggestion needs at least 3"):
         suggest(curve)

@@ -86,7 +86,8 @@ def lr_find(
 
     from superconv import distributed
     from superconv.plots import plot_range_test
-    from superconv.range_test import check_range_test_args, range_test, suggest
+    from superconv.range_test import check_range_test_args, range_test
+    from superconv.suggest import suggest
     from superconv.train import build
 
     # Impossible settings are refused before the output folder is made: a folder

@@ -169,6 +169,11 @@ class Sweep:
     values: tuple[float, ...]
     seeds: int = 1
     note: str = ""
+    seeds_by_value: tuple[tuple[float, int], ...] = ()  # (value, seeds) where not ``seeds``
+
+    def seeds_for(self, value: float) -> int:
+        """How many seeds the trial of ``value`` trains (``seeds`` unless listed otherwise)."""
+        return dict(self.seeds_by_value).get(value, self.seeds)
 
     def trial(self, value: float) -> Train:
         """The row that trains one value of the sweep."""
@@ -240,10 +245,10 @@ def pick_best(scores: Mapping[float, Sequence[float]]) -> float:
 
 
 def suggestion_from_dict(data: Mapping[str, Any]):
-    """A :class:`~superconv.range_test.Suggestion` from its ``to_dict()`` (range_test.json)."""
-    from superconv.range_test import Suggestion
+    """A :class:`~superconv.suggest.Suggestion` from its ``to_dict()`` (range_test.json)."""
+    from superconv.suggest import Suggestion
 
-    return Suggestion(**{**dict(data), "plateau": tuple(data["plateau"])})
+    return Suggestion.from_dict(data)
 
 
 def suggestion_values(suggestion: Mapping[str, Any]) -> dict[str, float]:
@@ -1053,7 +1058,31 @@ def _entries() -> tuple[Experiment, ...]:
             "Does 1cycle beat a tuned multistep / warm-up cosine baseline at the same iteration budget?",
             _fair_comparison,
         ),
+        Experiment(
+            "suggest",
+            "Suggestion benchmark: range-test rules scored against 1cycle max_lr sweeps",
+            "the LR range test's reading (section 3), scored",
+            "A range-test rule's max_lr is within 2x of the swept best and loses at most "
+            "max(1 point, 2 SE) of validation accuracy, on every task.",
+            _suggest,
+        ),
     )
+
+
+def _suggest(s: _Scale) -> Plan:
+    from superconv import suggest_bench
+
+    steps = suggest_bench.plan_steps(small=s.name == "small")
+    notes = (
+        "Tasks, grids and ramps: superconv.suggest_bench (benchmarks/suggest/README.md). Every "
+        "sweep trains the one cycle shape of superconv.suggest.CYCLE (start at max/4, 30% up, "
+        "cosine down to max/4e4, momentum 0.95-0.85), scored on validation accuracy.",
+        "Sweep points the fair comparison already trained in that shape are reused by the "
+        "scorer (benchmarks/suggest/score.py), not rerun here.",
+    )
+    if s.name == "small":
+        notes += ("small = the mnist-demo task only, a tenth of its budget: a smoke test.",)
+    return Plan(s.name, steps, notes)
 
 
 def experiments() -> Mapping[str, Experiment]:
@@ -1104,8 +1133,8 @@ def _jobs(plan: Plan, seeds: int, root: Path) -> list[_Job]:
     jobs = []
     for step in plan.steps:
         if isinstance(step, Sweep):
-            for trial in step.trials():
-                for k in range(min(step.seeds, seeds)):
+            for value, trial in zip(step.values, step.trials()):
+                for k in range(min(step.seeds_for(value), seeds)):
                     jobs.append(_Job(trial, step.name, k, root / trial.name / f"seed{k}"))
         else:
             n = seeds if getattr(step, "seeds", None) is None else min(step.seeds, seeds)
@@ -1650,7 +1679,8 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
     import torch.nn.functional as F
 
     from superconv.plots import plot_range_test
-    from superconv.range_test import range_test, suggest
+    from superconv.range_test import range_test
+    from superconv.suggest import suggest
     from superconv.records import RunDir, environment
     from superconv.train import build
 

@@ -330,6 +330,45 @@ def plot_by_size(
     return _save(fig, path)
 
 
+def plot_suggestions(
+    points: Sequence[tuple[str, str, float, float]], path: str | os.PathLike
+) -> Path:
+    """Log-log plot of suggested max_lr against each task's swept best: one marker per curve.
+
+    ``points``: ``(rule label, task, best max_lr, suggested max_lr)``. The diagonal
+    is a perfect suggestion; the grey band is the benchmark's factor-2 tolerance.
+    """
+    fig = _figure((6.5, 5.5))
+    ax = fig.add_subplot()
+    labels = sorted({p[0] for p in points})
+    markers = "osD^v<>P*X"
+    for i, label in enumerate(labels):
+        mine = [p for p in points if p[0] == label]
+        ax.scatter(
+            [p[2] for p in mine],
+            [p[3] for p in mine],
+            label=label,
+            marker=markers[i % len(markers)],
+            alpha=0.6,
+            s=28,
+        )
+    values = [v for p in points for v in (p[2], p[3]) if v > 0]
+    if values:
+        lo, hi = min(values) / 2, max(values) * 2
+        line = np.array([lo, hi])
+        ax.plot(line, line, color="black", lw=1, label="suggestion = best")
+        ax.fill_between(line, line / 2, line * 2, color="grey", alpha=0.2, label="within 2x")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("best max_lr of the task's 1cycle sweep (validation accuracy)")
+    ax.set_ylabel("suggested max_lr")
+    ax.set_title("Suggestion vs swept best, one marker per task and range test")
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)
+
+
 def _thousands():
     from matplotlib.ticker import FuncFormatter
 

@@ -7,12 +7,9 @@ and accuracy every ``eval_every`` steps. It runs inside :func:`preserved_state`,
 so the model, optimizer, AMP scaler and RNG states are bit-identical afterwards,
 however the test ends.
 
-:func:`suggest` reads a recorded :class:`RangeTestCurve` (a pure function):
-``max_lr`` where accuracy starts to fall (the peak of Fig. 2a), ``min_lr`` by the
-CLR guidance (max/3 .. max/4) and at the steepest descent of the train loss, and
-the super-convergence indicator: the width in decades of the high-accuracy
-plateau ("test accuracy remains consistently high over this unusually long range
-of large learning rates", Fig. 2b).
+:mod:`superconv.suggest` reads a recorded :class:`RangeTestCurve` by named
+rules (this module knows none); ``range_test.suggest`` and ``range_test.Suggestion``
+still resolve to it.
 """
 
 from __future__ import annotations
@@ -83,39 +80,6 @@ class RangeTestCurve:
             else:
                 kwargs[key] = value
         return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class Suggestion:
-    """LR bounds read from a range test, each with a one-line reason in ``reasons``.
-
-    ``max_lr``: the largest LR before smoothed validation accuracy falls (with
-    only the train loss: its smoothed minimum, past which it blows up).
-    ``min_lr_ratio``: max_lr / 4 (CLR guidance max/3..max/4; :attr:`min_lr` is
-    this value). ``min_lr_steepest``: the steepest descent of the
-    smoothed train loss. ``plateau``: (lo, hi) LRs of the high-accuracy plateau,
-    ``plateau_width`` its width in decades, the super-convergence indicator.
-    ``signal`` names the curve used: ``"val_acc"`` or ``"train_loss"``.
-    """
-
-    max_lr: float
-    min_lr_ratio: float
-    min_lr_steepest: float
-    plateau: tuple[float, float]
-    plateau_width: float
-    signal: str
-    reasons: dict[str, str]
-
-    @property
-    def min_lr(self) -> float:
-        """The CLR guidance's lower bound, max_lr / 4 (the paper's own runs used max/30, 0.1 -> 3)."""
-        return self.min_lr_ratio
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict."""
-        out = asdict(self)
-        out["plateau"] = list(self.plateau)
-        return out
 
 
 def _json_list(values: list) -> list:
@@ -535,185 +499,12 @@ def _progress_bar(enabled: bool, total: int):
     return tqdm(total=total, desc="LR range test", unit="it", dynamic_ncols=True, leave=False)
 
 
-# ----------------------------------------------------------------------------- reading the curve
-def suggest(
-    curve: RangeTestCurve,
-    *,
-    burn_in: float | int = 0.05,
-    smooth_window: int | None = None,
-    tolerance: float = 0.1,
-) -> Suggestion:
-    """Read LR bounds and the super-convergence indicator from a range-test curve (pure).
-
-    The signal is the validation accuracy when the curve has at least 3 finite
-    values after the burn-in (as in the paper, Fig. 2); otherwise the train loss
-    on a log scale (lower is better), and ``reasons["signal"]`` says so. The
-    train loss is used up to its first NaN/inf value.
-
-    - ``burn_in``: the first steps where no suggestion may lie, a fraction of
-      ``curve.num_steps`` (float) or a count (int); LR 0 is always ignored.
-    - ``smooth_window``: width in points of the centred moving median followed by
-      a centred moving mean applied to the signal (rounded up to odd; default a
-      tenth of the points, at least 3). Centred, so it adds no lag (unlike the
-      recorded EMA); the median removes single bad evaluations.
-    - ``tolerance``: the plateau is the contiguous LR range around the best
-      smoothed value where the signal stays within ``tolerance`` x (best - worst)
-      of the best, worst taken over the whole curve including the burn-in (so
-      the scale is "how much the model learned"): 0.1 means within 90% of it.
-
-    ``max_lr``: with accuracy, the upper end of the plateau, i.e. the largest LR
-    before the smoothed accuracy falls (the peak of Fig. 2a; the end of the long
-    plateau of Fig. 2b); with the train loss, the LR at its smoothed minimum, past
-    which it blows up. ``plateau_width`` in decades is the indicator: a long
-    high-accuracy plateau up to large LRs signals super-convergence potential
-    (Fig. 2b), a narrow peak does not (Fig. 2a, Fig. 11a).
-    """
-    if isinstance(burn_in, bool) or not isinstance(burn_in, (int, float)) or burn_in < 0:
-        raise UserError(
-            f"burn_in must be a fraction in [0, 1) or a step count >= 0, got {burn_in!r}."
-        )
-    if isinstance(burn_in, float) and burn_in >= 1:
-        raise UserError(
-            f"burn_in as a fraction must be < 1, got {burn_in!r} (pass an int for a step count)."
-        )
-    if smooth_window is not None and (
-        isinstance(smooth_window, bool) or not isinstance(smooth_window, int) or smooth_window < 1
-    ):
-        raise UserError(f"smooth_window must be an integer >= 1, got {smooth_window!r}.")
-    if not (isinstance(tolerance, (int, float)) and 0 < tolerance < 1):
-        raise UserError(f"tolerance must be in (0, 1), got {tolerance!r}.")
-    skip = int(round(burn_in * curve.num_steps)) if isinstance(burn_in, float) else burn_in
-
-    loss_steps, loss_lrs, losses = _usable(
-        range(len(curve.losses)), curve.lrs, curve.losses, positive=True
-    )
-    log_loss = _smooth(np.log(losses), _window(smooth_window, len(losses)))
-    after = loss_steps >= skip
-    if after.sum() < 3:
-        raise UserError(
-            f"the curve has {int(after.sum())} usable train-loss points after a burn-in of {skip} steps; "
-            "suggest needs at least 3 (run more steps or lower burn_in)."
-        )
-    acc_steps, acc_lrs, accs = _usable(
-        curve.eval_steps, curve.eval_lrs, curve.val_accs, positive=False
-    )
-    reasons: dict[str, str] = {}
-    if (acc_steps >= skip).sum() >= 3:
-        signal, what = "val_acc", "smoothed validation accuracy"
-        y_all, x_all, keep = (
-            _smooth(accs, _window(smooth_window, len(accs))),
-            acc_lrs,
-            acc_steps >= skip,
-        )
-        reasons["signal"] = (
-            f"{what} at {int(keep.sum())} evaluations after the burn-in (as in the paper, Fig. 2)"
-        )
-    else:
-        signal, what = "train_loss", "smoothed log train loss"
-        y_all, x_all, keep = -log_loss, loss_lrs, after
-        reasons["signal"] = (
-            "no validation accuracy in the curve: used the smoothed train loss (log scale) instead"
-        )
-    x, y = x_all[keep], y_all[keep]
-    lo, hi, best = _plateau(y, float(np.min(y_all)), tolerance)
-    plateau = (float(x[lo]), float(x[hi]))
-    width = math.log10(plateau[1] / plateau[0])
-    if signal == "val_acc":
-        # Fig. 2a: max_lr is where accuracy peaks and starts to fall; on a plateau
-        # (Fig. 2b) the largest LR that is still as good: the plateau's upper end.
-        max_lr = plateau[1]
-        ended = ""
-        if hi == len(x) - 1:
-            ended = (
-                "; it had not fallen by the end of the test, so max_lr may be larger"
-                if curve.stop_reason == COMPLETED
-                else f"; the test stopped early ({curve.stop_reason}), so max_lr is at the "
-                "edge of stability: a smaller value is safer"
-            )
-        reasons["max_lr"] = (
-            f"largest LR before the {what} falls out of the plateau around its peak "
-            f"({y[best]:.4g} at lr {x[best]:.4g}){ended}"
-        )
-    else:
-        # The train loss keeps falling with training time until the LR is too large,
-        # so its minimum is where it starts to blow up; past it the loss only rises.
-        max_lr = float(x[best])
-        ended = (
-            "; it was still falling at the end of the test, so max_lr may be larger"
-            if best == len(x) - 1
-            else ""
-        )
-        reasons["max_lr"] = f"LR at the minimum of the {what}, past which it blows up{ended}"
-    reasons["min_lr_ratio"] = (
-        f"max_lr / 4 (CLR guidance: max/3 = {max_lr / 3:.4g} .. max/4 = {max_lr / 4:.4g})"
-    )
-    # Steepest descent of the smoothed log train loss, before its minimum (afterwards it rises).
-    descent = log_loss[after][: int(np.argmin(log_loss[after])) + 1]
-    steep = int(np.argmin(np.gradient(descent))) if len(descent) >= 2 else 0
-    reasons["min_lr_steepest"] = (
-        f"steepest descent of the smoothed log train loss per step of the sweep, at step "
-        f"{int(loss_steps[after][steep])}"
-    )
-    reasons["plateau"] = (
-        f"{what} within {tolerance:.0%} of its range of the best from lr {plateau[0]:.4g} to "
-        f"{plateau[1]:.4g}: {width:.2f} decades (a long plateau up to large LRs signals "
-        "super-convergence potential, Fig. 2b)"
-    )
-    return Suggestion(
-        max_lr=max_lr,
-        min_lr_ratio=max_lr / 4,
-        min_lr_steepest=float(loss_lrs[after][steep]),
-        plateau=plateau,
-        plateau_width=width,
-        signal=signal,
-        reasons=reasons,
-    )
 
 
-def _usable(steps, lrs, values, *, positive: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(step, lr, value) with lr > 0, up to the first non-finite (or, if ``positive``, <= 0) value."""
-    out = []
-    for step, lr, v in zip(steps, lrs, values):
-        if not math.isfinite(v) or (positive and v <= 0):
-            break
-        if lr > 0:
-            out.append((step, lr, v))
-    cols = np.array(out, dtype=float).reshape(-1, 3)
-    return cols[:, 0], cols[:, 1], cols[:, 2]
+def __getattr__(name: str) -> Any:
+    # The curve's readings moved to superconv.suggest (named rules); the old names keep working.
+    if name in ("suggest", "Suggestion"):
+        import superconv.suggest as rules
 
-
-def _window(requested: int | None, n: int) -> int:
-    w = requested if requested is not None else max(3, n // 10)
-    return w | 1  # odd, so the window is centred
-
-
-def _centered_mean(y: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving average; the window shrinks at both ends (no padding, no lag)."""
-    half = window // 2
-    csum = np.concatenate(([0.0], np.cumsum(y)))
-    idx = np.arange(len(y))
-    lo, hi = np.maximum(idx - half, 0), np.minimum(idx + half + 1, len(y))
-    return (csum[hi] - csum[lo]) / (hi - lo)
-
-
-def _centered_median(y: np.ndarray, window: int) -> np.ndarray:
-    """Centred moving median (shrinking at the ends): removes isolated outliers."""
-    half = window // 2
-    return np.array([np.median(y[max(i - half, 0) : i + half + 1]) for i in range(len(y))])
-
-
-def _smooth(y: np.ndarray, window: int) -> np.ndarray:
-    """Median then mean over the same centred window: robust to single bad evaluations, lag-free."""
-    return _centered_mean(_centered_median(y, window), window)
-
-
-def _plateau(y: np.ndarray, worst: float, tolerance: float) -> tuple[int, int, int]:
-    """Indices (lo, hi, best) of the contiguous run around max(y) within tolerance of it."""
-    best = int(np.argmax(y))
-    threshold = y[best] - tolerance * (y[best] - worst)
-    lo = hi = best
-    while lo > 0 and y[lo - 1] >= threshold:
-        lo -= 1
-    while hi < len(y) - 1 and y[hi + 1] >= threshold:
-        hi += 1
-    return lo, hi, best
+        return getattr(rules, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

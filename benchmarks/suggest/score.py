@@ -1,0 +1,181 @@
+"""Score every range-test rule on every task of the suggestion benchmark (offline, seconds).
+
+Reads the sweeps and range tests under ``results/`` (``superconv reproduce suggest``,
+plus the fair comparison's reused 1cycle runs), scores each rule setting on each
+recorded curve against its task's sweep, chooses a default leave-one-task-out,
+and writes ``results/suggest/score.md``, ``score.json`` and ``plots/suggest-vs-best.png``.
+
+    python benchmarks/suggest/score.py            # all tasks that have data
+    python benchmarks/suggest/score.py --results results --out results/suggest
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+from superconv import suggest_bench as sb
+from superconv.records import atomic_write_json, atomic_write_text
+from superconv.suggest import DEFAULT
+
+PEERS = ("steepest", "lightning", "min_loss_10", "valley")
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return format(value, spec)
+
+
+def _row(label: str, summary: dict) -> str:
+    return (
+        f"| {label} | {summary['n']} | {_fmt(100 * summary['met'], '.0f')}% | "
+        f"{_fmt(summary['mean_lost'])} | {_fmt(summary['worst_lost'])} | "
+        f"{_fmt(100 * summary['within_2x'], '.0f')}% | {_fmt(2 ** summary['median_log2_ratio'], '.3g')}x | "
+        f"{summary['diverged']} | {summary['no_suggestion']} | {summary['outside_grid']} | "
+        f"{_fmt(summary['seed_spread'])} |"
+    )
+
+
+HEADER = (
+    "| setting | curves | targets met | mean lost (pts) | worst lost | within 2x | median ratio | "
+    "diverged | no suggestion | outside grid | seed spread (log2) |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="results", help="the results folder (default: results)")
+    parser.add_argument("--out", default=None, help="where to write (default: RESULTS/suggest)")
+    parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all with data)")
+    args = parser.parse_args(argv)
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results / "suggest"
+    t0 = time.perf_counter()
+    data = sb.collect(results, args.tasks)
+    if not data:
+        print(f"no task has both a finished sweep and a range test under {results}", file=sys.stderr)
+        return 2
+    scores = sb.score_all(data)
+    loo = sb.leave_one_task_out(scores)
+    overall = sb.choose(scores)
+    seconds = time.perf_counter() - t0
+    size = sum(
+        f.stat().st_size
+        for entry in data.values()
+        for run in entry["runs"]
+        for f in (results / run["path"]).glob("*.json")
+    )
+    lines = _markdown(data, scores, loo, overall)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    plot = _plot(data, scores, overall, out / "plots" / "suggest-vs-best.png")
+    lines += ["", f"![suggestion vs best](plots/{plot.name})", ""]
+    lines += [
+        f"Scored {len(scores):,} suggestions ({len(sb.settings())} settings) in {seconds:.1f} s; "
+        f"the range-test records read weigh {size / 1e6:.1f} MB.",
+        "",
+        "Made by `python benchmarks/suggest/score.py` from the run folders (each with its "
+        "command, commit, device and seed in config.json / env.json).",
+    ]
+    atomic_write_text(out / "score.md", "\n".join(lines) + "\n")
+    atomic_write_json(
+        out / "score.json",
+        {
+            "seconds": round(seconds, 2),
+            "record_bytes": size,
+            "tasks": sorted(data),
+            "default_in_library": dict(DEFAULT),
+            "chosen_on_all_tasks": None if overall is None else overall.label,
+            "held_out": {k: {"setting": v[0].label, **v[1]} for k, v in loo.items()},
+        },
+    )
+    print("\n".join(lines))
+    return 0
+
+
+def _markdown(data, scores, loo, overall) -> list[str]:
+    lines = [
+        "# Suggestion benchmark: range-test rules against budget-matched 1cycle sweeps",
+        "",
+        "Each task's best max_lr is the sweep's best mean validation accuracy (1cycle of "
+        "superconv.suggest.CYCLE: start at max/4, 30% up, cosine down, momentum 0.95-0.85). "
+        "A suggestion is scored by the validation accuracy it would lose (interpolated in log "
+        "LR between grid points; outside the grid is a miss), its ratio to the best point, and "
+        "whether the next grid point above it diverged. Targets: lost <= max(1 point, 2 SE), "
+        "within 2x, a suggestion, no divergence.",
+        "",
+        "## Tasks",
+        "",
+        "| task | budget (it) | grid: max_lr -> val acc % (seeds) | best | SE | tolerance | test acc at best |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in data.items():
+        g = entry["grid"]
+        cells = ", ".join(
+            f"{lr:g}: {'div.' if bad else f'{m:.2f}'} ({n})"
+            for lr, m, n, bad in zip(g.lrs, g.means, g.counts, g.diverged)
+        )
+        lines.append(
+            f"| {name} | {entry['task'].budget:,} | {cells} | {g.best_lr:g} | {_fmt(g.se)} | "
+            f"{sb.tolerance(g):.2f} | {_fmt(g.test_at_best)} |"
+        )
+    lines += ["", "## The rules side by side (all tasks; each rule at its best ramp and length)", "", HEADER]
+    by_setting: dict = {}
+    for s in scores:
+        by_setting.setdefault(s.setting, []).append(s)
+    best_per_rule: dict = {}
+    for setting, group in by_setting.items():
+        summary = sb.summarise(group)
+        key = sb._rank_key(summary)
+        if setting.rule not in best_per_rule or key < best_per_rule[setting.rule][0]:
+            best_per_rule[setting.rule] = (key, setting, summary)
+    for rule, (_, setting, summary) in sorted(best_per_rule.items(), key=lambda kv: kv[1][0]):
+        lines.append(_row(setting.label, summary))
+    lines += ["", "## The peers as they ship (exp ramp, the longer test)", "", HEADER]
+    for rule in PEERS:
+        setting = sb.Setting(rule, (), "exp", 1)
+        if setting in by_setting:
+            lines.append(_row(setting.label, sb.summarise(by_setting[setting])))
+    lines += [
+        "",
+        "## Leave one task out",
+        "",
+        "For each task, the setting that does best on the *other* tasks, scored on this one.",
+        "",
+        "| held-out task | setting chosen on the others | curves | targets met | mean lost | median ratio | diverged | no suggestion |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (setting, summary) in loo.items():
+        lines.append(
+            f"| {name} | {setting.label} | {summary['n']} | {_fmt(100 * summary['met'], '.0f')}% | "
+            f"{_fmt(summary['mean_lost'])} | {_fmt(2 ** summary['median_log2_ratio'], '.3g')}x | "
+            f"{summary['diverged']} | {summary['no_suggestion']} |"
+        )
+    if overall is not None:
+        lines += ["", f"Chosen on all tasks: **{overall.label}**."]
+    missing = [t.name for t in sb.tasks() if t.name not in data]
+    if missing:
+        lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
+    return lines
+
+
+def _plot(data, scores, overall, path: Path) -> Path:
+    from superconv.plots import plot_suggestions
+
+    points = []
+    for s in scores:
+        if s.max_lr is None:
+            continue
+        if s.setting in {sb.Setting(r, (), "exp", 1) for r in PEERS} or s.setting == overall:
+            label = "chosen default" if s.setting == overall else s.setting.rule
+            points.append((label, s.task, data[s.task]["grid"].best_lr, s.max_lr))
+    return plot_suggestions(points, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,676 @@
+"""The suggestion benchmark: tasks whose best 1cycle peak is known from a sweep.
+
+Every rule that turns a range-test curve into a ``max_lr`` is a claim, and this
+module is where it is scored. Each :class:`Task` is a model, data set, batch
+and budget with
+
+- a 1cycle ``max_lr`` sweep on a factor-2 grid, all in the one cycle shape of
+  :data:`superconv.suggest.CYCLE`, scored on validation accuracy (held out of
+  training; the test accuracy is recorded too, never used);
+- LR range tests (exp and linear ramps, three seeds, two lengths given as
+  fractions of the budget), each evaluating at most 2,000 validation images,
+  stored with per-step train losses so that any rule can be scored offline.
+
+The runs are planned as one experiment, ``suggest``, and run by
+:func:`superconv.experiments.reproduce` (resumable, skips what is committed,
+one lock per run): ``superconv reproduce suggest --scale reduced --only 't1-*'``.
+Sweep points that earlier experiments already trained in the same shape (the
+fair comparison's ResNet-20 runs) are *reused*, not rerun: each task names the
+run folders it may take them from, and :func:`sweep_points` checks that each
+one's recorded schedule and config match the task's before counting it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from superconv.errors import UserError
+from superconv.suggest import CYCLE
+from superconv.train import TrainConfig
+
+__all__ = [
+    "CHANCE_MARGIN",
+    "RANGE_FRACTIONS",
+    "RangeRamp",
+    "SweepPoint",
+    "Task",
+    "range_test_runs",
+    "sweep_points",
+    "tasks",
+]
+
+# A run "diverged" when its status says so or its final validation accuracy is at
+# most chance + 5 points: a batch-norm net can collapse to chance without a NaN
+# (the fair comparison's sweep-multistep-lr0.8 did).
+CHANCE_MARGIN = 5.0
+# Range-test lengths as fractions of the task's training budget (with a floor in
+# steps, so a short budget still gets a readable curve): the benchmark records
+# both, to choose the default length from evidence. `fit` caps its range test at
+# 10% of the budget by default.
+RANGE_FRACTIONS = ((0.04, 30), (0.12, 100))
+RANGE_EVAL_IMAGES = 2_000  # evaluations on at most 2,000 validation images (the issue)
+
+
+@dataclass(frozen=True)
+class RangeRamp:
+    """One ramp of a task's range tests: ``mode`` from ``start_lr`` to ``end_lr``."""
+
+    mode: str
+    start_lr: float
+    end_lr: float
+
+
+SGD_RAMPS = (RangeRamp("exp", 1e-4, 10.0), RangeRamp("linear", 0.0, 3.0))  # linear: the paper's
+ADAM_RAMPS = (RangeRamp("exp", 1e-6, 1.0), RangeRamp("linear", 0.0, 0.1))
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark task: a training config (max_lr left to the sweep) and its sweep grid.
+
+    ``config`` is the 1cycle run at ``CYCLE``'s shape without ``max_lr``.
+    ``grid``: the max_lr values this benchmark trains (1 seed, or the count in
+    ``seeds``: 2 at the best point and its neighbours). ``reuse``: globs, relative
+    to the results folder, of run folders trained elsewhere in the same shape.
+    ``classes``: for the chance level.
+    """
+
+    name: str
+    title: str
+    config: TrainConfig
+    grid: tuple[float, ...]
+    seeds: tuple[tuple[float, int], ...] = ()
+    reuse: tuple[str, ...] = ()
+    ramps: tuple[RangeRamp, ...] = SGD_RAMPS
+    classes: int = 10
+    note: str = ""
+
+    @property
+    def budget(self) -> int:
+        """The training budget in iterations."""
+        return self.config.iterations
+
+    @property
+    def chance(self) -> float:
+        return 100.0 / self.classes
+
+    def trial_config(self, max_lr: float) -> TrainConfig:
+        return self.config.replace(policy_params=CYCLE.policy_params(max_lr))
+
+    def range_lengths(self) -> tuple[int, ...]:
+        """The two range-test lengths in steps (fractions of the budget, with floors)."""
+        return tuple(max(floor, math.ceil(f * self.budget)) for f, floor in RANGE_FRACTIONS)
+
+    def range_config(self, steps: int) -> TrainConfig:
+        """The range test's config: the task's model, data, batch and optimizer for ``steps``."""
+        return self.config.replace(
+            iterations=steps, eval_every=steps, checkpoint_every=steps, policy="constant",
+            policy_params={"lr": 0.0},
+        )
+
+
+def _cadence(iterations: int, evals: int) -> dict[str, int]:
+    every = max(1, math.ceil(iterations / evals))
+    return {"iterations": iterations, "eval_every": every, "checkpoint_every": every}
+
+
+def _lenet(dataset: str, iterations: int, **kw: Any) -> TrainConfig:
+    # Caffe's LeNet solver (as the mnist-lenet experiment): batch 64, momentum 0.9,
+    # weight decay 5e-4, pixels / 256, no augmentation.
+    base = TrainConfig(
+        model="lenet",
+        dataset=dataset,
+        batch_size=64,
+        momentum=0.9,
+        weight_decay=5e-4,
+        flip=False,
+        normalize="unit",
+        eval_batch_size=1000,
+        policy="one_cycle",
+        policy_params={},
+        val_size=5_000 if dataset == "mnist" else 1_000,
+    )
+    return base.replace(**{**_cadence(iterations, 6), **kw})
+
+
+def _cifar(model: str, iterations: int, evals: int = 6, **kw: Any) -> TrainConfig:
+    # The fair comparison's setting (experiments._fair_comparison): flip + pad-4 crop,
+    # momentum 0.9 (cycled 0.95-0.85), weight decay 1e-4, 5,000 validation images.
+    base = TrainConfig(
+        model=model,
+        batch_size=128,
+        momentum=0.9,
+        weight_decay=1e-4,
+        crop_pad=4,
+        val_size=5_000,
+        eval_batch_size=1000,
+        policy="one_cycle",
+        policy_params={},
+    )
+    return base.replace(**{**_cadence(iterations, evals), **kw})
+
+
+def _epochs(epochs: float, images: int, batch: int) -> int:
+    return math.ceil(epochs * images / batch)
+
+
+FAIR = "fair-comparison/reduced"
+
+
+def tasks() -> tuple[Task, ...]:
+    """The benchmark's tasks (the issue's table), in order; built on call."""
+    mnist_train = 60_000 - 5_000
+    cifar_train = 50_000 - 5_000
+    five = _epochs(5, cifar_train, 128)  # 1,758: the fair comparison's 5-epoch budget
+    fifteen = _epochs(15, cifar_train, 128)  # 5,274
+    lenet_grid = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+    return (
+        Task(
+            "t1-lenet-2ep",
+            "LeNet, MNIST, batch 64, 2 epochs (short, no BN)",
+            _lenet("mnist", _epochs(2, mnist_train, 64)),
+            lenet_grid,
+        ),
+        Task(
+            "t2-lenet-12ep",
+            "LeNet, MNIST, batch 64, 12 epochs",
+            _lenet("mnist", _epochs(12, mnist_train, 64)),
+            lenet_grid,
+            note="mnist-lenet's sweep used div 25 (start at max/25): another shape, not reused.",
+        ),
+        Task(
+            "t3-lenet-demo",
+            "LeNet, mnist-demo, batch 64, ~5 epochs (what CI can rerun)",
+            _lenet("mnist-demo", _epochs(5, 9_000, 64)),
+            lenet_grid + (0.8,),
+        ),
+        Task(
+            "t4-lenet-adamw-2ep",
+            "LeNet + AdamW, MNIST, batch 64, 2 epochs (an adaptive optimizer)",
+            _lenet("mnist", _epochs(2, mnist_train, 64), optimizer="adamw", weight_decay=1e-2),
+            (2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2),
+            ramps=ADAM_RAMPS,
+            note="AdamW's decoupled weight decay 1e-2 (torch's default); beta1 cycles 0.95-0.85.",
+        ),
+        Task(
+            "t5-resnet20-5ep",
+            "ResNet-20, CIFAR-10, batch 128, 5 epochs",
+            _cifar("resnet20", five, evals=12),
+            (0.05,),
+            reuse=(
+                f"{FAIR}/sweep-onecycle-max_lr*/seed*",
+                f"{FAIR}/onecycle_swept-5ep/seed*",
+                f"{FAIR}/onecycle-5ep/seed*",
+            ),
+            note="the fair comparison's 1cycle sweep (0.1-1.6) and rows are reused; 0.05 added.",
+        ),
+        Task(
+            "t6-resnet20-15ep",
+            "ResNet-20, CIFAR-10, batch 128, 15 epochs",
+            _cifar("resnet20", fifteen, evals=12),
+            (0.1, 0.4, 0.8),
+            reuse=(f"{FAIR}/onecycle_swept-15ep/seed*", f"{FAIR}/onecycle-15ep/seed*"),
+            note="0.2 and 1.59 (3 seeds each) are the fair comparison's 15-epoch 1cycle rows.",
+        ),
+        Task(
+            "t7-resnet8-3ep",
+            "ResNet-8, CIFAR-10, batch 128, 3 epochs (shallow)",
+            _cifar("resnet8", _epochs(3, cifar_train, 128)),
+            (0.05, 0.1, 0.2, 0.4, 0.8, 1.6),
+        ),
+        Task(
+            "t8-resnet20-10k",
+            "ResNet-20, CIFAR-10 10k images, batch 128, 1,758 iterations (limited data)",
+            _cifar("resnet20", five, evals=12, train_subset=10_000),
+            (0.05, 0.1, 0.4, 0.8),
+            reuse=(f"{FAIR}/onecycle_swept-5ep-10k/seed*", f"{FAIR}/onecycle-5ep-10k/seed*"),
+            note="0.2 and 1.59 (3 seeds each) are the fair comparison's 10k rows.",
+        ),
+        Task(
+            "t9-resnet20-b512",
+            "ResNet-20, CIFAR-10, batch 512, 5 epochs (larger batch)",
+            _cifar("resnet20", _epochs(5, cifar_train, 512), batch_size=512),
+            (0.1, 0.2, 0.4, 0.8, 1.6, 3.2),
+        ),
+    )
+
+
+def get_task(name: str) -> Task:
+    by_name = {t.name: t for t in tasks()}
+    if name not in by_name:
+        raise UserError(f"no benchmark task {name!r}; tasks: {', '.join(by_name)}.")
+    return by_name[name]
+
+
+# ----------------------------------------------------------------------------- the plan
+def plan_steps(small: bool = False) -> tuple[Any, ...]:
+    """The runner's steps: per task, its sweep and its range tests (exp/linear x 2 lengths).
+
+    ``small``: only the mnist-demo task, at a tenth of its grid's cost (the CI-sized plan).
+    """
+    from superconv.experiments import RangeTest, Sweep
+
+    steps: list[Any] = []
+    chosen = [t for t in tasks() if not small or t.name.startswith("t3-")]
+    for task in chosen:
+        if small:
+            task = _shrunk(task)
+        steps.append(
+            Sweep(
+                f"{task.name}-sweep",
+                task.config.replace(policy_params=CYCLE.policy_params(task.grid[0])),
+                "max_lr",
+                task.grid,
+                seeds=1,
+                seeds_by_value=task.seeds,
+                note=task.title,
+            )
+        )
+        eval_batches = max(1, RANGE_EVAL_IMAGES // task.config.eval_batch_size)
+        for ramp in task.ramps:
+            for length in task.range_lengths():
+                steps.append(
+                    RangeTest(
+                        f"{task.name}-rt-{ramp.mode}-{length}",
+                        task.range_config(length),
+                        start_lr=ramp.start_lr,
+                        end_lr=ramp.end_lr,
+                        mode=ramp.mode,
+                        evaluate_on="val",
+                        eval_points=min(20, length // 3),
+                        eval_batches=eval_batches,
+                        note=f"{task.title}: {ramp.mode} ramp over {length} steps",
+                    )
+                )
+    return tuple(steps)
+
+
+def _shrunk(task: Task) -> Task:
+    config = task.config.replace(**_cadence(max(20, task.budget // 10), 2))
+    return Task(task.name, task.title + " (small: a tenth)", config, task.grid[1:4], ramps=task.ramps)
+
+
+# ----------------------------------------------------------------------------- reading results
+@dataclass(frozen=True)
+class SweepPoint:
+    """One finished (or diverged) training run of a task's sweep."""
+
+    max_lr: float
+    seed: int
+    val_acc: float | None
+    test_acc: float | None
+    diverged: bool
+    path: str
+
+
+_RUNTIME_KEYS = ("data_dir", "device", "threads", "seed", "policy_params", "policy_built")
+
+
+def _same_shape(task: Task, config: Mapping[str, Any]) -> float | None:
+    """``max_lr`` of a recorded run if it is ``task``'s run in the same cycle shape, else None."""
+    params = config.get("policy_params") or {}
+    if config.get("policy") != "one_cycle" or "max_lr" not in params:
+        return None
+    max_lr = float(params["max_lr"])
+    planned = json.loads(json.dumps(task.trial_config(max_lr).to_dict()))
+    for key in set(planned) | set(config):
+        if key not in _RUNTIME_KEYS and planned.get(key) != config.get(key):
+            return None
+    built = config.get("policy_built")
+    if built is not None and not CYCLE.matches(built):
+        return None
+    return max_lr
+
+
+def sweep_points(task: Task, results: str | Path) -> list[SweepPoint]:
+    """Every run of ``task``'s sweep under ``results``: its own and the reused ones, checked.
+
+    A reused run counts only when its config is the task's (same model, data,
+    batch, budget, optimizer, augmentation, evaluation cadence) and its recorded
+    schedule has the benchmark's cycle shape; duplicates of one (max_lr, seed)
+    are counted once (a sweep's seed 0 and a row's seed 0 can be the same run).
+    """
+    root = Path(results)
+    own = root / "suggest" / "reduced"
+    patterns = [f"{task.name}-sweep-max_lr*/seed*"]
+    folders = [p for pat in patterns for p in sorted(own.glob(pat))]
+    folders += [p for pat in task.reuse for p in sorted(root.glob(pat))]
+    points: dict[tuple[float, int], SweepPoint] = {}
+    for folder in folders:
+        point = _read_point(task, folder, root)
+        if point is not None:
+            points.setdefault((round(point.max_lr, 12), point.seed), point)
+    return sorted(points.values(), key=lambda p: (p.max_lr, p.seed))
+
+
+def _read_point(task: Task, folder: Path, root: Path) -> SweepPoint | None:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # not ended (no summary) or unreadable: not a point yet
+    if summary.get("status") not in ("finished", "diverged"):
+        return None
+    max_lr = _same_shape(task, config)
+    if max_lr is None:
+        return None
+    val, test = summary.get("final_val_acc"), summary.get("final_test_acc")
+    diverged = (
+        summary.get("status") == "diverged"
+        or val is None
+        or float(val) <= task.chance + CHANCE_MARGIN
+    )
+    return SweepPoint(
+        max_lr,
+        int(config.get("seed", 0)),
+        None if val is None else float(val),
+        None if test is None else float(test),
+        diverged,
+        str(folder.relative_to(root)),
+    )
+
+
+def range_test_runs(task: Task, results: str | Path) -> list[dict[str, Any]]:
+    """The task's recorded range tests: ``{"mode", "steps", "seed", "curve", "path"}`` each."""
+    from superconv.experiments import RANGE_TEST_FILE
+
+    root = Path(results)
+    out = []
+    for folder in sorted((root / "suggest" / "reduced").glob(f"{task.name}-rt-*/seed*")):
+        try:
+            data = json.loads((folder / RANGE_TEST_FILE).read_text(encoding="utf-8"))
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        record = config.get("range_test", {})
+        out.append(
+            {
+                "mode": record.get("mode", data["curve"].get("mode")),
+                "steps": int(record.get("num_steps", data["curve"].get("num_steps", 0))),
+                "seed": int(config.get("seed", 0)),
+                "curve": data["curve"],
+                "path": str(folder.relative_to(root)),
+            }
+        )
+    return out
+
+
+def best_point(points: Sequence[SweepPoint]) -> tuple[float, float] | None:
+    """(max_lr, mean validation accuracy) of the best grid value; diverged runs score as chance."""
+    by_lr: dict[float, list[float]] = {}
+    for p in points:
+        by_lr.setdefault(p.max_lr, []).append(p.val_acc if not p.diverged else math.nan)
+    means = {lr: _mean_or_nan(v) for lr, v in by_lr.items()}
+    finite = {lr: m for lr, m in means.items() if math.isfinite(m)}
+    if not finite:
+        return None
+    lr = max(finite, key=finite.get)
+    return lr, finite[lr]
+
+
+def _mean_or_nan(values: Sequence[float]) -> float:
+    return math.nan if any(not math.isfinite(v) for v in values) else sum(values) / len(values)
+
+
+# ----------------------------------------------------------------------------- scoring
+# Rule settings the scorer tries: the peers' rules as they ship, superconv's with a
+# small grid of constants (the leave-one-task-out choice picks among them).
+FRACTIONS = (1.0, 1 / 2, 1 / 3, 1 / 4, 1 / 6, 1 / 8, 1 / 12, 1 / 16)
+BUDGET_POWERS = (0.0, 0.25, 0.5)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One way to suggest: a rule, its constants, and which range test (ramp, length) it reads."""
+
+    rule: str
+    params: tuple[tuple[str, float], ...] = ()
+    mode: str = "exp"
+    length: int = 1  # index into RANGE_FRACTIONS: 0 short, 1 long
+
+    @property
+    def label(self) -> str:
+        consts = ", ".join(f"{k}={v:.3g}" for k, v in self.params)
+        frac = RANGE_FRACTIONS[self.length][0]
+        return f"{self.rule}({consts}) on {self.mode} {frac:.0%}" if consts else (
+            f"{self.rule} on {self.mode} {frac:.0%}"
+        )
+
+
+def settings() -> list[Setting]:
+    """Every setting the scorer tries (rules x constants x ramps x lengths)."""
+    from superconv.suggest import RULES
+
+    out = []
+    for mode in ("exp", "linear"):
+        for length in range(len(RANGE_FRACTIONS)):
+            for rule in RULES:
+                if rule in ("loss_edge", "val_loss_edge"):
+                    for f in FRACTIONS:
+                        for p in BUDGET_POWERS:
+                            params = (("fraction", f),) + ((("budget_power", p),) if p else ())
+                            out.append(Setting(rule, params, mode, length))
+                elif rule == "plateau_edge":
+                    for f in FRACTIONS:
+                        params = (("fraction", f),) if f != 1.0 else ()
+                        out.append(Setting(rule, params, mode, length))
+                else:
+                    out.append(Setting(rule, (), mode, length))
+    return out
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A task's sweep, summarised: mean validation accuracy per max_lr (diverged = chance)."""
+
+    lrs: tuple[float, ...]
+    means: tuple[float, ...]
+    counts: tuple[int, ...]
+    diverged: tuple[bool, ...]
+    best_lr: float
+    best: float
+    se: float  # standard error at the best point (pooled over multi-seed points)
+    test_at_best: float
+
+    def accuracy_at(self, lr: float) -> float | None:
+        """Validation accuracy interpolated in log LR; None outside the grid."""
+        x = [math.log(v) for v in self.lrs]
+        t = math.log(lr)
+        if t < x[0] - 1e-9 or t > x[-1] + 1e-9:
+            return None
+        for i in range(len(x) - 1):
+            if x[i] <= t <= x[i + 1]:
+                w = (t - x[i]) / (x[i + 1] - x[i]) if x[i + 1] > x[i] else 0.0
+                return self.means[i] + w * (self.means[i + 1] - self.means[i])
+        return self.means[-1]
+
+    def diverges_at(self, lr: float) -> bool:
+        """Whether the first grid point at or above ``lr`` diverged."""
+        for v, bad in zip(self.lrs, self.diverged):
+            if v >= lr * (1 - 1e-9):
+                return bad
+        return False
+
+
+def grid_of(task: Task, points: Sequence[SweepPoint]) -> Grid | None:
+    """The sweep's summary; None when nothing has finished yet."""
+    by_lr: dict[float, list[SweepPoint]] = {}
+    for p in points:
+        by_lr.setdefault(round(p.max_lr, 12), []).append(p)
+    if not by_lr:
+        return None
+    lrs = tuple(sorted(by_lr))
+    accs = {lr: [task.chance if p.diverged else p.val_acc for p in by_lr[lr]] for lr in lrs}
+    means = tuple(sum(a) / len(a) for a in (accs[lr] for lr in lrs))
+    diverged = tuple(all(p.diverged for p in by_lr[lr]) for lr in lrs)
+    best_i = max(range(len(lrs)), key=lambda i: means[i])
+    # pooled within-point variance over the points with >= 2 seeds that trained
+    ss = dof = 0.0
+    for lr in lrs:
+        a = accs[lr]
+        if len(a) >= 2 and not any(p.diverged for p in by_lr[lr]):
+            m = sum(a) / len(a)
+            ss += sum((v - m) ** 2 for v in a)
+            dof += len(a) - 1
+    se = math.sqrt(ss / dof / len(accs[lrs[best_i]])) if dof else math.nan
+    tests = [p.test_acc for p in by_lr[lrs[best_i]] if p.test_acc is not None]
+    return Grid(
+        lrs,
+        means,
+        tuple(len(by_lr[lr]) for lr in lrs),
+        diverged,
+        lrs[best_i],
+        means[best_i],
+        se,
+        sum(tests) / len(tests) if tests else math.nan,
+    )
+
+
+@dataclass(frozen=True)
+class Score:
+    """One suggestion on one range test of one task, scored against the task's sweep."""
+
+    task: str
+    setting: Setting
+    seed: int
+    max_lr: float | None  # None: no suggestion
+    lost: float | None  # validation points lost at the suggestion; None outside the grid
+    ratio: float | None
+    diverged: bool
+    met: bool  # every target: lost <= max(1, 2 SE), within 2x, a suggestion, no divergence
+    why: str = ""
+
+
+def tolerance(grid: Grid) -> float:
+    """The accuracy a suggestion may lose: max(1 point, 2 standard errors)."""
+    return max(1.0, 2 * grid.se) if math.isfinite(grid.se) else 1.0
+
+
+def score_curve(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any]) -> Score:
+    """Score one setting on one recorded range test (pure: reads the stored curve only)."""
+    from superconv.range_test import RangeTestCurve
+    from superconv.suggest import suggest
+
+    curve = RangeTestCurve.from_dict(run["curve"])
+    try:
+        s = suggest(curve, setting.rule, task.budget, **dict(setting.params))
+    except UserError as exc:
+        return Score(task.name, setting, run["seed"], None, None, None, False, False, str(exc))
+    acc = grid.accuracy_at(s.max_lr)
+    ratio = s.max_lr / grid.best_lr
+    diverged = grid.diverges_at(s.max_lr)
+    lost = None if acc is None else grid.best - acc
+    met = (
+        lost is not None
+        and lost <= tolerance(grid) + 1e-9
+        and 0.5 <= ratio <= 2.0
+        and not diverged
+    )
+    return Score(task.name, setting, run["seed"], s.max_lr, lost, ratio, diverged, met)
+
+
+def collect(results: str | Path, names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Per task: its grid and its range-test runs, read from ``results`` (tasks not ready are left out)."""
+    data = {}
+    for task in tasks():
+        if names and task.name not in names:
+            continue
+        grid = grid_of(task, sweep_points(task, results))
+        runs = range_test_runs(task, results)
+        if grid is not None and runs:
+            data[task.name] = {"task": task, "grid": grid, "runs": runs}
+    return data
+
+
+def score_all(data: Mapping[str, Any], chosen: Sequence[Setting] | None = None) -> list[Score]:
+    """Every setting on every matching range test of every task in ``data``."""
+    out = []
+    for entry in data.values():
+        task, grid = entry["task"], entry["grid"]
+        lengths = task.range_lengths()
+        for setting in chosen or settings():
+            for run in entry["runs"]:
+                if run["mode"] == setting.mode and run["steps"] == lengths[setting.length]:
+                    out.append(score_curve(task, grid, setting, run))
+    return out
+
+
+def summarise(scores: Sequence[Score]) -> dict[str, float]:
+    """Aggregate scores: targets met, mean and worst loss, ratios, divergences, no-suggestions."""
+    n = len(scores)
+    lost = [s.lost if s.lost is not None else math.inf for s in scores if s.max_lr is not None]
+    ratios = [abs(math.log2(s.ratio)) for s in scores if s.ratio]
+    return {
+        "n": n,
+        "met": sum(s.met for s in scores) / n if n else math.nan,
+        "mean_lost": _finite_mean(lost),
+        "worst_lost": max(lost) if lost else math.inf,
+        "outside_grid": sum(s.max_lr is not None and s.lost is None for s in scores),
+        "within_2x": sum(r <= 1 for r in ratios) / n if n else math.nan,
+        "median_log2_ratio": float(_median([math.log2(s.ratio) for s in scores if s.ratio])),
+        "diverged": sum(s.diverged for s in scores),
+        "no_suggestion": sum(s.max_lr is None for s in scores),
+        "seed_spread": _seed_spread(scores),
+    }
+
+
+def _seed_spread(scores: Sequence[Score]) -> float:
+    """Mean over tasks of the standard deviation of log2(suggestion) across seeds."""
+    by_task: dict[str, list[float]] = {}
+    for s in scores:
+        if s.max_lr:
+            by_task.setdefault(s.task, []).append(math.log2(s.max_lr))
+    spreads = []
+    for vals in by_task.values():
+        if len(vals) >= 2:
+            m = sum(vals) / len(vals)
+            spreads.append(math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)))
+    return sum(spreads) / len(spreads) if spreads else math.nan
+
+
+def _finite_mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
+
+
+def _median(values: Sequence[float]) -> float:
+    vals = sorted(values)
+    if not vals:
+        return math.nan
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def _rank_key(summary: Mapping[str, float]) -> tuple:
+    # Most targets met; then the fewest misses of any kind; then the least accuracy lost.
+    misses = summary["diverged"] + summary["no_suggestion"] + summary["outside_grid"]
+    lost = summary["mean_lost"] if math.isfinite(summary["mean_lost"]) else math.inf
+    return (-summary["met"], misses, lost)
+
+
+def choose(scores: Sequence[Score], exclude: str | None = None) -> Setting | None:
+    """The setting with the best summary over every task but ``exclude``."""
+    by_setting: dict[Setting, list[Score]] = {}
+    for s in scores:
+        if s.task != exclude:
+            by_setting.setdefault(s.setting, []).append(s)
+    if not by_setting:
+        return None
+    return min(by_setting, key=lambda k: _rank_key(summarise(by_setting[k])))
+
+
+def leave_one_task_out(scores: Sequence[Score]) -> dict[str, tuple[Setting, dict[str, float]]]:
+    """Per task: the setting chosen on the other tasks, and its score on this (held-out) task."""
+    out = {}
+    for name in sorted({s.task for s in scores}):
+        setting = choose(scores, exclude=name)
+        if setting is None:
+            continue
+        held = [s for s in scores if s.task == name and s.setting == setting]
+        out[name] = (setting, summarise(held))
+    return out
