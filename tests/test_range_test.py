@@ -570,3 +570,30 @@ def test_suggest_too_short_curve():
                            smoothed_losses=[1.0, 0.9, math.nan], num_steps=3)  # fmt: skip
     with pytest.raises(ValueError, match="a suggestion needs at least 3"):
         suggest(curve)
+
+
+def test_a_test_that_breaks_down_early_restarts_below_it(tmp_path):
+    """LeNet on mnist-demo with the paper's linear 0 -> 3: NaN within a few steps, inside the
+    burn-in, so no rule could read it; the adaptive test restarts with an exp ramp below that
+    LR and says so, and the curve gives a suggestion."""
+    from superconv.demo import lr_find
+    from superconv.train import TrainConfig
+
+    config = TrainConfig(
+        model="lenet", dataset="mnist-demo", batch_size=64, normalize="unit", flip=False,
+        val_size=1000, threads=1,
+    )
+    plain = lr_find(config, tmp_path / "plain", num_steps=120, eval_every=10, eval_batches=1,
+                    progress=False, adapt=False)
+    assert plain.curve.stop_reason != "completed" and len(plain.curve.losses) < 24
+    adapted = lr_find(config, tmp_path / "adapted", num_steps=120, eval_every=10,
+                      eval_batches=1, progress=False)
+    curve = adapted.curve
+    assert len(curve.notes) >= 1 and "restarted with an exp ramp" in curve.notes[0]
+    assert curve.mode == "exp" and len(curve.losses) >= 24
+    stop_lr = plain.curve.lrs[-1]
+    assert curve.lrs[-1] <= stop_lr * (1 + 1e-9)  # the restart ends at or below the breakdown
+    assert adapted.suggestion is not None and adapted.suggestion.max_lr < stop_lr
+    record = json.loads((tmp_path / "adapted" / "range_test.json").read_text())
+    assert record["curve"]["notes"] == curve.notes and "steepest" in record["rules"]
+    assert RangeTestCurve.from_dict(record["curve"]).notes == curve.notes

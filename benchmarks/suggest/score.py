@@ -12,7 +12,6 @@ and writes ``results/suggest/score.md``, ``score.json`` and ``plots/suggest-vs-b
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -134,7 +133,7 @@ def _markdown(data, scores, loo, overall) -> list[str]:
         key = sb._rank_key(summary)
         if setting.rule not in best_per_rule or key < best_per_rule[setting.rule][0]:
             best_per_rule[setting.rule] = (key, setting, summary)
-    for rule, (_, setting, summary) in sorted(best_per_rule.items(), key=lambda kv: kv[1][0]):
+    for _rule, (_, setting, summary) in sorted(best_per_rule.items(), key=lambda kv: kv[1][0]):
         lines.append(_row(setting.label, summary))
     lines += ["", "## The peers as they ship (exp ramp, the longer test)", "", HEADER]
     for rule in PEERS:

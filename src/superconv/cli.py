@@ -322,6 +322,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="LR ramp (default: linear, the paper's)",
     )
     sub.add_argument(
+        "--rule",
+        default="default",
+        metavar="NAME",
+        help="how to read max_lr from the curve: default (the suggestion benchmark's choice), "
+        "steepest, lightning, min_loss_10, valley, plateau_edge, loss_edge, val_loss_edge "
+        "(default: default)",
+    )
+    sub.add_argument(
+        "--budget",
+        type=int,
+        default=None,
+        metavar="N",
+        help="iterations of the training run the cycle is for (rules that scale with it use it)",
+    )
+    sub.add_argument(
+        "--no-adapt",
+        dest="adapt",
+        action="store_false",
+        help="do not restart a test that breaks down in its first fifth (default: restart "
+        "below that LR with an exp ramp, at most twice)",
+    )
+    sub.add_argument(
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
     _no_progress(sub)
@@ -607,23 +629,40 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
         progress=args.progress,
+        rule=args.rule,
+        budget=args.budget,
+        adapt=args.adapt,
     )
     if not _is_main():
         return 0
     curve, s = result.curve, result.suggestion
+    for note in curve.notes:
+        print(f"Adapted: {note}.")
     print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.")
     if s is None:
         print(f"No suggestion: {result.suggestion_error}")
     else:
-        print(f"Suggestions ({s.reasons['signal']}):")
+        print(f"Suggestion by rule {s.rule!r} ({s.reasons['signal']}):")
         rows = (
             ("max_lr", f"{s.max_lr:.4g}", s.reasons["max_lr"]),
+            ("safe_max_lr", f"{s.safe_max_lr:.4g}", s.reasons["safe_max_lr"]),
+            ("band", f"{s.band[0]:.3g}..{s.band[1]:.3g}", "within 2x of max_lr, below the edge"),
             ("min_lr", f"{s.min_lr:.4g}", s.reasons["min_lr_ratio"]),
             ("min_lr (steepest)", f"{s.min_lr_steepest:.4g}", s.reasons["min_lr_steepest"]),
             ("plateau", f"{s.plateau[0]:.3g}..{s.plateau[1]:.3g}", s.reasons["plateau"]),
         )
         for name, value, reason in rows:
             print(f"  {name:<18} {value:<14} {reason}")
+        others = result.others
+        if others:
+            print(
+                "Other rules' max_lr (marked on the plot): "
+                + ", ".join(
+                    f"{name} {o:.3g}" if isinstance(o, float) else f"{name} none"
+                    for name, o in others.items()
+                    if name != s.rule
+                )
+            )
         print(
             f"Next: superconv train --model {config.model} --dataset {config.dataset} --policy one_cycle "
             f"--policy-param max_lr={s.max_lr:.3g}  (or --policy clr --policy-param min_lr={s.min_lr:.3g} "

@@ -52,6 +52,7 @@ class LRFindResult:
     suggestion: Any  # superconv.range_test.Suggestion, or None when the curve is too short
     suggestion_error: str | None
     files: dict[str, Path] = field(default_factory=dict)
+    others: dict[str, float | str] = field(default_factory=dict)  # rule -> max_lr, or why none
 
 
 def lr_find(
@@ -65,6 +66,9 @@ def lr_find(
     eval_every: int | None = None,
     eval_batches: int | None = None,
     progress: bool = True,
+    rule: str = "default",
+    budget: int | None = None,
+    adapt: bool = True,
 ) -> LRFindResult:
     """LR range test of ``config``'s model, data and optimizer; files into ``out``.
 
@@ -72,8 +76,11 @@ def lr_find(
     linearly (the paper: 0 -> 3) or exponentially (``mode="exp"``, needs
     ``start_lr > 0``). With ``config.val_size > 0`` the model is evaluated on
     that held-out part of the *training* set every ``eval_every`` steps (never
-    on the test set), and :func:`superconv.range_test.suggest` reads the
-    validation accuracy, as in the paper's Fig. 2; without it, the train loss.
+    on the test set). :func:`superconv.suggest.suggest` reads the curve by
+    ``rule`` (``"default"``: the benchmark's choice, :data:`superconv.suggest.DEFAULT`)
+    for a training run of ``budget`` iterations; every other rule's pick is
+    recorded beside it and marked on the plot. ``adapt``: a test that breaks down
+    in its first fifth restarts below that LR (see :func:`~superconv.range_test.range_test`).
     The policy fields of ``config`` are ignored (the ramp sets the LR); its
     ``momentum`` and ``weight_decay`` are used as they are.
 
@@ -87,7 +94,7 @@ def lr_find(
     from superconv import distributed
     from superconv.plots import plot_range_test
     from superconv.range_test import check_range_test_args, range_test
-    from superconv.suggest import suggest
+    from superconv.suggest import check_rule, suggest, suggest_all
     from superconv.train import build
 
     # Impossible settings are refused before the output folder is made: a folder
@@ -113,7 +120,13 @@ def lr_find(
         "mode": mode,
         "eval_every": eval_every,
         "eval_batches": eval_batches,
+        "rule": rule,
+        "budget": budget,
+        "adapt": adapt,
     }
+    check_rule(rule)  # before any work, as the ramp's settings above
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+        raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
     # The ramp writes the LR; a constant policy only satisfies build()'s validation.
     config = config.replace(iterations=num_steps, policy="constant", policy_params={"lr": 0.0})
     pieces = build(config)
@@ -145,13 +158,21 @@ def lr_find(
         progress=progress and world.is_main,
         # every rank sees the same (rank-averaged) curve and stops at the same step
         reduce_mean=distributed.mean_across_ranks if world.distributed else None,
+        adapt=adapt,
     )
     suggestion, error = None, None
     try:
-        suggestion = suggest(curve)
+        suggestion = suggest(curve, rule, budget)
     except UserError as exc:  # too short a curve: keep the files, say why there is no reading
         error = str(exc)
-    result = LRFindResult(Path(out), curve, suggestion, error)
+    others = suggest_all(curve, budget)
+    result = LRFindResult(
+        Path(out),
+        curve,
+        suggestion,
+        error,
+        others={k: v if isinstance(v, str) else v.max_lr for k, v in others.items()},
+    )
     if run is None:
         return result
     result.files["json"] = run.write_json(
@@ -161,17 +182,38 @@ def lr_find(
             "curve": curve.to_dict(),
             "suggestion": suggestion.to_dict() if suggestion is not None else None,
             "suggestion_error": error,
+            "rules": {
+                name: o.max_lr if not isinstance(o, str) else {"no_suggestion": o}
+                for name, o in others.items()
+            },
             "val_images": config.val_size,
         },
     )
+    ramp = f"{mode} {start_lr:g} -> {end_lr:g}"
+    if curve.notes:  # an adaptive restart: say what ran in the end
+        ramp += f", restarted as exp {curve.lrs[0]:.3g} -> {curve.lrs[-1]:.3g}"
     title = (
-        f"LR range test: {config.model} on {config.dataset}, {mode} {start_lr:g} -> {end_lr:g} "
-        f"({len(curve.losses)} of {num_steps} steps; {curve.stop_reason})"
+        f"LR range test: {config.model} on {config.dataset}, {ramp} "
+        f"({len(curve.losses)} of {num_steps} steps; {_ended(curve)})"
     )
+    marks = {
+        name: o.max_lr
+        for name, o in others.items()
+        if not isinstance(o, str) and (suggestion is None or name != suggestion.rule)
+    }
     result.files["plot"] = plot_range_test(
-        curve, suggestion, path=run.path / "range_test.png", title=_wrap(title)
+        curve, suggestion, path=run.path / "range_test.png", title=_wrap(title), marks=marks
     )
     return result
+
+
+def _ended(curve: Any) -> str:
+    """What happened at the end of a range test, in words: stopped (diverged) or ran to end_lr."""
+    from superconv.range_test import COMPLETED
+
+    if curve.stop_reason == COMPLETED:
+        return "ran to end_lr"
+    return "stopped: " + curve.stop_reason.split(":")[0]
 
 
 def _wrap(text: str, width: int = 80) -> str:

@@ -1680,8 +1680,8 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
 
     from superconv.plots import plot_range_test
     from superconv.range_test import range_test
-    from superconv.suggest import suggest
     from superconv.records import RunDir, environment
+    from superconv.suggest import suggest
     from superconv.train import build
 
     if step.evaluate_on == "val" and not config.val_size:

@@ -34,8 +34,12 @@ def plot_range_test(
     path: str | os.PathLike,
     title: str | None = None,
     eval_name: str = "validation",
+    marks: Mapping[str, float] | None = None,
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
+
+    ``marks``: other rules' picks (rule name -> max_lr), drawn as labelled dashed
+    lines, so that the chosen rule can be seen beside the familiar ones.
 
     ``eval_name`` names the evaluation set in the labels: a split name as range
     tests record it (``"val"`` is shown as "validation", ``"test"`` where the test
@@ -48,7 +52,7 @@ def plot_range_test(
     (a diverged test) are left out of the lines.
     """
     eval_name = {"val": "validation"}.get(eval_name, eval_name)
-    fig = _figure()
+    fig = _figure((7.0, 6.0))
     ax = fig.add_subplot()
     lrs = np.asarray(curve.lrs, dtype=float)
     losses, smoothed = _finite(curve.losses), _finite(curve.smoothed_losses)
@@ -102,10 +106,15 @@ def plot_range_test(
     else:
         bar_axis = ax
     if suggestion is not None:
-        band = ax.axvspan(suggestion.min_lr_ratio, suggestion.max_lr, color="tab:red", alpha=0.12)
+        low, high = getattr(suggestion, "band", (suggestion.min_lr_ratio, suggestion.max_lr))
+        band = ax.axvspan(low, high, color="tab:red", alpha=0.12)
         handles.append(band)
+        labels.append(f"band {low:.3g} .. {high:.3g} (within 2x of max_lr)")
+        peak = ax.axvline(suggestion.max_lr, color="tab:red", lw=1.6)
+        handles.append(peak)
+        rule = getattr(suggestion, "rule", "")
         labels.append(
-            f"suggested [min_lr, max_lr] = [{suggestion.min_lr_ratio:.3g}, {suggestion.max_lr:.3g}]"
+            f"max_lr {suggestion.max_lr:.3g} ({rule}), cycle from min_lr {suggestion.min_lr_ratio:.3g}"
         )
         lo, hi = suggestion.plateau
         (bar,) = bar_axis.plot(
@@ -118,7 +127,13 @@ def plot_range_test(
         )
         handles.append(bar)
         labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
-    ax.legend(handles, labels, loc="upper left", fontsize="small")
+    styles = ("--", ":", "-.", (0, (5, 2, 1, 2)))
+    for i, (name, lr) in enumerate(sorted((marks or {}).items(), key=lambda kv: kv[1])):
+        line = ax.axvline(lr, color="0.35", lw=1.0, ls=styles[i % len(styles)])
+        handles.append(line)
+        labels.append(f"{name}: {lr:.3g}")
+    # Below the axes, not over the curve (a legend over the curve hid its end).
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
     ax.set_title(
         title
         or f"LR range test ({curve.mode}, {len(lrs)} of {curve.num_steps} steps; {curve.stop_reason})",

@@ -56,6 +56,7 @@ class RangeTestCurve:
     stop_reason: str = COMPLETED
     mode: str = "linear"
     num_steps: int = 0
+    notes: list[str] = field(default_factory=list)  # what an adaptive test did, in words
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN / inf become ``None``, strict JSON has no NaN)."""
@@ -75,6 +76,8 @@ class RangeTestCurve:
         for key, value in data.items():
             if key == "eval_steps":
                 kwargs[key] = [int(v) for v in value]
+            elif key == "notes":
+                kwargs[key] = [str(v) for v in value]
             elif isinstance(value, list):
                 kwargs[key] = [math.nan if v is None else float(v) for v in value]
             else:
@@ -186,6 +189,8 @@ def range_test(
     observers: Sequence[Callable[..., Any]] = (),
     sync_every: int = 10,
     reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    adapt: bool = False,
+    max_restarts: int = 2,
 ) -> RangeTestCurve:
     """Run an LR range test and return the recorded curve; all state is restored after.
 
@@ -225,6 +230,14 @@ def range_test(
     so every rank sees the same curve, stops at the same step and restores its
     own state.
 
+    ``adapt=True`` (what ``lr-find`` and ``fit`` use): a test that breaks down
+    inside its first fifth (at least 20 steps), before any rule can read the
+    curve, runs again (state restored) with an exp ramp over the four decades
+    below the LR where it broke down, at most ``max_restarts`` times (so at most
+    ``(1 + max_restarts) * num_steps`` steps in all); ``curve.notes`` says what
+    it did. The paper's linear 0 -> 3 on a net without batch norm (LeNet) breaks
+    down within a few steps; this turns that into a readable curve.
+
     Raises ``ValueError`` (:class:`~superconv.errors.UserError`) for impossible
     parameters. ``KeyboardInterrupt`` and loader errors propagate after the state
     is restored.
@@ -250,68 +263,97 @@ def range_test(
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-    ramp = (LinearRamp if mode == "linear" else ExpRamp)(start_lr, end_lr, num_steps)
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise UserError(f"max_restarts must be an integer >= 0, got {max_restarts!r}.")
 
     def autocast() -> contextlib.AbstractContextManager:
         if autocast_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=device.type, dtype=autocast_dtype)
 
-    curve = RangeTestCurve(mode=mode, num_steps=num_steps)
-    # Divergence is judged once the EMA spans ~1/(1 - beta) losses (at most a tenth of the test).
-    grace = min(int(1 / (1 - smooth_beta)), num_steps // 10)
-    tracker = _DivergenceTracker(smooth_beta, diverge_factor, grace)
-    pending: list[torch.Tensor] = []
-    bar = _progress_bar(progress, num_steps)
-    try:
-        with preserved_state(model, optimizer, scaler):
-            model.train()
-            batches = _cycle(train_loader, "train_loader")
-            for step in range(num_steps):
-                lr = apply({"lr": ramp}, optimizer, step)["lr"]
-                loss = _train_step(
-                    model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
-                )
-                for obs in observers:
-                    obs(step, model, optimizer, {"loss": loss, "lr": lr})
-                curve.lrs.append(lr)
-                pending.append(loss)
-                at_eval = eval_every is not None and (step + 1) % eval_every == 0
-                if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
-                    continue
-                first_step = len(curve.losses)
-                losses = torch.stack(pending).float()
-                if reduce_mean is not None:
-                    losses = reduce_mean(losses)
-                for offset, value in enumerate(losses.cpu().tolist()):
-                    reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
-                    curve.losses.append(value)
-                    curve.smoothed_losses.append(tracker.smoothed)
-                    if reason:
-                        curve.stop_reason = reason
-                        break
-                pending = []
-                if bar is not None:
-                    bar.update(len(curve.losses) - first_step)
-                    bar.set_postfix(lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
-                if curve.stop_reason != COMPLETED:
-                    del curve.lrs[len(curve.losses) :]
-                    break
-                if at_eval:
-                    val_loss, val_acc = _evaluate(
-                        model, loss_fn, val_loader, eval_batches, autocast, device
+    def run(start_lr: float, end_lr: float, mode: str) -> RangeTestCurve:
+        ramp = (LinearRamp if mode == "linear" else ExpRamp)(start_lr, end_lr, num_steps)
+
+        curve = RangeTestCurve(mode=mode, num_steps=num_steps)
+        # Divergence is judged once the EMA spans ~1/(1 - beta) losses (at most a tenth of the test).
+        grace = min(int(1 / (1 - smooth_beta)), num_steps // 10)
+        tracker = _DivergenceTracker(smooth_beta, diverge_factor, grace)
+        pending: list[torch.Tensor] = []
+        bar = _progress_bar(progress, num_steps)
+        try:
+            with preserved_state(model, optimizer, scaler):
+                model.train()
+                batches = _cycle(train_loader, "train_loader")
+                for step in range(num_steps):
+                    lr = apply({"lr": ramp}, optimizer, step)["lr"]
+                    loss = _train_step(
+                        model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
                     )
+                    for obs in observers:
+                        obs(step, model, optimizer, {"loss": loss, "lr": lr})
+                    curve.lrs.append(lr)
+                    pending.append(loss)
+                    at_eval = eval_every is not None and (step + 1) % eval_every == 0
+                    if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
+                        continue
+                    first_step = len(curve.losses)
+                    losses = torch.stack(pending).float()
                     if reduce_mean is not None:
-                        pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
-                        val_loss, val_acc = reduce_mean(pair).tolist()
-                    curve.eval_steps.append(step)
-                    curve.eval_lrs.append(lr)
-                    curve.val_losses.append(val_loss)
-                    curve.val_accs.append(val_acc)
-    finally:
-        if bar is not None:
-            bar.close()
+                        losses = reduce_mean(losses)
+                    for offset, value in enumerate(losses.cpu().tolist()):
+                        reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
+                        curve.losses.append(value)
+                        curve.smoothed_losses.append(tracker.smoothed)
+                        if reason:
+                            curve.stop_reason = reason
+                            break
+                    pending = []
+                    if bar is not None:
+                        bar.update(len(curve.losses) - first_step)
+                        bar.set_postfix(lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
+                    if curve.stop_reason != COMPLETED:
+                        del curve.lrs[len(curve.losses) :]
+                        break
+                    if at_eval:
+                        val_loss, val_acc = _evaluate(
+                            model, loss_fn, val_loader, eval_batches, autocast, device
+                        )
+                        if reduce_mean is not None:
+                            pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
+                            val_loss, val_acc = reduce_mean(pair).tolist()
+                        curve.eval_steps.append(step)
+                        curve.eval_lrs.append(lr)
+                        curve.val_losses.append(val_loss)
+                        curve.val_accs.append(val_acc)
+        finally:
+            if bar is not None:
+                bar.close()
+        return curve
+
+    curve = run(start_lr, end_lr, mode)
+    notes = []
+    for _ in range(max_restarts if adapt else 0):
+        stop_lr = curve.lrs[-1] if curve.lrs else 0.0
+        if curve.stop_reason == COMPLETED or len(curve.losses) >= _early(num_steps) or stop_lr <= 0:
+            break
+        # It broke down in its first fifth (burn-in and smoothing), before any rule can read it:
+        # run again, exponentially over the four decades below where it broke down.
+        notes.append(
+            f"stopped at step {len(curve.losses) - 1} of {num_steps} (lr {stop_lr:.4g}: "
+            f"{curve.stop_reason}), inside the first fifth of the test; restarted with an exp "
+            f"ramp {stop_lr * 1e-4:.3g} -> {stop_lr:.3g} over {num_steps} steps"
+        )
+        curve = run(stop_lr * 1e-4, stop_lr, "exp")
+    curve.notes = notes
     return curve
+
+
+def _early(num_steps: int) -> int:
+    """Steps a range test must survive for its curve to be read: a fifth of it, at least 20.
+
+    Fewer points than that hold a burn-in, a smoothing window and almost nothing else.
+    """
+    return max(20, num_steps // 5)
 
 
 def check_range_test_args(**settings: Any) -> None:

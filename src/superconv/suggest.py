@@ -46,6 +46,7 @@ __all__ = [
     "RULES",
     "CycleShape",
     "Suggestion",
+    "check_rule",
     "rule_names",
     "suggest",
     "suggest_all",
@@ -588,6 +589,13 @@ RULES: Mapping[str, Rule] = {
 DEFAULT: Mapping[str, Any] = {"rule": "plateau_edge"}
 
 
+def check_rule(rule: str) -> None:
+    """Raise :class:`UserError` naming the rules when ``rule`` is not one of them."""
+    if rule != "default" and rule not in RULES:
+        hint = did_you_mean(rule, list(rule_names())) or "."
+        raise UserError(f"unknown rule {rule!r}{hint} Rules: {', '.join(rule_names())}.")
+
+
 def rule_names() -> tuple[str, ...]:
     """The rules :func:`suggest` accepts, plus ``"default"``."""
     return ("default", *RULES)
@@ -627,10 +635,7 @@ def suggest(
     if rule == "default":
         params = {**{k: v for k, v in DEFAULT.items() if k != "rule"}, **params}
         rule = DEFAULT["rule"]
-    if rule not in RULES:
-        raise UserError(
-            f"unknown rule {rule!r}{did_you_mean(rule, list(RULES))} Rules: {', '.join(rule_names())}."
-        )
+    check_rule(rule)
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
         raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
     view = _View.of(curve, burn_in)

@@ -490,11 +490,11 @@ class Grid:
         return self.means[-1]
 
     def diverges_at(self, lr: float) -> bool:
-        """Whether the first grid point at or above ``lr`` diverged."""
+        """Whether the first grid point at or above ``lr`` (above the grid: the top one) diverged."""
         for v, bad in zip(self.lrs, self.diverged):
             if v >= lr * (1 - 1e-9):
                 return bad
-        return False
+        return self.diverged[-1]
 
 
 def grid_of(task: Task, points: Sequence[SweepPoint]) -> Grid | None:

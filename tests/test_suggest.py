@@ -1,0 +1,309 @@
+"""The named rules of superconv.suggest on synthetic curves with known answers, the ports
+against the peers' own code, and the suggestion benchmark's scorer on a small recorded fixture."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from superconv import suggest_bench as sb
+from superconv.errors import UserError
+from superconv.range_test import RangeTestCurve
+from superconv.suggest import CYCLE, RULES, Suggestion, suggest, suggest_all, valley_index
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ema(losses, beta=0.98):
+    """The recorded smoothing of range_test (bias-corrected EMA, as fastai / Lightning)."""
+    avg, out = 0.0, []
+    for i, v in enumerate(losses, 1):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta**i))
+    return out
+
+
+def exp_curve(edge=0.3, n=200, start=1e-4, end=10.0, noise=0.0, seed=0, evals=True):
+    """Loss falls as log LR grows, bottoms out at ``edge`` and blows up past it."""
+    rng = np.random.default_rng(seed)
+    lrs = list(np.geomspace(start, end, n))
+    losses = []
+    for lr in lrs:
+        t = math.log10(lr / edge)
+        base = 2.3 - 1.5 / (1 + math.exp(-3 * (t + 1.5))) if t <= 0 else 0.8 + 20 * t**2
+        losses.append(base * (1 + noise * rng.standard_normal()))
+    curve = RangeTestCurve(
+        lrs=lrs, losses=losses, smoothed_losses=ema(losses), mode="exp", num_steps=n
+    )
+    if evals:
+        steps = list(range(9, n, 10))
+        curve.eval_steps = steps
+        curve.eval_lrs = [lrs[s] for s in steps]
+        curve.val_losses = [losses[s] for s in steps]
+        curve.val_accs = [max(0.1, 1 - losses[s] / 2.5) for s in steps]
+    return curve
+
+
+# ----------------------------------------------------------------------------- the cycle shape
+def test_cycle_shape_is_the_fair_comparisons_swept_1cycle():
+    assert CYCLE.policy_params(0.2) == {"div": 4, "max_lr": 0.2}
+    assert CYCLE.min_lr(0.8) == pytest.approx(0.2)
+    record = json.loads(
+        (ROOT / "results/fair-comparison/reduced/onecycle_swept-5ep/seed1/config.json").read_text()
+    )
+    assert CYCLE.matches(record["policy_built"])
+    other = json.loads(
+        (ROOT / "results/mnist-lenet/reduced/onecycle-12ep/seed0/config.json").read_text()
+    )
+    assert not CYCLE.matches(other["policy_built"])  # div 25: another shape
+
+
+# ----------------------------------------------------------------------------- known answers
+def test_loss_edge_finds_the_divergence_point_and_scales_it():
+    curve = exp_curve(edge=0.3)
+    s = suggest(curve, "loss_edge", fraction=0.25)
+    # the centred smoothing pulls the minimum a little below the cliff, never past it
+    assert 0.3 / 2 <= s.edge_lr <= 0.3
+    assert s.max_lr == pytest.approx(s.edge_lr / 4)
+    assert s.min_lr == pytest.approx(s.max_lr / CYCLE.div) and s.div == CYCLE.div
+    assert s.band[0] == pytest.approx(s.max_lr / 2) and s.band[1] <= s.edge_lr
+    assert s.safe_max_lr <= s.max_lr and s.safe_max_lr <= s.edge_lr / 4 + 1e-12
+    assert s.rule == "loss_edge" and s.signal == "train_loss" and "bottoms out" in s.reason
+
+
+def test_every_rule_lands_below_the_divergence_point_of_a_bowl():
+    curve = exp_curve(edge=0.05)
+    for name, result in suggest_all(curve).items():
+        assert isinstance(result, Suggestion), (name, result)
+        assert 1e-4 <= result.max_lr <= 0.05 * 1.5, (name, result.max_lr)
+        assert result.rule == name and result.reason
+
+
+def test_budget_power_needs_a_budget_and_scales_with_it():
+    curve = exp_curve(edge=0.3)
+    with pytest.raises(UserError, match="budget"):
+        suggest(curve, "loss_edge", fraction=0.25, budget_power=0.5)
+    short = suggest(curve, "loss_edge", budget=2_000, fraction=0.25, budget_power=0.5)
+    long = suggest(curve, "loss_edge", budget=8_000, fraction=0.25, budget_power=0.5)
+    assert long.max_lr / short.max_lr == pytest.approx(2.0)
+
+
+def test_noisy_flat_curve_gives_finite_suggestions_inside_the_range():
+    rng = np.random.default_rng(1)
+    n = 150
+    lrs = list(np.geomspace(1e-4, 1.0, n))
+    losses = list(2.3 + 0.05 * rng.standard_normal(n))
+    curve = RangeTestCurve(lrs=lrs, losses=losses, smoothed_losses=ema(losses), num_steps=n)
+    for name, result in suggest_all(curve).items():
+        if name == "val_loss_edge":  # no evaluations in this curve: it says so
+            assert "0 validation losses" in result
+            continue
+        assert isinstance(result, Suggestion), name
+        assert 1e-4 <= result.max_lr <= 1.0
+
+
+def test_divergence_inside_the_burn_in_is_no_suggestion_with_advice():
+    lrs = [0.1 * i for i in range(4)]
+    losses = [2.3, 2.2, 50.0, math.nan]
+    curve = RangeTestCurve(lrs=lrs[:3], losses=losses[:3], smoothed_losses=ema(losses[:3]),
+                           num_steps=100, stop_reason="diverged")
+    with pytest.raises(UserError, match="needs at least 3"):
+        suggest(curve, "loss_edge")
+
+
+def test_unknown_rule_and_setting_are_clear_errors():
+    curve = exp_curve()
+    with pytest.raises(UserError, match="did you mean 'valley'"):
+        suggest(curve, "vally")
+    with pytest.raises(UserError, match="unknown setting"):
+        suggest(curve, "steepest", fraction=0.5)
+    with pytest.raises(UserError, match="fraction"):
+        suggest(curve, "loss_edge", fraction=2.0)
+    with pytest.raises(UserError, match="budget"):
+        suggest(curve, "loss_edge", budget=0)
+
+
+def test_old_records_still_read():
+    data = json.loads(
+        (ROOT / "results/fair-comparison/reduced/range-test/seed0/range_test.json").read_text()
+    )
+    s = Suggestion.from_dict(data["suggestion"])
+    assert s.max_lr == pytest.approx(1.5897, rel=1e-3)
+    assert s.rule == "plateau_edge" and s.min_lr == pytest.approx(s.max_lr / 4)
+    assert s.safe_max_lr == pytest.approx(s.max_lr / 4)  # the old rule's pick is its own edge
+    again = Suggestion.from_dict(json.loads(json.dumps(s.to_dict())))
+    assert again == s
+    # and the committed curve reads the same by the plateau-edge rule today
+    curve = RangeTestCurve.from_dict(data["curve"])
+    assert suggest(curve, "plateau_edge").max_lr == pytest.approx(s.max_lr)
+
+
+# ----------------------------------------------------------------------------- the ports
+def fastai_valley_literal(lrs, losses):
+    """fastai/callback/schedule.py ``valley`` as written there (the slow reference)."""
+    n = len(losses)
+    max_start, max_end = 0, 0
+    lds = [1] * n
+    for i in range(1, n):
+        for j in range(0, i):
+            if (losses[i] < losses[j]) and (lds[i] < lds[j] + 1):
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_valley_port_matches_fastais_loop(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(5, 120))
+    losses = list(np.cumsum(rng.standard_normal(n)))
+    assert valley_index(losses) == fastai_valley_literal(list(range(n)), losses)
+
+
+def test_steepest_port_matches_torch_lr_finder():
+    tlf = pytest.importorskip("torch_lr_finder", reason="torch-lr-finder not installed")
+    import torch
+    from matplotlib.figure import Figure
+
+    curve = exp_curve(edge=0.2, noise=0.05)
+    finder = tlf.LRFinder.__new__(tlf.LRFinder)
+    finder.history = {"lr": list(curve.lrs), "loss": list(curve.smoothed_losses)}
+    _, theirs = finder.plot(ax=Figure().add_subplot(), suggest_lr=True)
+    assert suggest(curve, "steepest").max_lr == pytest.approx(theirs)
+    del torch
+
+
+def test_lightning_port_matches_lightning():
+    pytest.importorskip("lightning", reason="lightning not installed")
+    from lightning.pytorch.tuner.lr_finder import _LRFinder
+
+    for mode, curve in (("exponential", exp_curve(edge=0.2, noise=0.05)),):
+        finder = _LRFinder(mode, curve.lrs[0], curve.lrs[-1], len(curve.lrs))
+        finder.results = {"lr": list(curve.lrs), "loss": list(curve.smoothed_losses)}
+        assert suggest(curve, "lightning").max_lr == pytest.approx(finder.suggestion())
+
+
+def test_min_loss_10_is_fastais_minimum():
+    curve = exp_curve(edge=0.2, noise=0.02)
+    n = curve.num_steps
+    lrs, losses = np.array(curve.lrs)[n // 10 : -5], np.array(curve.smoothed_losses)[n // 10 : -5]
+    assert suggest(curve, "min_loss_10").max_lr == pytest.approx(lrs[np.argmin(losses)] / 10)
+
+
+def test_rules_are_all_listed():
+    assert set(RULES) == {
+        "steepest", "lightning", "min_loss_10", "valley", "plateau_edge", "loss_edge",
+        "val_loss_edge",
+    }
+
+
+# ----------------------------------------------------------------------------- the scorer
+def write_run(folder: Path, config: dict, summary: dict | None = None, extra: dict | None = None):
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    if summary is not None:
+        (folder / "summary.json").write_text(json.dumps(summary))
+    for name, value in (extra or {}).items():
+        (folder / name).write_text(json.dumps(value))
+
+
+def recorded_fixture(root: Path) -> sb.Task:
+    """A tiny results folder for the mnist-demo task: a 4-point sweep and two range tests."""
+    from superconv.schedules import policy_to_dict
+    from superconv.train import make_policy
+
+    def build_policy_record(config):
+        return policy_to_dict(make_policy(config))
+
+    task = sb.get_task("t3-lenet-demo")
+    accs = {0.025: 90.0, 0.05: 94.0, 0.1: 96.0, 0.2: 95.0, 0.4: 10.0}  # 0.4 collapsed to chance
+    for lr, acc in accs.items():
+        config = task.trial_config(lr)
+        record = {**config.to_dict(), "policy_built": build_policy_record(config), "seed": 0}
+        status = "finished"
+        write_run(
+            root / "suggest/reduced" / f"t3-lenet-demo-sweep-max_lr{lr:g}/seed0",
+            record,
+            {"status": status, "final_val_acc": acc, "final_test_acc": acc - 0.5},
+        )
+    # a second seed at the best point, and a run of another shape that must be ignored
+    config = task.trial_config(0.1)
+    write_run(
+        root / "suggest/reduced/t3-lenet-demo-sweep-max_lr0.1/seed1",
+        {**config.to_dict(), "policy_built": build_policy_record(config), "seed": 1},
+        {"status": "finished", "final_val_acc": 95.0, "final_test_acc": 95.0},
+    )
+    other = config.replace(policy_params={"max_lr": 0.05})  # div 25: not the benchmark's cycle
+    write_run(
+        root / "suggest/reduced/t3-lenet-demo-sweep-max_lr0.05/seed1",
+        {**other.to_dict(), "policy_built": build_policy_record(other), "seed": 1},
+        {"status": "finished", "final_val_acc": 99.0},
+    )
+    long = task.range_lengths()[1]
+    for seed, edge in ((0, 0.7), (1, 0.8)):
+        curve = exp_curve(edge=edge, n=long)
+        write_run(
+            root / f"suggest/reduced/t3-lenet-demo-rt-exp-{long}/seed{seed}",
+            {"seed": seed, "range_test": {"mode": "exp", "num_steps": long}},
+            {"status": "finished"},
+            {"range_test.json": {"curve": curve.to_dict()}},
+        )
+    return task
+
+
+def test_scorer_on_a_recorded_fixture(tmp_path):
+    task = recorded_fixture(tmp_path)
+    points = sb.sweep_points(task, tmp_path)
+    assert [(p.max_lr, p.seed) for p in points] == [
+        (0.025, 0), (0.05, 0), (0.1, 0), (0.1, 1), (0.2, 0), (0.4, 0)
+    ]  # the div-25 run is not counted
+    grid = sb.grid_of(task, points)
+    assert grid.best_lr == 0.1 and grid.best == pytest.approx(95.5)
+    assert grid.diverged == (False, False, False, False, True)  # 10% <= chance + 5
+    assert grid.se == pytest.approx(math.sqrt(0.5) / math.sqrt(2))
+    assert sb.tolerance(grid) == 1.0
+    # interpolation in log LR: halfway (geometrically) between 0.05 and 0.1
+    assert grid.accuracy_at(math.sqrt(0.05 * 0.1)) == pytest.approx((94 + 95.5) / 2)
+    assert grid.accuracy_at(0.01) is None and grid.diverges_at(0.3)
+
+    run = sb.range_test_runs(task, tmp_path)[0]
+    hit = sb.score_curve(task, grid, sb.Setting("loss_edge", (("fraction", 0.25),)), run)
+    picked = suggest(RangeTestCurve.from_dict(run["curve"]), "loss_edge", fraction=0.25).max_lr
+    assert hit.max_lr == picked and hit.ratio == pytest.approx(picked / 0.1)
+    assert hit.lost == pytest.approx(95.5 - grid.accuracy_at(picked))
+    assert 0.5 <= hit.ratio <= 2 and hit.lost <= 1.0 and hit.met
+    too_high = sb.score_curve(task, grid, sb.Setting("loss_edge", (("fraction", 1.0),)), run)
+    assert too_high.diverged and not too_high.met
+    too_low = sb.score_curve(task, grid, sb.Setting("loss_edge", (("fraction", 1 / 16),)), run)
+    assert too_low.ratio < 0.5 and not too_low.met  # 4x too low: a miss even if little is lost
+
+    data = sb.collect(tmp_path, [task.name])
+    scores = sb.score_all(data, [hit.setting, too_high.setting, too_low.setting])
+    assert sb.choose(scores) == hit.setting
+    summary = sb.summarise([s for s in scores if s.setting == hit.setting])
+    assert summary["n"] == 2 and summary["no_suggestion"] == 0
+
+
+def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
+    recorded_fixture(tmp_path)
+    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+    assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
+    out = tmp_path / "suggest"
+    text = (out / "score.md").read_text()
+    assert "t3-lenet-demo" in text and "Leave one task out" in text
+    assert (out / "plots" / "suggest-vs-best.png").stat().st_size > 1000
+    record = json.loads((out / "score.json").read_text())
+    assert record["tasks"] == ["t3-lenet-demo"] and record["seconds"] >= 0
+    assert score.main(["--results", str(tmp_path / "empty")]) == 2
