@@ -273,6 +273,32 @@ def test_lr_find_writes_plot_and_json_and_prints_suggestions(capsys, tmp_path):
     assert "Next: superconv train" in printed
 
 
+def test_lr_find_by_a_named_rule_shows_its_cost_and_the_other_rules(capsys, tmp_path):
+    out = tmp_path / "lr"
+    args = ["lr-find", *DATA, "--steps", "40", "--mode", "exp", "--start-lr", "1e-4"]
+    args += ["--end-lr", "1.0", "--eval-every", "5", "--rule", "valley", "--budget", "400"]
+    assert main([*args, "--out", str(out)]) == 0
+    record = json.loads((out / "range_test.json").read_text())
+    printed = capsys.readouterr().out
+    assert record["suggestion"]["rule"] == "valley" and "Suggestion by rule 'valley'" in printed
+    ran = record["curve"]["steps_run"]
+    assert f"{ran:,} steps in all: {ran / 400:.0%} of the 400-iteration budget" in printed
+    assert set(record["rules"]) == {
+        "steepest", "lightning", "min_loss_10", "valley", "plateau_edge", "loss_edge",
+        "val_loss_edge",
+    }
+    assert "Other rules' max_lr (marked on the plot): steepest" in printed
+    assert record["settings"]["rule"] == "valley" and record["settings"]["budget"] == 400
+
+
+def test_lr_find_unknown_rule_or_bad_budget_exits_2_before_any_work(capsys, tmp_path):
+    assert main(["lr-find", *DATA, "--rule", "vally", "--out", str(tmp_path / "a")]) == 2
+    assert "unknown rule 'vally'; did you mean 'valley'?" in capsys.readouterr().err
+    assert main(["lr-find", *DATA, "--budget", "0", "--out", str(tmp_path / "b")]) == 2
+    assert "budget must be a positive number" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_lr_find_unwritable_out_exits_2(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

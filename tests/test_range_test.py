@@ -591,6 +591,9 @@ def test_a_test_that_breaks_down_early_restarts_below_it(tmp_path):
     curve = adapted.curve
     assert len(curve.notes) >= 1 and "restarted with an exp ramp" in curve.notes[0]
     assert curve.mode == "exp" and len(curve.losses) >= 24
+    assert curve.steps_run == len(plain.curve.losses) * len(curve.notes) + len(curve.losses) or (
+        len(curve.notes) > 1 and curve.steps_run > len(curve.losses)
+    )
     stop_lr = plain.curve.lrs[-1]
     assert curve.lrs[-1] <= stop_lr * (1 + 1e-9)  # the restart ends at or below the breakdown
     assert adapted.suggestion is not None and adapted.suggestion.max_lr < stop_lr

@@ -638,7 +638,11 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     curve, s = result.curve, result.suggestion
     for note in curve.notes:
         print(f"Adapted: {note}.")
-    print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.")
+    ran = curve.steps_run or len(curve.losses)
+    cost = ""
+    if args.budget:
+        cost = f" {ran:,} steps in all: {ran / args.budget:.0%} of the {args.budget:,}-iteration budget."
+    print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.{cost}")
     if s is None:
         print(f"No suggestion: {result.suggestion_error}")
     else:

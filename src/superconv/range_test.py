@@ -57,6 +57,7 @@ class RangeTestCurve:
     mode: str = "linear"
     num_steps: int = 0
     notes: list[str] = field(default_factory=list)  # what an adaptive test did, in words
+    steps_run: int = 0  # optimizer steps over every attempt (an adaptive test may restart)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN / inf become ``None``, strict JSON has no NaN)."""
@@ -76,6 +77,8 @@ class RangeTestCurve:
         for key, value in data.items():
             if key == "eval_steps":
                 kwargs[key] = [int(v) for v in value]
+            elif key == "steps_run":
+                kwargs[key] = int(value)
             elif key == "notes":
                 kwargs[key] = [str(v) for v in value]
             elif isinstance(value, list):
@@ -331,7 +334,7 @@ def range_test(
         return curve
 
     curve = run(start_lr, end_lr, mode)
-    notes = []
+    notes, spent = [], len(curve.losses)
     for _ in range(max_restarts if adapt else 0):
         stop_lr = curve.lrs[-1] if curve.lrs else 0.0
         if curve.stop_reason == COMPLETED or len(curve.losses) >= _early(num_steps) or stop_lr <= 0:
@@ -344,7 +347,8 @@ def range_test(
             f"ramp {stop_lr * 1e-4:.3g} -> {stop_lr:.3g} over {num_steps} steps"
         )
         curve = run(stop_lr * 1e-4, stop_lr, "exp")
-    curve.notes = notes
+        spent += len(curve.losses)
+    curve.notes, curve.steps_run = notes, spent
     return curve
 
 
