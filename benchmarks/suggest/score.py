@@ -157,6 +157,27 @@ def _markdown(data, scores, loo, overall) -> list[str]:
         )
     if overall is not None:
         lines += ["", f"Chosen on all tasks: **{overall.label}**."]
+    lines += [
+        "",
+        "## Per task: the best any setting reaches there (in-sample), and the chosen one",
+        "",
+        "| task | best setting on this task alone | targets met | mean lost | chosen on all tasks: met | mean lost | median ratio |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in data:
+        mine = [s for s in scores if s.task == name]
+        best = sb.choose(mine)
+        b = sb.summarise([s for s in mine if s.setting == best])
+        c = sb.summarise([s for s in mine if s.setting == overall]) if overall else None
+        lines.append(
+            f"| {name} | {best.label} | {_fmt(100 * b['met'], '.0f')}% | {_fmt(b['mean_lost'])} | "
+            + (
+                f"{_fmt(100 * c['met'], '.0f')}% | {_fmt(c['mean_lost'])} | "
+                f"{_fmt(2 ** c['median_log2_ratio'], '.3g')}x |"
+                if c and c["n"]
+                else "– | – | – |"
+            )
+        )
     missing = [t.name for t in sb.tasks() if t.name not in data]
     if missing:
         lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
