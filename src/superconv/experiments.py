@@ -108,7 +108,8 @@ class Train:
             if t.source not in values or t.field not in values[t.source]:
                 raise UserError(
                     f"row {self.name!r} takes {t.param} from {t.source!r} ({t.field}), "
-                    "which has no result yet: run the plan's earlier steps first."
+                    "which has no result (not run yet, or a range test that gave no suggestion: "
+                    "see its range_test.json): run the plan's earlier steps first."
                 )
             params[t.param] = values[t.source][t.field]
         return self.config.replace(policy_params=params)
@@ -1518,7 +1519,12 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
                 f"  {step.name}: picked {step.param} = {tuned[step.name]['best']:g} (validation accuracy)"
             )
         elif isinstance(step, RangeTest):
-            tuned[step.name] = _range_pick(step, step_jobs)
+            # A test with no suggestion is a finding (the suggestion benchmark records such
+            # curves on purpose); only a row tuned from it has to stop, and it says so.
+            try:
+                tuned[step.name] = _range_pick(step, step_jobs)
+            except UserError as exc:
+                print(f"  {step.name}: {exc}")
             tuning[step.name] = _cost(step_jobs)
     # Read again and merge: another call (say with other --only rows) may have written
     # the manifest meanwhile; this call adds its rows, values and end time to what is there.
