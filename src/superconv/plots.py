@@ -34,8 +34,11 @@ def plot_range_test(
     path: str | os.PathLike,
     title: str | None = None,
     eval_name: str = "validation",
+    candidates: Sequence[float] = (),
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
+
+    ``candidates``: LRs marked by dashed vertical lines (the max_lr values ``fit`` checks).
 
     ``eval_name`` names the evaluation set in the labels: a split name as range
     tests record it (``"val"`` is shown as "validation", ``"test"`` where the test
@@ -118,6 +121,11 @@ def plot_range_test(
         )
         handles.append(bar)
         labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
+    for i, lr in enumerate(candidates):
+        line = ax.axvline(float(lr), color="tab:gray", ls="--", lw=1.0)
+        if i == 0:
+            handles.append(line)
+            labels.append("candidates: " + ", ".join(f"{c:.3g}" for c in candidates))
     ax.legend(handles, labels, loc="upper left", fontsize="small")
     ax.set_title(
         title
@@ -327,6 +335,43 @@ def plot_by_size(
     ax.set_title(
         title or "final test accuracy vs training-set size: mean, bar ± 1 std", fontsize="medium"
     )
+    return _save(fig, path)
+
+
+def plot_candidates(
+    trials: Sequence[Any],
+    *,
+    chosen: float | None,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Draw the short-run scores of ``fit``'s check: score against max_lr, one line per rung.
+
+    ``trials``: objects with ``lr``, ``rung``, ``iterations`` and ``score``
+    (``None`` for a diverged run, drawn as an x at the bottom of the axis).
+    """
+    if not trials:
+        raise UserError("trials is empty: nothing to plot.")
+    fig = _figure()
+    ax = fig.add_subplot()
+    scores = [t.score for t in trials if t.score is not None]
+    floor = min(scores) if scores else 0.0
+    for rung in sorted({t.rung for t in trials}):
+        mine = sorted((t for t in trials if t.rung == rung), key=lambda t: t.lr)
+        ok = [t for t in mine if t.score is not None]
+        color = f"C{rung % 10}"
+        ax.plot([t.lr for t in ok], [t.score for t in ok], "o-", color=color,
+                label=f"rung {rung}: {mine[0].iterations} iterations")  # fmt: skip
+        bad = [t.lr for t in mine if t.score is None]
+        if bad:
+            ax.plot(bad, [floor] * len(bad), "x", color=color, ms=9, label=f"rung {rung}: diverged")
+    if chosen is not None:
+        ax.axvline(chosen, color="tab:red", lw=1.2, label=f"chosen max_lr {chosen:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("max_lr of the candidate 1cycle")
+    ax.set_ylabel("validation score (accuracy %, or -loss)")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(title or "check: successive halving, fresh short 1cycles", fontsize="medium")
     return _save(fig, path)
 
 
