@@ -60,6 +60,7 @@ RANGE_CAP = 0.1  # the range test's default share of the training budget
 DEFAULT_RANGE_STEPS = 300  # the demo's LeNet test; capped at RANGE_CAP x the budget
 MIN_RANGE_STEPS = 10  # fewer cannot give a suggestion (3 readings after the burn-in)
 MIN_RUNG = 10  # a shorter candidate run says nothing about its LR
+MAX_HALVINGS = 2  # a final 1cycle that diverges is rerun at max_lr / 2, at most this often
 SPREAD_LIMIT = 2.0  # suggestions over K seeds within a factor 2: the benchmark's tolerance
 FIT_FILE = "fit.json"
 
@@ -522,14 +523,35 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
     # 3. train the chosen cycle (resumed by the backend when interrupted), 4. test
     done = record.phase("train")
     if done is None:
-        echo(f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
-             f"{budget.iterations} iterations")  # fmt: skip
-        t0 = time.perf_counter()
-        summary = backend.final(max_lr, budget.iterations)
+        # A 1cycle that diverges late (longer at a high LR than any check run) is halved and
+        # rerun, as the demo does; each attempt is committed first, so resume continues it.
+        attempt = record.data.setdefault("train_attempt", {"n": 0, "max_lr": max_lr})
+        max_lr = attempt["max_lr"]
+        while True:
+            echo(f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
+                 f"{budget.iterations} iterations")  # fmt: skip
+            t0 = time.perf_counter()
+            try:
+                summary = backend.final(max_lr, budget.iterations, attempt["n"])
+                break
+            except DivergenceError as exc:
+                note = f"the 1cycle at max_lr {max_lr:.4g} diverged at iteration {exc.step}"
+                if attempt["n"] == MAX_HALVINGS:
+                    record.data["notes"].append(note + "; no halvings left")
+                    record.commit()
+                    raise
+                max_lr /= 2
+                attempt.update(n=attempt["n"] + 1, max_lr=max_lr)
+                record.data["notes"].append(note + f"; rerun at max_lr {max_lr:.4g}")
+                record.commit()
+                echo(f"      {record.data['notes'][-1]}")
         summary["seconds"] = time.perf_counter() - t0
+        record.data["max_lr"] = max_lr
+        record.data["policy_params"] = CYCLE.policy_params(max_lr)
         record.done("train", summary)
         done = summary
     else:
+        max_lr = record.data["max_lr"]
         echo("[3/3] training: done (read from fit.json)")
     tuning = rt["seconds"] + (record.phase("check") or {}).get("seconds", 0.0)
     if done.get("seconds") and tuning > budget.tune_budget * done["seconds"]:
@@ -578,7 +600,7 @@ def _write_report(result: FitResult, title: str) -> dict[str, Path]:
         title=f"the chosen 1cycle: max_lr {result.max_lr:.4g}, div {CYCLE.div:g}, "
         f"momentum {CYCLE.momentum[0]} -> {CYCLE.momentum[1]}",
     )
-    metrics = out / "train" / "metrics.csv"
+    metrics = out / data["phases"]["train"]["run"] / "metrics.csv"
     rows = read_csv(metrics) if metrics.is_file() else []
     series = {
         name: [{"iteration": r["iteration"], "acc": r.get(key)} for r in rows]
@@ -734,19 +756,20 @@ class _ConfigBackend:
         score = _score(0.0, val_acc) if val_acc is not None else None
         return Trial(lr, rung, iterations, score, steps, "", details)
 
-    def final(self, lr: float, iterations: int) -> dict[str, Any]:
-        summary = dict(self._run(lr, iterations, self.out / "train"))
+    def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
+        name = "train" if attempt == 0 else f"train-retry{attempt}"
+        summary = dict(self._run(lr, iterations, self.out / name))
         if summary.get("status") == "diverged":
             raise DivergenceError(
                 f"the chosen 1cycle (max_lr {lr:.4g}) diverged at iteration "
-                f"{summary['iterations']}; see {self.out / 'train'}.",
+                f"{summary['iterations']}; see {self.out / name}.",
                 step=int(summary["iterations"]),
                 lr=lr,
             )
         evals = math.ceil(iterations / self.config.eval_every)
         summary["train_images_seen"] = iterations * self.config.batch_size
         summary["eval_images"] = evals * (self.val_images + self.test_images)
-        summary["run"] = "train"
+        summary["run"] = name
         return summary
 
 
@@ -814,6 +837,7 @@ def fit_run(
         "range_steps": range_steps,
         "range_plan": asdict(range_plan),
         "factors": [float(f) for f in factors],
+        "evaluations": evaluations,
         "budget": asdict(budget),
     }
     record = _open_record(out, settings, resume)
@@ -943,7 +967,8 @@ class _ModuleBackend:
                        eval_images=self._eval_size(self.val_loader))  # fmt: skip
         return Trial(lr, rung, iterations, _score(val_loss, val_acc), iterations, "", details)
 
-    def final(self, lr: float, iterations: int) -> dict[str, Any]:
+    def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
+        self.model.load_state_dict(self.initial.state_dict())  # a diverged attempt's NaNs
         every = self.eval_every or max(1, iterations // 10)
         rows: list[dict[str, Any]] = []
         since = [0.0, 0]
@@ -981,6 +1006,7 @@ class _ModuleBackend:
             "final_train_loss": last.get("train_loss"),
             "train_images_seen": iterations * self._batch_size(),
             "eval_images": evals[0],
+            "run": "train",
             "metrics": rows,
         }
 
