@@ -870,6 +870,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             f"Chosen: 1cycle max_lr {result.max_lr:.4g} (div {result.policy_params['div']}), "
             f"{result.budget.iterations} iterations. Verdict: {v['verdict']}"
             + (f" ({v['check']})" if "check" in v else "")
+            + (f"; {v['trained']}" if "trained" in v else "")
             + (f", spread {v['spread']:.2f}x over {v['seeds']} seeds" if v.get("spread") else "")
             + "."
         )
@@ -880,7 +881,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 f"Final test accuracy {s['final_test_acc']:.2f}% (validation "
                 f"{s['final_val_acc']:.2f}%)."
             )
-        print(f"Report: {result.files['markdown']}; run folder {out / 'train'}.")
+        print(f"Report: {result.files['markdown']}; run folder {out / s['run']}.")
     return 0
 
 

@@ -548,6 +548,11 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
         summary["seconds"] = time.perf_counter() - t0
         record.data["max_lr"] = max_lr
         record.data["policy_params"] = CYCLE.policy_params(max_lr)
+        if attempt["n"]:
+            record.data["verdict"]["trained"] = (
+                f"the full run diverged at the chosen max_lr and was trained at {max_lr:.4g} "
+                f"(halved {attempt['n']} time(s))"
+            )
         record.done("train", summary)
         done = summary
     else:
@@ -624,9 +629,11 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
     lines = [
         f"# superconv fit: {title}",
         "",
-        f"- chosen cycle: 1cycle `{data['policy_params']}` for {budget.iterations} iterations",
+        f"- chosen cycle: 1cycle, max_lr {result.max_lr:.4g}, div {data['policy_params']['div']} "
+        f"(`one_cycle` parameters `{data['policy_params']}`) for {budget.iterations} iterations",
         f"- verdict: **{v['verdict']}**"
         + (f": {v['check']}" if "check" in v else "")
+        + (f"; {v['trained']}" if "trained" in v else "")
         + (f"; spread over {v['seeds']} seeds {v['spread']:.2f}x" if v.get("spread") else ""),
     ]
     for key, label in (("final_val_acc", "validation"), ("final_test_acc", "test")):
