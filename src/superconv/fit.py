@@ -29,7 +29,9 @@ import contextlib
 import copy
 import math
 import statistics
+import sys
 import time
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -1190,3 +1192,13 @@ def find_cycle(
                              optimizer or _default_optimizer, device, seed, None)  # fmt: skip
     record = _Record(None, {"settings": {}, "phases": {}, "notes": [], "split": split})
     return _phases(backend, plan, RangePlan(), record, echo, seed, FACTORS, train=False)
+
+
+class _CallableModule(types.ModuleType):
+    """``superconv.fit(model, ...)``: the package attribute is this module, so it calls :func:`fit`."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> FitResult:
+        return fit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
