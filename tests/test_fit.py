@@ -128,6 +128,12 @@ def test_verdicts():
 
 
 # ----------------------------------------------------------------------------- the API
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Tiny models on shared cores: more threads only contend (conftest restores the count).
+    torch.set_num_threads(1)
+
+
 def blobs(n=512, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 8, generator=g)
