@@ -4,6 +4,8 @@ in the check and in training."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 from pathlib import Path
@@ -269,22 +271,30 @@ def fitted(tmp_path_factory, data_dir):
 
     mp.setattr(superconv.train, "train", counting_train)
     mp.setattr(RunDir, "write_metrics", interrupting_write)
-    records, codes = [], []
+    records, codes, errors = [], [], []
+    stderr = io.StringIO()
     try:
         for argv in (
             [*ARGS, "--out", str(out)],
             ["fit", "--resume", str(out), "--no-progress"],
             ["fit", "--resume", str(out), "--no-progress"],
         ):
-            codes.append(main(argv))
+            with contextlib.redirect_stderr(stderr):
+                codes.append(main(argv))
+            errors.append(stderr.getvalue())
+            stderr.seek(0)
+            stderr.truncate()
             records.append(json.loads((out / "fit.json").read_text()))
     finally:
         mp.undo()
-    return SimpleNamespace(out=out, codes=codes, records=records, calls=calls)
+    return SimpleNamespace(out=out, codes=codes, records=records, calls=calls, errors=errors)
 
 
 def test_cli_fit_resumes_in_the_check_and_in_training(fitted):
     assert fitted.codes == [130, 130, 0]
+    assert "interrupted in its check phase" in fitted.errors[0]
+    assert "interrupted in its training phase" in fitted.errors[1]
+    assert f"superconv fit --resume {fitted.out}" in fitted.errors[1]
     first, second, final = fitted.records
     assert set(first["phases"]) == {"range_test", "check"}
     assert [t["rung"] for t in first["phases"]["check"]["trials"]] == [0, 0, 0, 0]
@@ -332,6 +342,7 @@ def test_cli_fit_writes_the_report(fitted):
     ):
         assert heading in text
     assert "**chosen**" in text and "| check |" in text and "final test accuracy" in text
+    assert "x the training run's wall time" in text and fitted.records[-1]["tuning_wall_ratio"] > 0
     for name in ("range_test.png", "candidates.png", "schedule.png", "training.png"):
         assert (fitted.out / name).stat().st_size > 1000, name
     assert sorted(p.name for p in (fitted.out / "check").iterdir())[0].startswith("rung0-lr")

@@ -408,6 +408,7 @@ def _open_record(out: Path | None, settings: dict[str, Any], resume: bool) -> _R
 
 def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, echo: Echo,
             seed: int, factors: Sequence[float], train: bool = True) -> FitResult:  # fmt: skip
+    from superconv.range_test import RangeTestCurve
     from superconv.suggest import CYCLE, Suggestion, suggest
 
     for note in budget.notes:
@@ -444,7 +445,17 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
                 echo(f"      seed {seed + k}: no suggestion: {exc}")
             rt["curves"].append(curve.to_dict())
             rt["seeds"].append(seed + k)
+        rt["iterations"] = sum(len(c["losses"]) for c in rt["curves"])
         record.done("range_test", rt)
+        if record.out is not None:  # the curve as a figure at once (the report redraws it)
+            from superconv.plots import plot_range_test
+
+            first = next((s for s in rt["suggestions"] if s is not None), None)
+            plot_range_test(
+                RangeTestCurve.from_dict(rt["curves"][0]),
+                None if first is None else Suggestion.from_dict(first),
+                path=record.out / "range_test.png",
+            )
     else:
         echo("[1/3] LR range test: done (read from fit.json)")
     suggestions = [None if s is None else Suggestion.from_dict(s) for s in rt["suggestions"]]
@@ -561,6 +572,10 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
         max_lr = record.data["max_lr"]
         echo("[3/3] training: done (read from fit.json)")
     tuning = rt["seconds"] + (record.phase("check") or {}).get("seconds", 0.0)
+    record.data["tuning_seconds"] = tuning
+    # The plan is in iterations (deterministic, so a resumed fit replays it); wall time is
+    # measured and stated beside it.
+    record.data["tuning_wall_ratio"] = tuning / done["seconds"] if done.get("seconds") else None
     if done.get("seconds") and tuning > budget.tune_budget * done["seconds"]:
         note = (
             f"tuning took {tuning:.0f} s of wall time, more than {budget.tune_budget:g} x the "
@@ -682,18 +697,31 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
     lines += [
         "## Time and images per phase",
         "",
-        "| phase | wall time (s) | training images | evaluation images |",
-        "|---|---|---|---|",
-        f"| range test | {rt['seconds']:.1f} | {rt['train_images']:,} | {rt['eval_images']:,} |",
+        "| phase | iterations | share of the training run | wall time (s) | training images "
+        "| evaluation images |",
+        "|---|---|---|---|---|---|",
     ]
+    T = budget.iterations
+    rows = [("range test", rt.get("iterations", budget.range_iterations), rt)]
     if check:
+        rows.append(("check", check["cost_iterations"], check))
+    for name, its, phase in rows:
         lines.append(
-            f"| check | {check['seconds']:.1f} | {check['train_images']:,} | {check['eval_images']:,} |"
+            f"| {name} | {its:,} | {its / T:.0%} | {phase['seconds']:.1f} | "
+            f"{phase['train_images']:,} | {phase['eval_images']:,} |"
         )
     lines.append(
-        f"| training | {train.get('seconds', 0.0):.1f} | {train.get('train_images_seen', 0):,} | "
-        f"{train.get('eval_images', 0):,} |"
+        f"| training | {T:,} | 100% | {train.get('seconds', 0.0):.1f} | "
+        f"{train.get('train_images_seen', 0):,} | {train.get('eval_images', 0):,} |"
     )
+    ratio = data.get("tuning_wall_ratio")
+    if ratio is not None:
+        lines += [
+            "",
+            f"Tuning (range test + check) took {ratio:.2f} x the training run's wall time "
+            f"(tune budget {budget.tune_budget:g}; planned in iterations, so a resumed fit "
+            "replays the same plan; evaluations and the start-up of each short run cost extra).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -868,9 +896,25 @@ def fit_run(
         f"superconv fit: {config.model} on {config.dataset}, {budget.iterations} iterations at "
         f"batch {config.batch_size}; {record.data['split']}."
     )
-    result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
+    try:
+        result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(
+            f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
+            f"every finished phase is in {out / FIT_FILE}. Continue it with "
+            f"superconv fit --resume {out}"
+        ) from exc
     result.files = _write_report(result, f"{config.model} on {config.dataset}")
     return result
+
+
+def _current_phase(record: _Record, budget: Budget) -> str:
+    phases = record.data["phases"]
+    if "range_test" not in phases:
+        return "range test"
+    if budget.rung_first and not (phases.get("check") or {}).get("done"):
+        return "check"
+    return "training" if "train" not in phases else "report"
 
 
 # ----------------------------------------------------------------------------- API backend
@@ -1039,8 +1083,9 @@ def _split(train_data: Any, fraction: float, seed: int) -> tuple[Any, Any, str]:
         dataset, [n - n_val, n_val], generator=torch.Generator().manual_seed(seed)
     )
     batch = train_data.batch_size or 1
-    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, drop_last=False)
-    val_loader = DataLoader(val_set, batch_size=max(batch, 256), shuffle=False)
+    same = {"collate_fn": train_data.collate_fn, "num_workers": train_data.num_workers}
+    train_loader = DataLoader(train_set, batch_size=batch, shuffle=True, **same)
+    val_loader = DataLoader(val_set, batch_size=max(batch, 256), shuffle=False, **same)
     stated = (
         f"{n_val} of the {n} samples of train_data ({fraction:.0%}, random_split seed {seed}) "
         "held out for validation; training on the other "
@@ -1152,6 +1197,7 @@ def fit(
         run = RunDir(out_path / "train")
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_metrics(backend.rows)
+        run.write_summary({k: v for k, v in result.summary.items() if k != "metrics"})
         result.files = _write_report(result, type(model).__name__)
     return result
 
