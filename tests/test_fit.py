@@ -76,6 +76,13 @@ def test_a_diverged_candidate_is_dropped_noted_and_charged_what_it_ran():
     assert len(h.notes) == 1 and "max_lr 0.4 diverged after 3 of 10" in h.notes[0]
 
 
+def test_a_single_survivor_is_chosen_without_a_longer_rung():
+    scorer, calls = stub({0.4: None, 0.2: None, 0.1: 93.0, 0.05: 80.0})
+    h = successive_halving([0.4, 0.2, 0.1, 0.05], 10, scorer)
+    assert h.chosen == 0.1 and len(h.rungs) == 1 and len(calls) == 4
+    assert h.cost == 3 + 3 + 10 + 10
+
+
 def test_every_candidate_diverging_chooses_nothing():
     scorer, calls = stub(dict.fromkeys([0.4, 0.2], None))
     h = successive_halving([0.4, 0.2], 10, scorer)

@@ -284,6 +284,8 @@ def successive_halving(lrs: Sequence[float], first: int, scorer: Scorer) -> Halv
         if rung == len(lengths) - 1 or len(ranked) == 1:
             return Halving(tuple(trials), tuple(rungs), ranked[0].lr, tuple(notes))
         alive = [t.lr for t in ranked[: math.ceil(len(ranked) / 2)]]
+        if len(alive) == 1:  # the others diverged: a rung of one compares nothing
+            return Halving(tuple(trials), tuple(rungs), alive[0], tuple(notes))
     raise AssertionError("unreachable: the last rung returns")  # pragma: no cover
 
 
