@@ -26,6 +26,8 @@ from superconv.fit import (
     fit,
     halving_cost,
     plan_budget,
+    ranking_agreement,
+    run_scores,
     rung_lengths,
     successive_halving,
     verdict,
@@ -134,6 +136,14 @@ def test_verdicts():
     v = verdict([0.1, 0.25])
     assert v["verdict"] == "unreliable (spread over 2x)" and v["spread"] == pytest.approx(2.5)
     assert verdict([0.1])["verdict"] == "unchecked"
+
+
+def test_ranking_agreement_of_short_and_full_runs():
+    r = ranking_agreement({0.1: 90.0, 0.2: 95.0, 0.4: None}, {0.1: 96.0, 0.2: 94.0, 0.4: 97.0})
+    assert r["lrs"] == [0.1, 0.2] and r["kendall_tau"] == -1.0
+    assert not r["same_best"] and r["short_pick"] == 0.2 and r["regret"] == pytest.approx(2.0)
+    with pytest.raises(UserError, match="needs 2 LRs"):
+        ranking_agreement({0.1: 1.0}, {0.1: 1.0})
 
 
 # ----------------------------------------------------------------------------- the API
@@ -353,6 +363,15 @@ def test_cli_fit_writes_the_report(fitted):
     for name in ("range_test.png", "candidates.png", "schedule.png", "training.png"):
         assert (fitted.out / name).stat().st_size > 1000, name
     assert sorted(p.name for p in (fitted.out / "check").iterdir())[0].startswith("rung0-lr")
+
+
+def test_run_scores_reads_check_folders(fitted):
+    check = fitted.records[-1]["phases"]["check"]
+    scores = run_scores(sorted((fitted.out / "check").glob("rung0-*")))
+    assert sorted(scores) == sorted(check["candidates"])
+    for t in check["trials"]:
+        if t["rung"] == 0:
+            assert scores[t["lr"]] == t["score"]
 
 
 def test_cli_fit_refuses_to_overwrite_a_fit_and_resume_takes_no_flags(fitted, capsys):

@@ -52,7 +52,9 @@ __all__ = [
     "fit_run",
     "halving_cost",
     "plan_budget",
+    "ranking_agreement",
     "rung_lengths",
+    "run_scores",
     "successive_halving",
     "verdict",
 ]
@@ -317,6 +319,62 @@ def verdict(suggested: Sequence[float], halving: Halving | None = None) -> dict[
         out["verdict"] = "reliable" if spread <= SPREAD_LIMIT else "unreliable (spread over 2x)"
     else:
         out["verdict"] = "unchecked"
+    return out
+
+
+def ranking_agreement(short: Mapping[float, float], full: Mapping[float, float]) -> dict[str, Any]:
+    """How well short-run scores rank LRs as full runs do (the check's premise; pure).
+
+    ``short`` and ``full`` map max_lr to a score (higher is better; a missing LR
+    or ``None`` is a diverged run, left out). Returns Kendall's tau over the LRs
+    both have, whether the short runs' best is the full runs' best, and the
+    regret: the best full score minus the full score of the short runs' pick.
+    The hook for measuring the check on real run folders (see :func:`run_scores`).
+
+    >>> r = ranking_agreement({0.1: 90, 0.2: 95, 0.4: 80}, {0.1: 92, 0.2: 94, 0.4: 85})
+    >>> r["kendall_tau"], r["same_best"], r["regret"]
+    (1.0, True, 0)
+    """
+    lrs = sorted(lr for lr in short if short[lr] is not None and full.get(lr) is not None)
+    if len(lrs) < 2:
+        raise UserError(f"ranking_agreement needs 2 LRs scored by both, got {len(lrs)}.")
+    pairs = [(a, b) for i, a in enumerate(lrs) for b in lrs[i + 1 :]]
+    sign = [
+        math.copysign(1, (short[a] - short[b]) * (full[a] - full[b]))
+        if (short[a] - short[b]) * (full[a] - full[b]) != 0
+        else 0
+        for a, b in pairs
+    ]
+    pick = max(lrs, key=lambda lr: short[lr])
+    best = max(full[lr] for lr in lrs)
+    return {
+        "lrs": lrs,
+        "kendall_tau": sum(sign) / len(pairs),
+        "same_best": full[pick] == best,
+        "short_pick": pick,
+        "regret": best - full[pick],
+    }
+
+
+def run_scores(
+    run_dirs: Iterable[str | Path], key: str = "final_val_acc"
+) -> dict[float, float | None]:
+    """max_lr -> ``key`` of finished 1cycle run folders (``None`` for a diverged one).
+
+    Reads ``config.json`` (``policy_params.max_lr``) and ``summary.json`` of
+    each folder, e.g. a fit's ``check/rung1-*`` against full-length runs at the
+    same LRs, for :func:`ranking_agreement`.
+    """
+    from superconv.records import RunDir
+
+    out: dict[float, float | None] = {}
+    for folder in run_dirs:
+        run = RunDir(folder)
+        summary = run.read_summary()
+        if summary is None:
+            raise UserError(f"{run.path} has no summary.json: the run has not ended.")
+        lr = float(run.read_config()["policy_params"]["max_lr"])
+        out[lr] = summary.get(key) if summary.get("status") == "finished" else None
     return out
 
 
