@@ -146,6 +146,58 @@ def test_ranking_agreement_of_short_and_full_runs():
         ranking_agreement({0.1: 1.0}, {0.1: 1.0})
 
 
+# ----------------------------------------------------------------------------- the phases
+class FakeBackend:
+    """Known curve, known candidate scores (best at 0.2), a final run that diverges at first."""
+
+    def __init__(self, diverging_finals=1):
+        self.diverging_finals, self.calls = diverging_finals, []
+
+    def range_test(self, seed, steps, rplan):
+        from superconv.range_test import RangeTestCurve
+
+        self.calls.append("range_test")
+        lrs = [0.01 * 1.1**i for i in range(60)]
+        losses = [2.0 - 0.02 * i if i < 40 else 1.2 + 0.3 * (i - 40) for i in range(60)]
+        curve = RangeTestCurve(lrs=lrs, losses=losses, smoothed_losses=losses, num_steps=60)
+        return curve, (60, 0)
+
+    def trial(self, lr, iterations, rung):
+        self.calls.append(("trial", rung, lr))
+        return Trial(lr, rung, iterations, -abs(math.log(lr / 0.2)), iterations)
+
+    def final(self, lr, iterations, attempt):
+        self.calls.append(("final", attempt, lr))
+        if attempt < self.diverging_finals:
+            raise DivergenceError("stub", step=5, lr=lr)
+        return {"status": "finished", "final_test_acc": 90.0, "run": "train"}
+
+
+def test_phases_halve_a_diverging_final_run_and_a_resume_keeps_its_lr():
+    import copy
+
+    from superconv.fit import RangePlan, _phases, _Record
+
+    budget = plan_budget(600, range_steps=60)
+    record = _Record(None, {"settings": {}, "phases": {}, "notes": []})
+    backend = FakeBackend()
+    result = _phases(backend, budget, RangePlan(), record, quiet, 0, (2.0, 1.0, 0.5, 0.25))
+    chosen = record.data["phases"]["check"]["chosen"]
+    assert [c for c in backend.calls if c[0] == "final"] == [
+        ("final", 0, chosen),
+        ("final", 1, chosen / 2),
+    ]
+    assert result.max_lr == record.data["max_lr"] == chosen / 2
+    assert "trained at" in record.data["verdict"]["trained"]
+    assert any("rerun at max_lr" in n for n in record.data["notes"])
+    # resumed after the end: every phase is read back, nothing is trained, the LR is kept
+    again = FakeBackend()
+    resumed = _Record(None, copy.deepcopy(record.data))
+    result = _phases(again, budget, RangePlan(), resumed, quiet, 0, (2.0, 1.0, 0.5, 0.25))
+    assert again.calls == [] and result.max_lr == chosen / 2
+    assert "trained" in resumed.data["verdict"]
+
+
 # ----------------------------------------------------------------------------- the API
 @pytest.fixture(autouse=True)
 def _one_thread():

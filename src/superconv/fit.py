@@ -468,15 +468,37 @@ def _open_record(out: Path | None, settings: dict[str, Any], resume: bool) -> _R
 
 def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, echo: Echo,
             seed: int, factors: Sequence[float], train: bool = True) -> FitResult:  # fmt: skip
-    from superconv.range_test import RangeTestCurve
-    from superconv.suggest import CYCLE, Suggestion, suggest
+    """Run (or, on resume, read from ``fit.json``) each phase in turn; commit each as it ends."""
+    from superconv.suggest import CYCLE
 
     for note in budget.notes:
         if note not in record.data["notes"]:
             record.data["notes"].append(note)
         echo(f"Notice: {note}.")
+    readable = _range_phase(backend, budget, rplan, record, echo, seed)
+    suggested = statistics.median(s.max_lr for s in readable)
+    halving = None
+    if budget.rung_first:
+        halving = _check_phase(backend, budget, record, echo, suggested, factors, readable)
+    if "train" not in record.data["phases"]:  # a finished run keeps what it was trained with
+        chosen = halving.chosen if halving is not None else suggested
+        record.data["verdict"] = verdict([s.max_lr for s in readable], halving)
+        record.data["max_lr"] = chosen
+        record.data["policy_params"] = CYCLE.policy_params(chosen)
+        record.commit()
+    if not train:
+        return FitResult(record.data["max_lr"], readable[0], budget, record.data, halving)
+    done = _train_phase(backend, budget, record, echo)
+    return FitResult(
+        record.data["max_lr"], readable[0], budget, record.data, halving, dict(done), record.out
+    )
 
-    # 1. range test(s)
+
+def _range_phase(backend, budget, rplan, record, echo, seed) -> list[Any]:
+    """Phase 1: ``repeats`` range tests; the readable suggestions (curves kept in fit.json)."""
+    from superconv.range_test import RangeTestCurve
+    from superconv.suggest import Suggestion, suggest
+
     rt = record.phase("range_test")
     if rt is None:
         echo(
@@ -518,134 +540,129 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
             )
     else:
         echo("[1/3] LR range test: done (read from fit.json)")
-    suggestions = [None if s is None else Suggestion.from_dict(s) for s in rt["suggestions"]]
-    readable = [s for s in suggestions if s is not None]
+    readable = [Suggestion.from_dict(s) for s in rt["suggestions"] if s is not None]
     if not readable:
         raise UserError(
             f"the LR range test gave no suggestion: {rt['errors'][0]} The curve is saved in "
             f"{record.out / FIT_FILE if record.out else 'the result'}; give the range test more "
             "iterations (range_steps) or another LR range."
         )
-    suggested = statistics.median(s.max_lr for s in readable)
+    return readable
 
-    # 2. the check
-    halving = None
-    if budget.rung_first:
-        check = record.phase("check") or {"trials": [], "done": False}
-        lrs = candidate_lrs(suggested, factors)
-        lengths = rung_lengths(len(lrs), budget.rung_first)
-        echo(
-            f"[2/3] check: successive halving over max_lr {', '.join(f'{lr:.3g}' for lr in lrs)}; "
-            f"rungs of {', '.join(map(str, lengths))} iterations "
-            f"(at most {budget.check_iterations} iterations)"
-        )
-        cached = {(t["rung"], round(t["lr"], 12)): Trial.from_dict(t) for t in check["trials"]}
 
-        def scorer(lr: float, iterations: int, rung: int) -> Trial:
-            key = (rung, round(lr, 12))
-            if key in cached:
-                return cached[key]
-            t0 = time.perf_counter()
-            trial = backend.trial(lr, iterations, rung)
-            trial = Trial(trial.lr, trial.rung, trial.iterations, trial.score, trial.steps_run,
-                          trial.note, {**trial.details, "seconds": time.perf_counter() - t0})  # fmt: skip
-            check["trials"].append(trial.to_dict())
-            record.done("check", check)  # each trial is committed: resume skips it
-            shown = "diverged" if trial.score is None else f"score {trial.score:.4g}"
-            echo(f"      rung {rung}: max_lr {lr:.4g}, {iterations} iterations: {shown}")
-            return trial
+def _check_phase(backend, budget, record, echo, suggested, factors, readable) -> Halving:
+    """Phase 2: successive halving around ``suggested``; every trial committed as it ends."""
+    check = record.phase("check") or {"trials": [], "done": False}
+    lrs = candidate_lrs(suggested, factors)
+    lengths = rung_lengths(len(lrs), budget.rung_first)
+    echo(
+        f"[2/3] check: successive halving over max_lr {', '.join(f'{lr:.3g}' for lr in lrs)}; "
+        f"rungs of {', '.join(map(str, lengths))} iterations "
+        f"(at most {budget.check_iterations} iterations)"
+    )
+    cached = {(t["rung"], round(t["lr"], 12)): Trial.from_dict(t) for t in check["trials"]}
 
-        halving = successive_halving(lrs, budget.rung_first, scorer)
-        check.update(
-            done=True,
-            candidates=list(lrs),
-            rung_lengths=lengths,
-            rungs=[list(r) for r in halving.rungs],
-            chosen=halving.chosen,
-            cost_iterations=halving.cost,
-            notes=list(halving.notes),
-            seconds=sum(t.details.get("seconds", 0.0) for t in halving.trials),
-            train_images=sum(t.details.get("train_images", 0) for t in halving.trials),
-            eval_images=sum(t.details.get("eval_images", 0) for t in halving.trials),
-        )
+    def scorer(lr: float, iterations: int, rung: int) -> Trial:
+        key = (rung, round(lr, 12))
+        if key in cached:  # trained before an interruption: read, not retrained
+            return cached[key]
+        t0 = time.perf_counter()
+        trial = backend.trial(lr, iterations, rung)
+        trial = Trial(trial.lr, trial.rung, trial.iterations, trial.score, trial.steps_run,
+                      trial.note, {**trial.details, "seconds": time.perf_counter() - t0})  # fmt: skip
+        check["trials"].append(trial.to_dict())
         record.done("check", check)
-        for note in halving.notes:
-            echo(f"      {note}")
-        if halving.chosen is None:
-            record.data["verdict"] = verdict([s.max_lr for s in readable], halving)
+        shown = "diverged" if trial.score is None else f"score {trial.score:.4g}"
+        echo(f"      rung {rung}: max_lr {lr:.4g}, {iterations} iterations: {shown}")
+        return trial
+
+    halving = successive_halving(lrs, budget.rung_first, scorer)
+    check.update(
+        done=True,
+        candidates=list(lrs),
+        rung_lengths=lengths,
+        rungs=[list(r) for r in halving.rungs],
+        chosen=halving.chosen,
+        cost_iterations=halving.cost,
+        notes=list(halving.notes),
+        seconds=sum(t.details.get("seconds", 0.0) for t in halving.trials),
+        train_images=sum(t.details.get("train_images", 0) for t in halving.trials),
+        eval_images=sum(t.details.get("eval_images", 0) for t in halving.trials),
+    )
+    record.done("check", check)
+    for note in halving.notes:
+        echo(f"      {note}")
+    if halving.chosen is None:
+        record.data["verdict"] = verdict([s.max_lr for s in readable], halving)
+        record.commit()
+        raise DivergenceError(
+            f"every candidate of the check diverged (max_lr {', '.join(f'{x:.3g}' for x in lrs)}); "
+            f"the range-test curve and the trials are saved in "
+            f"{record.out / FIT_FILE if record.out else 'the result'}. The suggestion "
+            f"({suggested:.3g}) is too large for this model and budget: lower the range "
+            "test's end_lr, or check the data.",
+            step=0,
+            lr=max(lrs),
+        )
+    echo(f"      chose max_lr {halving.chosen:.4g}")
+    return halving
+
+
+def _train_phase(backend, budget, record, echo) -> dict[str, Any]:
+    """Phase 3 (and the test evaluation): the chosen 1cycle for the whole budget.
+
+    A 1cycle that diverges late (longer at a high LR than any check run) is halved
+    and rerun, as the demo does; each attempt is committed first, so resume continues it.
+    """
+    from superconv.suggest import CYCLE
+
+    done = record.phase("train")
+    if done is not None:
+        echo("[3/3] training: done (read from fit.json)")
+        return done
+    attempt = record.data.setdefault("train_attempt", {"n": 0, "max_lr": record.data["max_lr"]})
+    max_lr = attempt["max_lr"]
+    while True:
+        echo(f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
+             f"{budget.iterations} iterations")  # fmt: skip
+        t0 = time.perf_counter()
+        try:
+            summary = backend.final(max_lr, budget.iterations, attempt["n"])
+            break
+        except DivergenceError as exc:
+            note = f"the 1cycle at max_lr {max_lr:.4g} diverged at iteration {exc.step}"
+            if attempt["n"] == MAX_HALVINGS:
+                record.data["notes"].append(note + "; no halvings left")
+                record.commit()
+                raise
+            max_lr /= 2
+            attempt.update(n=attempt["n"] + 1, max_lr=max_lr)
+            record.data["notes"].append(note + f"; rerun at max_lr {max_lr:.4g}")
             record.commit()
-            lr = max(lrs)
-            raise DivergenceError(
-                f"every candidate of the check diverged (max_lr {', '.join(f'{x:.3g}' for x in lrs)}); "
-                f"the range-test curve and the trials are saved in "
-                f"{record.out / FIT_FILE if record.out else 'the result'}. The suggestion "
-                f"({suggested:.3g}) is too large for this model and budget: lower the range "
-                "test's end_lr, or check the data.",
-                step=0,
-                lr=lr,
-            )
-        echo(f"      chose max_lr {halving.chosen:.4g}")
-    max_lr = halving.chosen if halving is not None else suggested
-    record.data["verdict"] = verdict([s.max_lr for s in readable], halving)
+            echo(f"      {record.data['notes'][-1]}")
+    # a resumed run's own wall_time counts the part before the interruption too
+    summary["seconds"] = max(time.perf_counter() - t0, summary.get("wall_time") or 0.0)
     record.data["max_lr"] = max_lr
     record.data["policy_params"] = CYCLE.policy_params(max_lr)
-    record.commit()
-    if not train:
-        return FitResult(max_lr, readable[0], budget, record.data, halving, {}, record.out)
-
-    # 3. train the chosen cycle (resumed by the backend when interrupted), 4. test
-    done = record.phase("train")
-    if done is None:
-        # A 1cycle that diverges late (longer at a high LR than any check run) is halved and
-        # rerun, as the demo does; each attempt is committed first, so resume continues it.
-        attempt = record.data.setdefault("train_attempt", {"n": 0, "max_lr": max_lr})
-        max_lr = attempt["max_lr"]
-        while True:
-            echo(f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
-                 f"{budget.iterations} iterations")  # fmt: skip
-            t0 = time.perf_counter()
-            try:
-                summary = backend.final(max_lr, budget.iterations, attempt["n"])
-                break
-            except DivergenceError as exc:
-                note = f"the 1cycle at max_lr {max_lr:.4g} diverged at iteration {exc.step}"
-                if attempt["n"] == MAX_HALVINGS:
-                    record.data["notes"].append(note + "; no halvings left")
-                    record.commit()
-                    raise
-                max_lr /= 2
-                attempt.update(n=attempt["n"] + 1, max_lr=max_lr)
-                record.data["notes"].append(note + f"; rerun at max_lr {max_lr:.4g}")
-                record.commit()
-                echo(f"      {record.data['notes'][-1]}")
-        summary["seconds"] = time.perf_counter() - t0
-        record.data["max_lr"] = max_lr
-        record.data["policy_params"] = CYCLE.policy_params(max_lr)
-        if attempt["n"]:
-            record.data["verdict"]["trained"] = (
-                f"the full run diverged at the chosen max_lr and was trained at {max_lr:.4g} "
-                f"(halved {attempt['n']} time(s))"
-            )
-        record.done("train", summary)
-        done = summary
-    else:
-        max_lr = record.data["max_lr"]
-        echo("[3/3] training: done (read from fit.json)")
-    tuning = rt["seconds"] + (record.phase("check") or {}).get("seconds", 0.0)
-    record.data["tuning_seconds"] = tuning
+    if attempt["n"]:
+        record.data["verdict"]["trained"] = (
+            f"the full run diverged at the chosen max_lr and was trained at {max_lr:.4g} "
+            f"(halved {attempt['n']} time(s))"
+        )
+    rt, check = record.phase("range_test"), record.phase("check") or {}
+    tuning = rt["seconds"] + check.get("seconds", 0.0)
     # The plan is in iterations (deterministic, so a resumed fit replays it); wall time is
     # measured and stated beside it.
-    record.data["tuning_wall_ratio"] = tuning / done["seconds"] if done.get("seconds") else None
-    if done.get("seconds") and tuning > budget.tune_budget * done["seconds"]:
-        note = (
+    record.data["tuning_seconds"] = tuning
+    record.data["tuning_wall_ratio"] = tuning / summary["seconds"] if summary["seconds"] else None
+    if summary["seconds"] and tuning > budget.tune_budget * summary["seconds"]:
+        record.data["notes"].append(
             f"tuning took {tuning:.0f} s of wall time, more than {budget.tune_budget:g} x the "
-            f"training run's {done['seconds']:.0f} s (planned in iterations; evaluations and "
+            f"training run's {summary['seconds']:.0f} s (planned in iterations; evaluations and "
             "start-up of the short runs cost extra)"
         )
-        if note not in record.data["notes"]:
-            record.data["notes"].append(note)
-    record.commit()
-    return FitResult(max_lr, readable[0], budget, record.data, halving, dict(done), record.out)
+    record.done("train", summary)
+    return summary
 
 
 # ----------------------------------------------------------------------------- report
