@@ -112,8 +112,14 @@ def test_budget_caps_the_range_test_at_a_tenth_and_fits_the_check_in_the_rest():
 
 
 def test_a_budget_too_small_for_a_range_test_names_the_minimum():
-    with pytest.raises(UserError, match=r"too small for a range test.*at least 100 iterations"):
+    with pytest.raises(
+        UserError, match=r"too small for 1 range test\(s\).*at least 100 iterations"
+    ):
         plan_budget(99)
+    with pytest.raises(
+        UserError, match=r"too small for 3 range test\(s\).*at least 300 iterations"
+    ):
+        plan_budget(299, repeats=3)
     with pytest.raises(UserError, match="range_steps must be an integer >= 10"):
         plan_budget(1000, range_steps=5)
 
@@ -121,6 +127,7 @@ def test_a_budget_too_small_for_a_range_test_names_the_minimum():
 def test_exceeding_the_cap_or_skipping_the_check_is_noticed():
     b = plan_budget(100, range_steps=40)
     assert b.range_steps == 40 and "exceeds the 10% cap" in b.notes[0]
+    assert plan_budget(1000, repeats=3).range_steps == 33  # the repeats share the cap
     b = plan_budget(100, tune_budget=0.3)
     assert b.rung_first == 0 and "check skipped" in b.notes[0]
     with pytest.raises(UserError, match="tune_budget must be a number > 0"):
@@ -135,6 +142,7 @@ def test_verdicts():
     assert verdict([0.1, 0.19, 0.12])["verdict"] == "reliable"
     v = verdict([0.1, 0.25])
     assert v["verdict"] == "unreliable (spread over 2x)" and v["spread"] == pytest.approx(2.5)
+    assert v["suggested_max_lr"] == pytest.approx(math.sqrt(0.1 * 0.25))  # log-scale median
     assert verdict([0.1])["verdict"] == "unchecked"
 
 
@@ -265,11 +273,10 @@ def test_api_takes_a_loss_fn_and_repeats_give_a_spread():
     result = fit(
         torch.nn.Linear(4, 1),
         data,
-        iterations=100,
+        iterations=200,
         loss_fn=torch.nn.functional.mse_loss,
         repeats=2,
-        range_steps=10,
-        tune_budget=0.2,  # two range tests (20 iterations), no room for a check
+        tune_budget=0.2,  # two range tests (10 iterations each), no room for a check
         echo=quiet,
     )
     v = result.record["verdict"]
@@ -289,7 +296,7 @@ def test_find_cycle_leaves_the_model_as_it_was():
 def test_api_bad_input():
     with pytest.raises(UserError, match="epochs= or iterations="):
         fit(mlp(), loader(blobs()), echo=quiet)
-    with pytest.raises(UserError, match="too small for a range test"):
+    with pytest.raises(UserError, match="too small for 1 range test"):
         fit(mlp(), loader(blobs()), iterations=50, echo=quiet)
 
 

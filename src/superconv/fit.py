@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import statistics
 import sys
 import time
 import types
@@ -140,9 +139,10 @@ def plan_budget(
     verify: bool = True,
     candidates: int = len(FACTORS),
 ) -> Budget:
-    """Split a fit's budget: the range test (10% of ``iterations`` by default), then the check.
+    """Split a fit's budget: the range tests (10% of ``iterations`` by default), then the check.
 
-    ``range_steps`` given and above the 10% cap is allowed, with a notice. The
+    The ``repeats`` range tests share the 10% cap; ``range_steps`` given and above
+    it is allowed, with a notice. The
     check gets what is left of ``tune_budget x iterations``; its first rung is
     the longest that fits (and at most the training run), and the check is
     skipped, with a notice, when that is under :data:`MIN_RUNG` iterations.
@@ -159,24 +159,25 @@ def plan_budget(
     ):
         raise UserError(f"tune_budget must be a number > 0, got {tune_budget!r}.")
     notes: list[str] = []
-    cap = int(RANGE_CAP * iterations)
+    cap = int(RANGE_CAP * iterations)  # all the range tests (repeats x steps) together
     if range_steps is None:
-        steps = min(DEFAULT_RANGE_STEPS, cap)
+        steps = min(DEFAULT_RANGE_STEPS, cap // repeats)
         if steps < MIN_RANGE_STEPS:
+            minimum = math.ceil(MIN_RANGE_STEPS * repeats / RANGE_CAP)
             raise UserError(
-                f"a budget of {iterations} iterations is too small for a range test: the test is "
-                f"capped at {RANGE_CAP:.0%} of the budget and needs at least {MIN_RANGE_STEPS} "
-                f"iterations, so the budget must be at least {math.ceil(MIN_RANGE_STEPS / RANGE_CAP)} "
+                f"a budget of {iterations} iterations is too small for {repeats} range test(s): "
+                f"they are capped at {RANGE_CAP:.0%} of the budget and each needs at least "
+                f"{MIN_RANGE_STEPS} iterations, so the budget must be at least {minimum} "
                 f"iterations (or set the range test's length, at least {MIN_RANGE_STEPS}, to "
                 "exceed the cap)."
             )
     else:
         _check_int("range_steps", range_steps, MIN_RANGE_STEPS)
         steps = range_steps
-        if steps > cap:
+        if steps * repeats > cap:
             notes.append(
-                f"the range test ({steps} iterations) exceeds the {RANGE_CAP:.0%} cap of the "
-                f"budget ({cap} iterations)"
+                f"the range test ({repeats} x {steps} iterations) exceeds the {RANGE_CAP:.0%} cap "
+                f"of the budget ({cap} iterations)"
             )
     first = 0
     if verify:
@@ -291,6 +292,19 @@ def successive_halving(lrs: Sequence[float], first: int, scorer: Scorer) -> Halv
     raise AssertionError("unreachable: the last rung returns")  # pragma: no cover
 
 
+def log_median(values: Sequence[float]) -> float:
+    """The median on a log scale (LRs are read per decade): for two seeds, their geometric mean.
+
+    >>> round(log_median([0.01, 1.0]), 6), log_median([0.1, 0.2, 3.0])
+    (0.1, 0.2)
+    """
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    if len(ordered) % 2:
+        return ordered[mid]  # exactly one of the values
+    return math.sqrt(ordered[mid - 1] * ordered[mid])
+
+
 def verdict(suggested: Sequence[float], halving: Halving | None = None) -> dict[str, Any]:
     """How far to trust the cycle: checked by training, else the spread over seeds.
 
@@ -306,7 +320,7 @@ def verdict(suggested: Sequence[float], halving: Halving | None = None) -> dict[
     spread = max(values) / min(values) if len(values) >= 2 else None
     out: dict[str, Any] = {"seeds": len(values), "spread": spread}
     if values:
-        out["suggested_max_lr"] = statistics.median(values)
+        out["suggested_max_lr"] = log_median(values)
     if halving is not None and halving.chosen is not None:
         ratio = halving.chosen / out["suggested_max_lr"]
         out["verdict"] = "checked by training"
@@ -476,7 +490,7 @@ def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, ech
             record.data["notes"].append(note)
         echo(f"Notice: {note}.")
     readable = _range_phase(backend, budget, rplan, record, echo, seed)
-    suggested = statistics.median(s.max_lr for s in readable)
+    suggested = log_median([s.max_lr for s in readable])
     halving = None
     if budget.rung_first:
         halving = _check_phase(backend, budget, record, echo, suggested, factors, readable)
