@@ -7,6 +7,8 @@ The three ideas of the paper as small pieces for any PyTorch loop:
   ``optimizer.param_groups``.
 - :mod:`superconv.range_test`: the LR range test and :func:`suggest`.
 - :mod:`superconv.estimator`: the Hessian-free LR estimate (eq. 8).
+- :func:`superconv.fit` / :func:`superconv.find_cycle`: range test -> suggestion ->
+  a check by training -> the chosen 1cycle, for any model and DataLoaders.
 
 Nothing is imported eagerly beyond these names; no work happens at import time.
 """
