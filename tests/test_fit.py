@@ -452,6 +452,20 @@ def test_cli_fit_bad_budgets_exit_2_with_the_minimum(tmp_path, capsys, data_dir)
     assert not (tmp_path / "a" / "fit.json").exists()
 
 
+def test_fit_run_refuses_torchrun_and_no_validation_split(tmp_path, monkeypatch):
+    from superconv.fit import fit_run
+    from superconv.train import TrainConfig
+
+    for key, value in (("WORLD_SIZE", "2"), ("RANK", "0"), ("LOCAL_RANK", "0")):
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError, match="fit runs in one process"):
+        fit_run(TrainConfig(val_size=100), tmp_path / "a")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(UserError, match="needs a validation split"):
+        fit_run(TrainConfig(val_size=0), tmp_path / "b")
+    assert not any(tmp_path.iterdir())
+
+
 def test_cli_fit_exits_3_when_every_candidate_diverges_with_the_curve_saved(
     tmp_path, capsys, monkeypatch, data_dir
 ):

@@ -931,8 +931,14 @@ def fit_run(
     keeps ``config.eval_every`` and ``config.checkpoint_every``.
     """
     from superconv.data import load_dataset
+    from superconv.distributed import world_from_env
 
     out = Path(out)
+    if world_from_env().world_size > 1:
+        raise UserError(
+            "fit runs in one process: its range test and check are not distributed yet. Run "
+            "it without torchrun, then train the chosen cycle with torchrun superconv train."
+        )
     if config.val_size <= 0:
         raise UserError(
             "fit needs a validation split for its choices: set val_size > 0 (images held out "
