@@ -292,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="superconv",
         description="Super-convergence made practical (Smith & Topin 2017): the LR range test, "
         "1cycle / CLR training, and reproductions of the paper's tables and figures.",
-        epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv train --help\n"
+        epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv fit --help\n"
+        "  superconv train --help\n"
         "  superconv data check",
         formatter_class=formatter,
         allow_abbrev=False,

@@ -671,8 +671,8 @@ def _train_phase(backend, budget, record, echo) -> dict[str, Any]:
     record.data["tuning_wall_ratio"] = tuning / summary["seconds"] if summary["seconds"] else None
     if summary["seconds"] and tuning > budget.tune_budget * summary["seconds"]:
         record.data["notes"].append(
-            f"tuning took {tuning:.0f} s of wall time, more than {budget.tune_budget:g} x the "
-            f"training run's {summary['seconds']:.0f} s (planned in iterations; evaluations and "
+            f"tuning took {tuning:.1f} s of wall time, more than {budget.tune_budget:g} x the "
+            f"training run's {summary['seconds']:.1f} s (planned in iterations; evaluations and "
             "start-up of the short runs cost extra)"
         )
     record.done("train", summary)
@@ -696,7 +696,7 @@ def _write_report(result: FitResult, title: str) -> dict[str, Path]:
     curve = RangeTestCurve.from_dict(rt["curves"][0])
     lrs = check["candidates"] if check else []
     files["range_test"] = plot_range_test(
-        curve, result.suggestion, path=out / "range_test.png", candidates=lrs,
+        curve, result.suggestion, path=out / "range_test.png", candidates=lrs, show_band=True,
         title=f"LR range test ({title}); candidates dashed",
     )  # fmt: skip
     if check:
@@ -747,6 +747,7 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
     for key, label in (("final_val_acc", "validation"), ("final_test_acc", "test")):
         if train.get(key) is not None:
             lines.append(f"- final {label} accuracy: {train[key]:.2f}%")
+    lines.append(f"- data: {data['split']}")
     lines += [f"- notice: {n}" for n in data["notes"]]
     lines += [
         "",

@@ -35,10 +35,12 @@ def plot_range_test(
     title: str | None = None,
     eval_name: str = "validation",
     candidates: Sequence[float] = (),
+    show_band: bool = False,
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
 
     ``candidates``: LRs marked by dashed vertical lines (the max_lr values ``fit`` checks).
+    ``show_band``: the suggestion's ``band`` as a bar at the bottom of the axis.
 
     ``eval_name`` names the evaluation set in the labels: a split name as range
     tests record it (``"val"`` is shown as "validation", ``"test"`` where the test
@@ -121,6 +123,12 @@ def plot_range_test(
         )
         handles.append(bar)
         labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
+    if suggestion is not None and show_band:
+        lo, hi = suggestion.band
+        (bar,) = ax.plot([lo, hi], [0.02, 0.02], transform=ax.get_xaxis_transform(),
+                         color="tab:red", lw=4, solid_capstyle="butt")  # fmt: skip
+        handles.append(bar)
+        labels.append(f"band (max_lr within a factor 2): {lo:.3g}..{hi:.3g}")
     for i, lr in enumerate(candidates):
         line = ax.axvline(float(lr), color="tab:gray", ls="--", lw=1.0)
         if i == 0:
