@@ -821,13 +821,9 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
 class _ConfigBackend:
     """Everything from a TrainConfig: superconv's models and data, ``train.train`` run folders."""
 
-    def __init__(self, config: Any, out: Path, progress: bool):
+    def __init__(self, config: Any, out: Path, progress: bool, test_images: int):
         self.config, self.out, self.progress = config, out, progress
-        self.val_images, self.test_images = 0, 0
-
-    def sizes(self, num_train: int, num_test: int) -> None:
-        self.num_train, self.test_images = num_train, num_test
-        self.val_images = self.config.val_size
+        self.val_images, self.test_images = config.val_size, test_images
 
     def range_test(self, seed: int, steps: int, rplan: RangePlan):
         import torch.nn.functional as F
@@ -882,8 +878,9 @@ class _ConfigBackend:
         if diverged:
             return Trial(lr, rung, iterations, None, steps, "loss NaN/inf", details)
         val_acc = summary.get("final_val_acc")
-        score = _score(0.0, val_acc) if val_acc is not None else None
-        return Trial(lr, rung, iterations, score, steps, "", details)
+        if val_acc is None or not math.isfinite(val_acc):  # NaN outputs at evaluation
+            return Trial(lr, rung, iterations, None, steps, "validation NaN", details)
+        return Trial(lr, rung, iterations, float(val_acc), steps, "", details)
 
     def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
         name = "train" if attempt == 0 else f"train-retry{attempt}"
@@ -988,8 +985,7 @@ def fit_run(
             "only reported"
         )
         record.commit()
-    backend = _ConfigBackend(config, out, progress)
-    backend.sizes(num_train, len(data.test_y))
+    backend = _ConfigBackend(config, out, progress, len(data.test_y))
     echo(
         f"superconv fit: {config.model} on {config.dataset}, {budget.iterations} iterations at "
         f"batch {config.batch_size}; {record.data['split']}."
