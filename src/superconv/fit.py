@@ -1222,8 +1222,14 @@ def fit(
     ``optimizer(params)`` makes a fresh optimizer (default SGD, momentum 0.9,
     weight decay 5e-4; the cycle writes its lr and momentum). Candidates of the
     check train on copies of ``model``; ``model`` itself is trained last, from
-    its initial weights. ``out``: a folder for ``fit.json``, ``fit.md`` and the
-    figures (nothing is written without it).
+    its initial weights. ``out``: a folder for ``fit.json``, ``fit.md``, the
+    figures and ``train/metrics.csv`` (nothing is written without it; the API's
+    runs are not checkpointed, so only the CLI resumes). ``device``: where
+    batches go (default: the model's; the model is not moved). ``seed``: the
+    range tests use ``seed .. seed + repeats - 1``, every training run ``seed``.
+    ``eval_every``: iterations between the final run's validation rows
+    (default: 10 rows). ``tune_budget``, ``verify``, ``repeats``,
+    ``range_steps``: as ``superconv fit`` (see :func:`plan_budget`).
 
     >>> import torch
     >>> from torch.utils.data import DataLoader, TensorDataset
