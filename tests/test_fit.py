@@ -452,6 +452,37 @@ def test_cli_fit_bad_budgets_exit_2_with_the_minimum(tmp_path, capsys, data_dir)
     assert not (tmp_path / "a" / "fit.json").exists()
 
 
+def test_cli_fit_maps_its_flags_to_fit_run(tmp_path, monkeypatch, capsys):
+    from superconv import fit as fit_module
+    from superconv.cli import main
+
+    seen = {}
+
+    def fake_fit_run(config, out, **kwargs):
+        seen.update(kwargs, config=config, out=out)
+        return SimpleNamespace(
+            record={"verdict": {"verdict": "unchecked"}, "notes": []},
+            summary={"final_test_acc": 90.0, "final_val_acc": 91.0, "run": "train"},
+            max_lr=0.1,
+            policy_params={"div": 4},
+            budget=SimpleNamespace(iterations=563),
+            files={"markdown": out / "fit.md"},
+        )
+
+    monkeypatch.setattr(fit_module, "fit_run", fake_fit_run)
+    argv = ["fit", *DATA, "--epochs", "2", "--repeats", "3", "--no-verify", "--tune-budget",
+            "0.5", "--range-steps", "20", "--start-lr", "1e-3", "--end-lr", "1", "--eval-every",
+            "7", "--checkpoint-every", "14", "--out", str(tmp_path / "f")]  # fmt: skip
+    assert main(argv) == 0
+    assert (seen["epochs"], seen["repeats"], seen["verify"]) == (2.0, 3, False)
+    assert (seen["tune_budget"], seen["range_steps"]) == (0.5, 20)
+    assert (seen["range_plan"].start_lr, seen["range_plan"].end_lr) == (1e-3, 1.0)
+    assert seen["evaluations"] is None and seen["config"].eval_every == 7
+    assert seen["config"].val_size == 1000 and seen["config"].model == "lenet"
+    out = capsys.readouterr().out
+    assert "Verdict: unchecked" in out and "Final test accuracy 90.00%" in out
+
+
 def test_fit_run_refuses_torchrun_and_no_validation_split(tmp_path, monkeypatch):
     from superconv.fit import fit_run
     from superconv.train import TrainConfig
