@@ -319,7 +319,7 @@ ARGS = ["fit", *DATA, "--iterations", "100"]
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory, data_dir):
+def fitted(tmp_path_factory):
     """A fit interrupted in the check, resumed, interrupted in training, resumed to the end."""
     import superconv.train
     from superconv.cli import main
@@ -442,7 +442,7 @@ def test_cli_fit_refuses_to_overwrite_a_fit_and_resume_takes_no_flags(fitted, ca
     assert "drop --iterations" in capsys.readouterr().err
 
 
-def test_cli_fit_bad_budgets_exit_2_with_the_minimum(tmp_path, capsys, data_dir):
+def test_cli_fit_bad_budgets_exit_2_with_the_minimum(tmp_path, capsys):
     from superconv.cli import main
 
     assert main(["fit", *DATA, "--iterations", "50", "--out", str(tmp_path / "a")]) == 2
@@ -498,7 +498,7 @@ def test_fit_run_refuses_torchrun_and_no_validation_split(tmp_path, monkeypatch)
 
 
 def test_cli_fit_exits_3_when_every_candidate_diverges_with_the_curve_saved(
-    tmp_path, capsys, monkeypatch, data_dir
+    tmp_path, capsys, monkeypatch
 ):
     from superconv import fit as fit_module
     from superconv.cli import main
