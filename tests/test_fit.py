@@ -254,6 +254,8 @@ def test_api_with_own_module_val_and_test_loaders(tmp_path):
     assert set(record["phases"]) == {"range_test", "check", "train"}
     for name in ("fit.md", "range_test.png", "candidates.png", "schedule.png", "training.png"):
         assert (tmp_path / "fit" / name).is_file(), name
+    with pytest.raises(UserError, match="already holds a fit. Choose another output folder"):
+        fit(mlp(), loader(blobs()), iterations=100, out=tmp_path / "fit", echo=quiet)
 
 
 def test_api_without_val_data_holds_out_a_stated_split():

@@ -445,7 +445,9 @@ class _Record:
         self.commit()
 
 
-def _open_record(out: Path | None, settings: dict[str, Any], resume: bool) -> _Record:
+def _open_record(
+    out: Path | None, settings: dict[str, Any], resume: bool, resumable: bool = True
+) -> _Record:
     import json
 
     if out is None:
@@ -453,10 +455,8 @@ def _open_record(out: Path | None, settings: dict[str, Any], resume: bool) -> _R
     path = out / FIT_FILE
     if path.is_file():
         if not resume:
-            raise RunDirError(
-                f"{out} already holds a fit. Resume it (--resume {out}) or choose another "
-                "output folder."
-            )
+            how = f"Resume it (--resume {out}) or choose" if resumable else "Choose"
+            raise RunDirError(f"{out} already holds a fit. {how} another output folder.")
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("settings") != json.loads(json.dumps(settings)):
             changed = sorted(
@@ -1285,7 +1285,7 @@ def fit(
         "seed": seed,
     }
     out_path = Path(out) if out is not None else None
-    record = _open_record(out_path, settings, resume=False)
+    record = _open_record(out_path, settings, resume=False, resumable=False)
     if out_path is not None:
         out_path.mkdir(parents=True, exist_ok=True)
     record.data["split"] = split
