@@ -480,8 +480,16 @@ def _open_record(
     return record
 
 
-def _phases(backend: Any, budget: Budget, rplan: RangePlan, record: _Record, echo: Echo,
-            seed: int, factors: Sequence[float], train: bool = True) -> FitResult:  # fmt: skip
+def _phases(
+    backend: Any,
+    budget: Budget,
+    rplan: RangePlan,
+    record: _Record,
+    echo: Echo,
+    seed: int,
+    factors: Sequence[float],
+    train: bool = True,
+) -> FitResult:
     """Run (or, on resume, read from ``fit.json``) each phase in turn; commit each as it ends."""
     from superconv.suggest import CYCLE
 
@@ -520,8 +528,15 @@ def _range_phase(backend, budget, rplan, record, echo, seed) -> list[Any]:
             f"{budget.range_steps} iterations x {budget.repeats} seed(s) "
             f"({budget.range_iterations / budget.iterations:.0%} of the training budget)"
         )
-        rt = {"curves": [], "suggestions": [], "errors": [], "seeds": [], "seconds": 0.0,
-              "train_images": 0, "eval_images": 0}  # fmt: skip
+        rt = {
+            "curves": [],
+            "suggestions": [],
+            "errors": [],
+            "seeds": [],
+            "seconds": 0.0,
+            "train_images": 0,
+            "eval_images": 0,
+        }
         for k in range(budget.repeats):
             t0 = time.perf_counter()
             curve, images = backend.range_test(seed + k, budget.range_steps, rplan)
@@ -582,8 +597,15 @@ def _check_phase(backend, budget, record, echo, suggested, factors, readable) ->
             return cached[key]
         t0 = time.perf_counter()
         trial = backend.trial(lr, iterations, rung)
-        trial = Trial(trial.lr, trial.rung, trial.iterations, trial.score, trial.steps_run,
-                      trial.note, {**trial.details, "seconds": time.perf_counter() - t0})  # fmt: skip
+        trial = Trial(
+            trial.lr,
+            trial.rung,
+            trial.iterations,
+            trial.score,
+            trial.steps_run,
+            trial.note,
+            {**trial.details, "seconds": time.perf_counter() - t0},
+        )
         check["trials"].append(trial.to_dict())
         record.done("check", check)
         shown = "diverged" if trial.score is None else f"score {trial.score:.4g}"
@@ -637,8 +659,10 @@ def _train_phase(backend, budget, record, echo) -> dict[str, Any]:
     attempt = record.data.setdefault("train_attempt", {"n": 0, "max_lr": record.data["max_lr"]})
     max_lr = attempt["max_lr"]
     while True:
-        echo(f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
-             f"{budget.iterations} iterations")  # fmt: skip
+        echo(
+            f"[3/3] training: 1cycle max_lr {max_lr:.4g} (div {CYCLE.div:g}), "
+            f"{budget.iterations} iterations"
+        )
         t0 = time.perf_counter()
         try:
             summary = backend.final(max_lr, budget.iterations, attempt["n"])
@@ -696,9 +720,13 @@ def _write_report(result: FitResult, title: str) -> dict[str, Path]:
     curve = RangeTestCurve.from_dict(rt["curves"][0])
     lrs = check["candidates"] if check else []
     files["range_test"] = plot_range_test(
-        curve, result.suggestion, path=out / "range_test.png", candidates=lrs, show_band=True,
+        curve,
+        result.suggestion,
+        path=out / "range_test.png",
+        candidates=lrs,
+        show_band=True,
         title=f"LR range test ({title}); candidates dashed",
-    )  # fmt: skip
+    )
     if check:
         files["candidates"] = plot_candidates(
             [Trial.from_dict(t) for t in check["trials"]],
@@ -836,11 +864,20 @@ class _ConfigBackend:
         )
         pieces = build(config)
         curve = range_test(
-            pieces.model, pieces.optimizer, F.cross_entropy, pieces.loader,
-            pieces.eval_loaders.get("val"), start_lr=rplan.start_lr, end_lr=rplan.end_lr,
-            num_steps=steps, mode=rplan.mode, eval_every=max(1, steps // rplan.evaluations),
-            autocast_dtype=pieces.autocast_dtype, device=pieces.device, progress=self.progress,
-        )  # fmt: skip
+            pieces.model,
+            pieces.optimizer,
+            F.cross_entropy,
+            pieces.loader,
+            pieces.eval_loaders.get("val"),
+            start_lr=rplan.start_lr,
+            end_lr=rplan.end_lr,
+            num_steps=steps,
+            mode=rplan.mode,
+            eval_every=max(1, steps // rplan.evaluations),
+            autocast_dtype=pieces.autocast_dtype,
+            device=pieces.device,
+            progress=self.progress,
+        )
         images = (len(curve.losses) * config.batch_size, len(curve.eval_steps) * self.val_images)
         return curve, images
 
@@ -850,9 +887,11 @@ class _ConfigBackend:
         from superconv.train import train
 
         config = self.config.replace(
-            policy="one_cycle", policy_params=CYCLE.policy_params(lr), iterations=iterations,
+            policy="one_cycle",
+            policy_params=CYCLE.policy_params(lr),
+            iterations=iterations,
             **changes,
-        )  # fmt: skip
+        )
         summary = RunDir(run_dir).read_summary() if run_dir.is_dir() else None
         if summary is not None and summary.get("status") in ("finished", "diverged"):
             return summary  # done before an interruption: read, not retrained
@@ -957,9 +996,13 @@ def fit_run(
         every = max(1, config.iterations // evaluations)
         config = config.replace(eval_every=every, checkpoint_every=every)
     budget = plan_budget(
-        config.iterations, tune_budget=tune_budget, range_steps=range_steps, repeats=repeats,
-        verify=verify, candidates=len(factors),
-    )  # fmt: skip
+        config.iterations,
+        tune_budget=tune_budget,
+        range_steps=range_steps,
+        repeats=repeats,
+        verify=verify,
+        candidates=len(factors),
+    )
     settings = {
         "train_config": config.to_dict(),
         "epochs": epochs,
@@ -1022,8 +1065,18 @@ def _default_optimizer(params: Iterable[Any]) -> Any:
 class _ModuleBackend:
     """A user's ``nn.Module`` and DataLoaders: one short loop, candidates on copies of the model."""
 
-    def __init__(self, model, train_loader, val_loader, test_loader, loss_fn, optimizer,
-                 device, seed: int, eval_every: int | None):  # fmt: skip
+    def __init__(
+        self,
+        model,
+        train_loader,
+        val_loader,
+        test_loader,
+        loss_fn,
+        optimizer,
+        device,
+        seed: int,
+        eval_every: int | None,
+    ):
         self.model, self.train_loader = model, train_loader
         self.val_loader, self.test_loader = val_loader, test_loader
         self.loss_fn, self.make_optimizer = loss_fn, optimizer
@@ -1047,10 +1100,19 @@ class _ModuleBackend:
         torch.manual_seed(seed)  # the loader's shuffle order
         optimizer = self.make_optimizer(self.model.parameters())
         curve = range_test(
-            self.model, optimizer, self.loss_fn, self.train_loader, self.val_loader,
-            start_lr=rplan.start_lr, end_lr=rplan.end_lr, num_steps=steps, mode=rplan.mode,
-            eval_every=max(1, steps // rplan.evaluations), device=self.device, progress=False,
-        )  # fmt: skip
+            self.model,
+            optimizer,
+            self.loss_fn,
+            self.train_loader,
+            self.val_loader,
+            start_lr=rplan.start_lr,
+            end_lr=rplan.end_lr,
+            num_steps=steps,
+            mode=rplan.mode,
+            eval_every=max(1, steps // rplan.evaluations),
+            device=self.device,
+            progress=False,
+        )
         images = (
             len(curve.losses) * self._batch_size(),
             len(curve.eval_steps) * self._eval_size(self.val_loader),
@@ -1079,8 +1141,16 @@ class _ModuleBackend:
         pending = []
         for step in range(iterations):
             apply(policy, optimizer, step)  # the one writer of lr and momentum
-            loss = _train_step(model, optimizer, self.loss_fn, batches, 1,
-                               contextlib.nullcontext, None, self.device)  # fmt: skip
+            loss = _train_step(
+                model,
+                optimizer,
+                self.loss_fn,
+                batches,
+                1,
+                contextlib.nullcontext,
+                None,
+                self.device,
+            )
             pending.append(loss)
             done = step + 1
             if done % 10 == 0 or done == iterations or (every and done % every == 0):
@@ -1110,8 +1180,9 @@ class _ModuleBackend:
         if bad is not None:
             return Trial(lr, rung, iterations, None, bad + 1, "loss NaN/inf", details)
         val_loss, val_acc = self._evaluate(model, self.val_loader)
-        details.update(val_loss=val_loss, val_acc=val_acc,
-                       eval_images=self._eval_size(self.val_loader))  # fmt: skip
+        details.update(
+            val_loss=val_loss, val_acc=val_acc, eval_images=self._eval_size(self.val_loader)
+        )
         return Trial(lr, rung, iterations, _score(val_loss, val_acc), iterations, "", details)
 
     def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
@@ -1261,16 +1332,27 @@ def fit(
             raise UserError("epochs= needs a train_data with a length; give iterations=.") from None
         iterations = max(1, math.ceil(epochs * per_epoch))
     budget = plan_budget(
-        iterations, tune_budget=tune_budget, range_steps=range_steps, repeats=repeats,
-        verify=verify, candidates=len(factors),
-    )  # fmt: skip
+        iterations,
+        tune_budget=tune_budget,
+        range_steps=range_steps,
+        repeats=repeats,
+        verify=verify,
+        candidates=len(factors),
+    )
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
     backend = _ModuleBackend(
-        model, train_data, val_data, test_data, loss_fn or F.cross_entropy,
-        optimizer or _default_optimizer, torch.device(device), seed, eval_every,
-    )  # fmt: skip
+        model,
+        train_data,
+        val_data,
+        test_data,
+        loss_fn or F.cross_entropy,
+        optimizer or _default_optimizer,
+        torch.device(device),
+        seed,
+        eval_every,
+    )
     settings = {
         "model": type(model).__name__,
         "iterations": iterations,
@@ -1330,12 +1412,22 @@ def find_cycle(
     split = "val_data given by the caller"
     if val_data is None:
         train_data, val_data, split = _split(train_data, 0.1, seed)
-    plan = plan_budget(budget, tune_budget=tune_budget, range_steps=range_steps,
-                       repeats=repeats, verify=verify)  # fmt: skip
+    plan = plan_budget(
+        budget, tune_budget=tune_budget, range_steps=range_steps, repeats=repeats, verify=verify
+    )
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
-    backend = _ModuleBackend(model, train_data, val_data, None, loss_fn or F.cross_entropy,
-                             optimizer or _default_optimizer, device, seed, None)  # fmt: skip
+    backend = _ModuleBackend(
+        model,
+        train_data,
+        val_data,
+        None,
+        loss_fn or F.cross_entropy,
+        optimizer or _default_optimizer,
+        device,
+        seed,
+        None,
+    )
     record = _Record(None, {"settings": {}, "phases": {}, "notes": [], "split": split})
     return _phases(backend, plan, RangePlan(), record, echo, seed, FACTORS, train=False)
 
