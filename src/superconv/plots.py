@@ -125,8 +125,14 @@ def plot_range_test(
         labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
     if suggestion is not None and show_band:
         lo, hi = suggestion.band
-        (bar,) = ax.plot([lo, hi], [0.02, 0.02], transform=ax.get_xaxis_transform(),
-                         color="tab:red", lw=4, solid_capstyle="butt")  # fmt: skip
+        (bar,) = ax.plot(
+            [lo, hi],
+            [0.02, 0.02],
+            transform=ax.get_xaxis_transform(),
+            color="tab:red",
+            lw=4,
+            solid_capstyle="butt",
+        )
         handles.append(bar)
         labels.append(f"band (max_lr within a factor 2): {lo:.3g}..{hi:.3g}")
     for i, lr in enumerate(candidates):
@@ -368,8 +374,13 @@ def plot_candidates(
         mine = sorted((t for t in trials if t.rung == rung), key=lambda t: t.lr)
         ok = [t for t in mine if t.score is not None]
         color = f"C{rung % 10}"
-        ax.plot([t.lr for t in ok], [t.score for t in ok], "o-", color=color,
-                label=f"rung {rung}: {mine[0].iterations} iterations")  # fmt: skip
+        ax.plot(
+            [t.lr for t in ok],
+            [t.score for t in ok],
+            "o-",
+            color=color,
+            label=f"rung {rung}: {mine[0].iterations} iterations",
+        )
         bad = [t.lr for t in mine if t.score is None]
         if bad:
             ax.plot(bad, [floor] * len(bad), "x", color=color, ms=9, label=f"rung {rung}: diverged")
