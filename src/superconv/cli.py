@@ -3,6 +3,7 @@
 =====================  ====================================================
 ``superconv lr-find``  :func:`superconv.demo.lr_find` (LR range test + suggest)
 ``superconv train``    :func:`superconv.train.train` (flags from TrainConfig)
+``superconv fit``      :func:`superconv.fit.fit_run` (range test -> check -> 1cycle)
 ``superconv demo``     :func:`superconv.demo.demo`
 ``superconv data``     :func:`superconv.fetch.fetch`, :func:`superconv.data.load_dataset`
 ``superconv reproduce``  :func:`superconv.experiments.reproduce`
@@ -123,6 +124,24 @@ examples:
   superconv lr-find --model lenet --dataset mnist-demo --normalize unit --no-flip \\
       --batch-size 64 --mode exp --start-lr 1e-4 --end-lr 3 --steps 300 --eval-every 10
 """
+
+FIT_EXAMPLES = """\
+examples:
+  superconv fit --model lenet --dataset mnist-demo --normalize unit --no-flip \\
+      --batch-size 64 --iterations 420 --device cpu --threads 1 --out fit-lenet
+  superconv fit --model resnet56 --dataset cifar10 --epochs 20 --repeats 3 --out fit-r56
+  superconv fit --resume fit-lenet          # continue an interrupted fit in its phase
+
+Phases: LR range test (at most 10% of the budget unless --range-steps says more)
+-> check: successive halving over fresh short 1cycles at 2, 1, 1/2 and 1/4 x the
+suggestion (range test + check <= --tune-budget x the training run) -> the
+chosen 1cycle for the whole budget -> test accuracy. Writes fit.json (after each
+phase), fit.md and figures, check/ and train/ run folders.
+"""
+
+# The TrainConfig fields that matter for a fit (the policy is the fit's own).
+FIT_FIELDS = (*LR_FIND_FIELDS, "iterations", "eval_every", "checkpoint_every", "log_every",
+              "train_subset")  # fmt: skip
 
 DEMO_EXAMPLES = """\
 examples:
@@ -273,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="superconv",
         description="Super-convergence made practical (Smith & Topin 2017): the LR range test, "
         "1cycle / CLR training, and reproductions of the paper's tables and figures.",
-        epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv train --help\n"
+        epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv fit --help\n"
+        "  superconv train --help\n"
         "  superconv data check",
         formatter_class=formatter,
         allow_abbrev=False,
@@ -364,6 +384,38 @@ def build_parser() -> argparse.ArgumentParser:
     _no_progress(sub)
     _add_config_flags(sub)
     sub.set_defaults(handler=_cmd_train)
+
+    # fit
+    sub = command(
+        "fit",
+        "range test -> suggestion -> budget-matched check (successive halving) -> train the "
+        "chosen 1cycle, with a report",
+        FIT_EXAMPLES,
+    )
+    for flag, kind, metavar, text in (
+        ("--epochs", float, "E", "training budget in epochs of the training split "
+         "(or --iterations N)"),
+        ("--tune-budget", float, "X", "range test + check <= X x the training run "
+         "(default: 1.0)"),
+        ("--repeats", int, "K", "range tests on K seeds; reports the spread of max_lr "
+         "(default: 1)"),
+        ("--range-steps", int, "N", "range-test iterations (default: 10%% of the budget, at "
+         "most 300; more exceeds the cap, with a notice)"),
+        ("--start-lr", float, "X", "range test's first LR (default: 1e-4; exponential ramp)"),
+        ("--end-lr", float, "X", "range test's last LR (default: 10)"),
+    ):  # fmt: skip
+        sub.add_argument(flag, type=kind, metavar=metavar, help=text)
+    sub.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="skip the check: train the suggestion",
+    )
+    sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
+    sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
+    _no_progress(sub)
+    _add_config_flags(sub, FIT_FIELDS)
+    sub.set_defaults(handler=_cmd_fit)
 
     # demo
     sub = command(
@@ -795,6 +847,96 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     print(line)
     names = sorted(p.name for p in run_dir.iterdir() if not p.name.startswith("."))
     print(f"  run folder {run_dir}: {', '.join(names)}")
+
+
+# ----------------------------------------------------------------------------- fit
+_FIT_OPTIONS = ("epochs", "tune_budget", "repeats", "range_steps", "start_lr", "end_lr")
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from superconv.fit import RangePlan, fit_run
+    from superconv.train import TrainConfig
+
+    if args.resume:
+        given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, FIT_FIELDS)]
+        given += [f"--{n.replace('_', '-')}" for n in _FIT_OPTIONS if getattr(args, n) is not None]
+        given += ["--no-verify"] * (not args.verify) + ["--out"] * bool(args.out)
+        if given:
+            raise UserError(
+                f"--resume continues the fit exactly as recorded in {args.resume}/fit.json; "
+                f"drop {', '.join(given)}."
+            )
+        settings = _recorded_fit(Path(args.resume))
+        config = TrainConfig.from_dict(settings["train_config"])
+        _say(f"Resuming the fit in {args.resume}.")
+        kwargs = {
+            k: settings[k] for k in ("epochs", "tune_budget", "verify", "repeats", "range_steps")
+        }
+        kwargs["range_plan"] = RangePlan(**settings["range_plan"])
+        kwargs["factors"] = tuple(settings["factors"])
+        kwargs["evaluations"] = settings["evaluations"]
+        out = Path(args.resume)
+    else:
+        if (args.epochs is None) == (not hasattr(args, "iterations")):
+            raise UserError("give the training budget: --epochs E or --iterations N (not both).")
+        config = config_from_args(args, fields=FIT_FIELDS)
+        if not hasattr(args, "val_size"):
+            config = config.replace(
+                val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
+            )
+        _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
+        plan = RangePlan()
+        plan = RangePlan(
+            start_lr=plan.start_lr if args.start_lr is None else args.start_lr,
+            end_lr=plan.end_lr if args.end_lr is None else args.end_lr,
+        )
+        from superconv.range_test import check_range_test_args
+
+        check_range_test_args(start_lr=plan.start_lr, end_lr=plan.end_lr, mode=plan.mode)
+        kwargs = {
+            "epochs": args.epochs,
+            "tune_budget": 1.0 if args.tune_budget is None else args.tune_budget,
+            "verify": args.verify,
+            "repeats": 1 if args.repeats is None else args.repeats,
+            "range_steps": args.range_steps,
+            "range_plan": plan,
+            # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
+            "evaluations": None if hasattr(args, "eval_every") else 10,
+        }
+        out = Path(args.out or f"fits/{config.model}-{config.dataset}")
+    result = fit_run(
+        config, out, resume=bool(args.resume), progress=args.progress, echo=_say, **kwargs
+    )
+    if _is_main():
+        v = result.record["verdict"]
+        s = result.summary
+        print(
+            f"Chosen: 1cycle max_lr {result.max_lr:.4g} (div {result.policy_params['div']}), "
+            f"{result.budget.iterations} iterations. Verdict: {v['verdict']}"
+            + (f" ({v['check']})" if "check" in v else "")
+            + (f"; {v['trained']}" if "trained" in v else "")
+            + (f", spread {v['spread']:.2f}x over {v['seeds']} seeds" if v.get("spread") else "")
+            + "."
+        )
+        for note in result.record["notes"]:
+            print(f"Notice: {note}.")
+        if s.get("final_test_acc") is not None:
+            print(
+                f"Final test accuracy {s['final_test_acc']:.2f}% (validation "
+                f"{s['final_val_acc']:.2f}%)."
+            )
+        print(f"Report: {result.files['markdown']}; run folder {out / s['run']}.")
+    return 0
+
+
+def _recorded_fit(folder: Path) -> dict[str, Any]:
+    path = folder / "fit.json"
+    if not path.is_file():
+        raise RunDirError(f"nothing to resume in {folder}: it has no fit.json. Check the path.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunDirError(f"{path} is unreadable ({exc}); cannot resume.") from exc
 
 
 # ----------------------------------------------------------------------------- demo

@@ -35,11 +35,15 @@ def plot_range_test(
     title: str | None = None,
     eval_name: str = "validation",
     marks: Mapping[str, float] | None = None,
+    candidates: Sequence[float] = (),
+    show_band: bool = True,
 ) -> Path:
     """Draw an LR range test (paper Fig. 2b and Fig. 4) to a PNG at ``path``.
 
     ``marks``: other rules' picks (rule name -> max_lr), drawn as labelled dashed
     lines, so that the chosen rule can be seen beside the familiar ones.
+    ``candidates``: LRs marked by grey dashed lines (the max_lr values ``fit`` checks).
+    ``show_band``: shade the suggestion's ``band`` (default) rather than nothing.
 
     ``eval_name`` names the evaluation set in the labels: a split name as range
     tests record it (``"val"`` is shown as "validation", ``"test"`` where the test
@@ -107,9 +111,10 @@ def plot_range_test(
         bar_axis = ax
     if suggestion is not None:
         low, high = getattr(suggestion, "band", (suggestion.min_lr_ratio, suggestion.max_lr))
-        band = ax.axvspan(low, high, color="tab:red", alpha=0.12)
-        handles.append(band)
-        labels.append(f"band {low:.3g} .. {high:.3g} (within 2x of max_lr)")
+        if show_band:
+            band = ax.axvspan(low, high, color="tab:red", alpha=0.12)
+            handles.append(band)
+            labels.append(f"band {low:.3g} .. {high:.3g} (within 2x of max_lr)")
         peak = ax.axvline(suggestion.max_lr, color="tab:red", lw=1.6)
         handles.append(peak)
         rule = getattr(suggestion, "rule", "")
@@ -132,6 +137,11 @@ def plot_range_test(
         line = ax.axvline(lr, color="0.35", lw=1.0, ls=styles[i % len(styles)])
         handles.append(line)
         labels.append(f"{name}: {lr:.3g}")
+    for i, lr in enumerate(candidates):
+        line = ax.axvline(float(lr), color="tab:gray", ls="--", lw=1.0)
+        if i == 0:
+            handles.append(line)
+            labels.append("candidates: " + ", ".join(f"{c:.3g}" for c in candidates))
     # Below the axes, not over the curve (a legend over the curve hid its end).
     fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
     ax.set_title(
@@ -342,6 +352,48 @@ def plot_by_size(
     ax.set_title(
         title or "final test accuracy vs training-set size: mean, bar ± 1 std", fontsize="medium"
     )
+    return _save(fig, path)
+
+
+def plot_candidates(
+    trials: Sequence[Any],
+    *,
+    chosen: float | None,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
+    """Draw the short-run scores of ``fit``'s check: score against max_lr, one line per rung.
+
+    ``trials``: objects with ``lr``, ``rung``, ``iterations`` and ``score``
+    (``None`` for a diverged run, drawn as an x at the bottom of the axis).
+    """
+    if not trials:
+        raise UserError("trials is empty: nothing to plot.")
+    fig = _figure()
+    ax = fig.add_subplot()
+    scores = [t.score for t in trials if t.score is not None]
+    floor = min(scores) if scores else 0.0
+    for rung in sorted({t.rung for t in trials}):
+        mine = sorted((t for t in trials if t.rung == rung), key=lambda t: t.lr)
+        ok = [t for t in mine if t.score is not None]
+        color = f"C{rung % 10}"
+        ax.plot(
+            [t.lr for t in ok],
+            [t.score for t in ok],
+            "o-",
+            color=color,
+            label=f"rung {rung}: {mine[0].iterations} iterations",
+        )
+        bad = [t.lr for t in mine if t.score is None]
+        if bad:
+            ax.plot(bad, [floor] * len(bad), "x", color=color, ms=9, label=f"rung {rung}: diverged")
+    if chosen is not None:
+        ax.axvline(chosen, color="tab:red", lw=1.2, label=f"chosen max_lr {chosen:.3g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("max_lr of the candidate 1cycle")
+    ax.set_ylabel("validation score (accuracy %, or -loss)")
+    ax.legend(loc="best", fontsize="small")
+    ax.set_title(title or "check: successive halving, fresh short 1cycles", fontsize="medium")
     return _save(fig, path)
 
 
