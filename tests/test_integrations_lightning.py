@@ -28,6 +28,11 @@ from superconv.schedules import one_cycle  # noqa: E402
 STEPS = 24  # optimizer steps of the tiny fit: 2 epochs of 12 batches
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)  # tiny models: threads only fight the other jobs (conftest restores)
+
+
 class Tiny(L.LightningModule):
     """Logistic regression on 2 separable Gaussian blobs; records (step, lr, momentum)."""
 

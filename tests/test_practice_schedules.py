@@ -214,3 +214,16 @@ def test_carry_lr_linear_and_sqrt_rules():
 def test_carry_lr_bad_input(call, match):
     with pytest.raises(UserError, match=match):
         call()
+
+
+def test_policy_scheduler_set_policy_applies_at_the_current_step():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5, momentum=0.9)
+    sched = S.PolicyScheduler(opt, {})  # writes nothing until a policy is set
+    assert opt.param_groups[0]["lr"] == 0.5
+    for _ in range(3):
+        opt.step()
+        sched.step()
+    policy = S.one_cycle(max_lr=1.0, total_steps=10)
+    sched.set_policy(policy)
+    assert opt.param_groups[0]["lr"] == policy["lr"](3) == sched.get_last_lr()[0]
+    assert opt.param_groups[0]["momentum"] == policy["momentum"](3)

@@ -1226,6 +1226,14 @@ class PolicyScheduler(LRScheduler):
             group.setdefault("initial_lr", group["lr"])
         super().__init__(optimizer, last_epoch)
 
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy (e.g. once a range test has found ``max_lr``) and apply it at
+        the current step."""
+        _check_names(policy)
+        self.policy = policy
+        apply(policy, self.optimizer, max(self.last_epoch, 0))
+        self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
+
     def get_lr(self) -> list[float]:
         """The LR of every param group at step ``last_epoch``."""
         if "lr" in self.policy:

@@ -111,13 +111,13 @@ def one_cycle_policy(
     return build_policy("one_cycle", total_steps, **shape.policy_params(max_lr))
 
 
-def check_total_steps(total_steps: object, where: str) -> int:
-    """``total_steps`` as an int >= 1, or a :class:`UserError` saying to set it."""
+def check_total_steps(total_steps: object, where: str, name: str = "total_steps") -> int:
+    """``total_steps`` as an int >= 1, or a :class:`UserError` saying to pass ``name``."""
     if isinstance(total_steps, float) and total_steps.is_integer():
         total_steps = int(total_steps)
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise UserError(
             f"cannot tell how many optimizer steps the run makes ({where} gives {total_steps!r}); "
-            "pass total_steps"
+            f"pass {name}"
         )
     return total_steps
