@@ -131,3 +131,18 @@ def test_one_cycle_scheduler_needs_the_run_length():
     opt = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters())
     with pytest.raises(UserError, match="pass num_training_steps"):
         one_cycle_scheduler(opt, 0.1)
+
+
+def test_one_cycle_false_only_reads_a_suggestion_and_keeps_the_trainers_scheduler(tmp_path):
+    transformers.set_seed(0)
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), max_steps=3, use_cpu=True, report_to="none",
+        save_strategy="no", logging_strategy="no", disable_tqdm=True, learning_rate=1e-3,
+        lr_scheduler_type="constant",
+    )  # fmt: skip
+    finder, trace = RangeTestCallback(one_cycle=False, num_steps=24), Trace()
+    transformers.Trainer(
+        model=tiny_bert(), args=args, train_dataset=Pairs(), callbacks=[finder, trace]
+    ).train()
+    assert finder.suggestion is not None
+    assert [lr for _, lr, _ in trace.rows] == [1e-3] * 3  # the Trainer's own constant LR

@@ -182,3 +182,10 @@ def test_bad_setups_say_what_to_do():
     orphan = OneCycleCallback(range_test=RangeTestCallback())  # the finder is not in callbacks
     with pytest.raises(UserError, match="no suggestion yet: list it in callbacks"):
         fit([orphan])
+
+
+def test_range_test_on_a_loader_of_its_own_leaves_the_fit_alone():
+    finder = RangeTestCallback(rule="valley", train_loader=loader(seed=5), num_steps=30)
+    module = fit([finder])  # no cycle: the module's own optimizer settings train
+    assert finder.suggestion is not None and finder.suggestion.rule == "valley"
+    assert {lr for _, lr, _ in module.trace[-STEPS:]} == {0.01}

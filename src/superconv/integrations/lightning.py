@@ -21,7 +21,10 @@
 
 Limits: automatic optimisation only; one optimizer per policy (every optimizer
 of the module gets the same values); the range test runs in full precision on the
-module's device and ignores gradient clipping.
+module's device and ignores gradient clipping. Under DDP the test calls
+``training_step`` on each rank's module (no gradient all-reduce) and averages the
+recorded losses across ranks, so every rank reads the same suggestion; that path
+has not been run (the tests use one CPU process).
 """
 
 from __future__ import annotations
@@ -133,7 +136,12 @@ class RangeTestCallback(pl.Callback):
             batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
             return _loss_of(pl_module.training_step(batch, batch_idx))
 
-        settings = {"accumulation_steps": trainer.accumulate_grad_batches, **self.settings}
+        settings: dict[str, Any] = {"accumulation_steps": trainer.accumulate_grad_batches}
+        if trainer.world_size > 1:
+            # Every rank must read the same curve (range_test's DDP contract). Not tested here:
+            # the tests run one CPU process.
+            settings["reduce_mean"] = lambda t: trainer.strategy.reduce(t, reduce_op="mean")
+        settings.update(self.settings)
         optimizer = trainer.optimizers[0]
         pl_module.log = pl_module.log_dict = _no_log  # instance attributes, deleted below
         try:
