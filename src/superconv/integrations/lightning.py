@@ -227,13 +227,14 @@ class OneCycleCallback(PolicyCallback):
         if (max_lr is None) == (range_test is None):
             raise UserError("give OneCycleCallback either max_lr or range_test (one of them)")
         super().__init__(self._cycle, total_steps)
-        self.max_lr = max_lr
+        self.given_max_lr = max_lr
+        self.max_lr = max_lr  # the one in use: given, or read at the start of each fit
         self.range_test = range_test
         self.safe = safe
         self.shape = shape
 
     def _cycle(self, total_steps: int) -> Policy:
-        max_lr = self.max_lr
+        max_lr = self.given_max_lr
         if max_lr is None:
             found = self.range_test.suggestion if self.range_test is not None else None
             if found is None:
@@ -242,7 +243,7 @@ class OneCycleCallback(PolicyCallback):
                     "before OneCycleCallback"
                 )
             max_lr = found.safe_max_lr if self.safe else found.max_lr
-            self.max_lr = max_lr
+        self.max_lr = max_lr
         return one_cycle_policy(max_lr, total_steps, self.shape)
 
 
