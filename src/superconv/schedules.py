@@ -19,6 +19,11 @@ optimizers).
   :class:`StepDecay`, :class:`Cosine`, :class:`WarmupCosine`, :class:`SGDR`,
   :class:`Constant`, :class:`Inv`; ramps for the LR range test:
   :class:`LinearRamp`, :class:`ExpRamp`.
+- Schedules of current practice, each equal to torch's or transformers' version:
+  :class:`LinearDecay`, :class:`Polynomial` (torch ``PolynomialLR``),
+  :class:`InverseSqrt` (warm-up, then 1/sqrt), :class:`WSD` (warm-up, stable,
+  decay) and :class:`WarmupCosine` (cosine with warm-up and a floor ``min_lr``).
+  :mod:`superconv.scaling` carries a found LR to another batch size.
 - :class:`PolicyScheduler`: a ``torch.optim.lr_scheduler.LRScheduler`` adapter.
 
 Finite schedules (those with ``total_steps``) hold their last value, the one at
@@ -512,7 +517,9 @@ class WarmupCosine:
     """Linear warm-up from ``start_lr`` to ``max_lr`` at step ``warmup_steps``, then cosine.
 
     The cosine reaches ``min_lr`` at step ``total_steps - 1``; ``warmup_steps=0``
-    is plain :class:`Cosine`.
+    is plain :class:`Cosine`. The "cosine with warm-up and a floor" of current
+    practice: transformers' ``get_cosine_with_min_lr_schedule_with_warmup``
+    (``num_training_steps = total_steps - 1``, ``min_lr``, ``start_lr = 0``).
     """
 
     max_lr: float
@@ -647,6 +654,203 @@ class ExpRamp:
         return _anneal_phases(t, [(self.total_steps - 1, self.start, self.end, "exp")])
 
 
+# --- schedules of current practice ------------------------------------------------
+#
+# Same convention as the rest of this module: the end value is reached at step
+# ``total_steps - 1`` (the last update of a ``total_steps``-step run uses it). torch's
+# and transformers' versions reach it one step later, at ``num_training_steps``, a
+# step no update uses; so ours equals theirs with ``num_training_steps = total_steps - 1``.
+
+_WSD_DECAYS = ("linear", "cos", "1-sqrt")
+
+
+def _warmup_steps(obj: Any, room: int) -> None:
+    """``warmup_steps`` an integer >= 0 that leaves ``room`` steps after it (or raise)."""
+    _set(obj, "warmup_steps", _integer("warmup_steps", obj.warmup_steps, 0))
+    if obj.warmup_steps > room:
+        raise UserError(
+            f"warmup_steps ({obj.warmup_steps}) must be < total_steps ({obj.total_steps})"
+        )
+
+
+def _warming(obj: Any, t: int) -> float:
+    """Linear warm-up: ``start_lr`` at step 0 to ``max_lr`` at step ``warmup_steps``."""
+    return _anneal_linear(obj.start_lr, obj.max_lr, t / obj.warmup_steps)
+
+
+def _check_warmup_lrs(obj: Any) -> None:
+    _set(obj, "max_lr", _nonnegative("max_lr", obj.max_lr))
+    _set(obj, "start_lr", _nonnegative("start_lr", obj.start_lr))
+    _ordered("start_lr", obj.start_lr, "max_lr", obj.max_lr)
+
+
+@dataclass(frozen=True)
+class LinearDecay:
+    """Linear warm-up to ``max_lr`` at step ``warmup_steps``, then linear decay to ``min_lr``.
+
+    The decay ends at step ``total_steps - 1``. Equals transformers'
+    ``get_linear_schedule_with_warmup`` (``num_training_steps = total_steps - 1``,
+    ``start_lr = min_lr = 0``) and, without warm-up, torch's ``LinearLR``
+    (``total_iters = total_steps - 1``).
+
+    >>> LinearDecay(max_lr=1.0, total_steps=11, warmup_steps=2)(6)
+    0.5
+    """
+
+    max_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    start_lr: float = 0.0
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_warmup_lrs(self)
+        _set(self, "min_lr", _nonnegative("min_lr", self.min_lr))
+        _ordered("min_lr", self.min_lr, "max_lr", self.max_lr)
+        _ramp_steps(self)
+        _warmup_steps(self, self.total_steps - 1)
+
+    def __call__(self, step: int) -> float:
+        t = _held(step, self.total_steps)
+        phases = [
+            (self.warmup_steps, self.start_lr, self.max_lr, "linear"),
+            (self.total_steps - 1, self.max_lr, self.min_lr, "linear"),
+        ]
+        return _anneal_phases(t, phases)
+
+
+@dataclass(frozen=True)
+class Polynomial:
+    """Polynomial decay ``min_lr + (max_lr - min_lr) * (1 - pct) ** power`` after a warm-up.
+
+    ``pct`` goes from 0 at step ``warmup_steps`` to 1 at step ``total_steps - 1``.
+    Equals torch's ``PolynomialLR`` (``total_iters = total_steps - 1``, no warm-up,
+    ``min_lr = 0``) and transformers' ``get_polynomial_decay_schedule_with_warmup``
+    (``num_training_steps = total_steps - 1``, ``lr_end = min_lr``). ``power=1`` is
+    :class:`LinearDecay`; BERT and fairseq use it, DeepLab ``power=0.9``.
+
+    >>> Polynomial(max_lr=1.0, total_steps=11, power=2.0)(5)
+    0.25
+    """
+
+    max_lr: float
+    total_steps: int
+    power: float = 1.0
+    warmup_steps: int = 0
+    start_lr: float = 0.0
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_warmup_lrs(self)
+        _set(self, "min_lr", _nonnegative("min_lr", self.min_lr))
+        _ordered("min_lr", self.min_lr, "max_lr", self.max_lr)
+        _set(self, "power", _positive("power", self.power))
+        _ramp_steps(self)
+        _warmup_steps(self, self.total_steps - 1)
+
+    def __call__(self, step: int) -> float:
+        t = _held(step, self.total_steps)
+        if t < self.warmup_steps:
+            return _warming(self, t)
+        length = self.total_steps - 1 - self.warmup_steps
+        pct = (t - self.warmup_steps) / length if length else 1.0
+        # transformers' operation order: lr_range * pct_remaining ** power + lr_end
+        return (self.max_lr - self.min_lr) * (1 - pct) ** self.power + self.min_lr
+
+
+@dataclass(frozen=True)
+class InverseSqrt:
+    """Linear warm-up to ``max_lr`` at step ``warmup_steps``, then ``max_lr / sqrt(t / timescale)``.
+
+    The Transformer's schedule (Vaswani et al. 2017), as transformers'
+    ``get_inverse_sqrt_schedule`` (from big_vision): after the warm-up,
+    ``max_lr / sqrt((step + timescale - warmup_steps) / timescale)``; ``timescale``
+    defaults to ``warmup_steps`` (so ``max_lr * sqrt(warmup_steps / step)``), or
+    10,000 without warm-up. It never ends: no ``total_steps``.
+
+    >>> InverseSqrt(max_lr=1.0, warmup_steps=100)(400)
+    0.5
+    """
+
+    max_lr: float
+    warmup_steps: int
+    timescale: int | None = None
+    start_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_warmup_lrs(self)
+        _set(self, "warmup_steps", _integer("warmup_steps", self.warmup_steps, 0))
+        if self.timescale is None:
+            _set(self, "timescale", self.warmup_steps or 10_000)
+        _set(self, "timescale", _integer("timescale", self.timescale, 1))
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        if step < self.warmup_steps:
+            return _warming(self, step)
+        shift = self.timescale - self.warmup_steps
+        return self.max_lr * (1.0 / math.sqrt((step + shift) / self.timescale))
+
+
+@dataclass(frozen=True)
+class WSD:
+    """Warm-up, stable, decay ("trapezoidal"; MiniCPM, Hu et al. 2024; Hägele et al. 2024).
+
+    Linear warm-up from ``start_lr`` to ``max_lr`` at step ``warmup_steps``; ``max_lr``
+    until the decay starts ``decay_steps`` before the end; then ``decay``
+    (``"linear"``, ``"cos"`` or ``"1-sqrt"``: ``1 - sqrt(pct)``, the cool-down
+    Hägele et al. found best) down to ``min_lr`` at step ``total_steps - 1``. Equals
+    transformers' ``get_wsd_schedule`` with ``num_stable_steps = total_steps - 1 -
+    warmup_steps - decay_steps``, ``min_lr_ratio = min_lr / max_lr`` and ``start_lr = min_lr``
+    (its warm-up starts at the floor).
+
+    >>> WSD(max_lr=1.0, total_steps=101, warmup_steps=10, decay_steps=20, decay="linear")(90)
+    0.5
+    """
+
+    max_lr: float
+    total_steps: int
+    warmup_steps: int
+    decay_steps: int
+    decay: str = "1-sqrt"
+    start_lr: float = 0.0
+    min_lr: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_warmup_lrs(self)
+        _set(self, "min_lr", _nonnegative("min_lr", self.min_lr))
+        _ordered("min_lr", self.min_lr, "max_lr", self.max_lr)
+        _ramp_steps(self)
+        _set(self, "decay_steps", _integer("decay_steps", self.decay_steps, 1))
+        _warmup_steps(self, self.total_steps - 1)
+        _choice("decay", self.decay, _WSD_DECAYS)
+        if self.warmup_steps + self.decay_steps > self.total_steps - 1:
+            raise UserError(
+                f"warmup_steps + decay_steps ({self.warmup_steps} + {self.decay_steps}) must be "
+                f"< total_steps ({self.total_steps})"
+            )
+
+    @property
+    def decay_start(self) -> int:
+        """The last step at ``max_lr``: the decay runs from here to ``total_steps - 1``."""
+        return self.total_steps - 1 - self.decay_steps
+
+    def __call__(self, step: int) -> float:
+        t = _held(step, self.total_steps)
+        if t < self.warmup_steps:
+            return _warming(self, t)
+        if t <= self.decay_start:
+            return self.max_lr
+        pct = (t - self.decay_start) / self.decay_steps
+        if self.decay == "linear":
+            factor = 1.0 - pct
+        elif self.decay == "cos":
+            factor = 0.5 * (1.0 + math.cos(math.pi * pct))
+        else:  # "1-sqrt"
+            factor = 1.0 - math.sqrt(pct)
+        return self.min_lr + (self.max_lr - self.min_lr) * factor
+
+
 # --- the paper's schedules and policies ------------------------------------------
 
 
@@ -776,6 +980,11 @@ _POLICY_BUILDERS: Mapping[str, Callable[..., Schedule]] = MappingProxyType(
         "sgdr": SGDR,
         "constant": _constant_lr,
         "inv": Inv,
+        # Schedules of current practice (transformers / torch conventions, see above).
+        "linear_decay": LinearDecay,
+        "poly": Polynomial,
+        "inv_sqrt": InverseSqrt,
+        "wsd": WSD,
     }
 )
 POLICY_NAMES: tuple[str, ...] = tuple(_POLICY_BUILDERS)  # what build_policy accepts
@@ -787,7 +996,8 @@ def build_policy(name: str, total_steps: int, **params: Any) -> dict[str, Schedu
     Names: ``clr`` (the paper's: one cycle over the run), ``cyclic`` (any
     :class:`Triangular` CLR: ``stepsize``, ``mode``, ``gamma``), ``one_cycle``,
     ``piecewise``, ``multistep``, ``piecewise_values``, ``step``, ``cosine``,
-    ``warmup_cosine``, ``sgdr``, ``constant``, ``inv``. ``params`` are the LR
+    ``warmup_cosine``, ``sgdr``, ``constant``, ``inv``, and those of current practice
+    ``linear_decay``, ``poly``, ``inv_sqrt``, ``wsd``. ``params`` are the LR
     schedule's own arguments plus ``momentum`` (``(max, base)`` for the cyclical
     ``clr``/``one_cycle``; a constant; or ``None``/``False``; defaults as
     :func:`one_cycle` and :func:`clr`: 0.95/0.85 for ``one_cycle``, none
@@ -848,6 +1058,10 @@ _SCHEDULE_TYPES: Mapping[str, type] = MappingProxyType(
             Inv,
             LinearRamp,
             ExpRamp,
+            LinearDecay,
+            Polynomial,
+            InverseSqrt,
+            WSD,
         )
     }
 )
@@ -1011,6 +1225,14 @@ class PolicyScheduler(LRScheduler):
         for group in optimizer.param_groups:  # torch's bookkeeping, needed to resume
             group.setdefault("initial_lr", group["lr"])
         super().__init__(optimizer, last_epoch)
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the policy (e.g. once a range test has found ``max_lr``) and apply it at
+        the current step."""
+        _check_names(policy)
+        self.policy = policy
+        apply(policy, self.optimizer, max(self.last_epoch, 0))
+        self._last_lr = [float(group["lr"]) for group in self.optimizer.param_groups]
 
     def get_lr(self) -> list[float]:
         """The LR of every param group at step ``last_epoch``."""

@@ -6,7 +6,9 @@
 
 Names: ``resnet20/32/44/56/110`` and any ``resnet{6n+2}`` (the paper's ResNet,
 Tables 2-4), ``bottleneck56``, ``resnext``, ``densenet`` (section 6.2 / A.2, no
-super-convergence) and ``lenet`` (Caffe's MNIST LeNet).
+super-convergence), ``lenet`` (Caffe's MNIST LeNet) and ``imagenet_resnet18`` /
+``imagenet_resnet50`` (He et al.'s ImageNet ResNets, torchvision's layout; a plain
+``resnet50`` is the paper's CIFAR ResNet of depth 6n+2).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from .bn import (
     bn_modules,
     set_bn_maf,
 )
+from .imagenet_resnet import ImageNetResNet
 from .lenet import LeNet
 from .paper_resnet import DownsampleBlock, PaperResNet, StandardBlock, blocks_per_stage
 from .variants import BottleneckResNet, DenseNet, ResNeXt
@@ -38,6 +41,8 @@ MODEL_NAMES = (
     "resnext56",
     "densenet",
     "lenet",
+    "imagenet_resnet18",
+    "imagenet_resnet50",
 )
 
 __all__ = [
@@ -47,6 +52,7 @@ __all__ = [
     "CaffeBatchNorm2d",
     "DenseNet",
     "DownsampleBlock",
+    "ImageNetResNet",
     "LeNet",
     "PaperResNet",
     "ResNeXt",
@@ -107,6 +113,8 @@ def build_model(
         return DenseNet(norm=norm, **common)
     if name == "lenet":
         return LeNet(image_size=image_size, **common)
+    if name in ("imagenet_resnet18", "imagenet_resnet50"):
+        return ImageNetResNet(int(name[len("imagenet_resnet") :]), norm=norm, **common)
     hint = did_you_mean(name, MODEL_NAMES)
     raise UserError(
         f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)}, resnet{{6n+2}}){hint}"

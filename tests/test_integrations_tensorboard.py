@@ -1,0 +1,76 @@
+"""TensorBoard logging (issue 25, item 4): written through torch's SummaryWriter, read back.
+
+Skipped, by name, without the tensorboard package (``pip install 'superconv[tensorboard]'``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip(
+    "tensorboard", reason="tensorboard not installed: pip install 'superconv[tensorboard]'"
+)
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from superconv.errors import UserError  # noqa: E402
+from superconv.integrations.tensorboard import TensorBoardLogger  # noqa: E402
+from superconv.range_test import RangeTestCurve, range_test  # noqa: E402
+from superconv.suggest import suggest  # noqa: E402
+
+
+def read(log_dir) -> EventAccumulator:
+    events = EventAccumulator(str(log_dir))
+    events.Reload()
+    return events
+
+
+def scalars(events: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    return [(e.step, e.value) for e in events.Scalars(tag)]
+
+
+def test_range_test_curve_and_suggestion_read_back(tmp_path):
+    lrs = [1e-3 * 1.15**i for i in range(60)]
+    losses = [2.0 - 0.02 * i if i < 40 else 1.2 + 0.3 * (i - 40) for i in range(60)]
+    curve = RangeTestCurve(
+        lrs=lrs, losses=losses, smoothed_losses=losses, num_steps=60, mode="exp",
+        eval_steps=[9, 19], eval_lrs=[lrs[9], lrs[19]], val_losses=[1.5, 1.4], val_accs=[0.5, 0.6],
+    )  # fmt: skip
+    s = suggest(curve, "loss_edge")
+    with TensorBoardLogger(tmp_path / "tb") as tb:
+        tb.log_range_test(curve, s)
+    events = read(tmp_path / "tb")
+    loss = scalars(events, "range_test/loss")
+    assert [step for step, _ in loss] == list(range(60))
+    assert [v for _, v in loss] == pytest.approx(losses, rel=1e-6)  # stored as float32
+    assert [v for _, v in scalars(events, "range_test/lr")] == pytest.approx(lrs, rel=1e-6)
+    assert scalars(events, "range_test/val_acc") == [(9, 0.5), (19, pytest.approx(0.6))]
+    (max_lr,) = scalars(events, "range_test/suggestion/max_lr")
+    assert max_lr[1] == pytest.approx(s.max_lr, rel=1e-6)
+    (text,) = events.Tensors("range_test/suggestion/text_summary")  # the reason, as text
+    assert text.tensor_proto.string_val[0].decode().startswith("rule loss_edge: max_lr")
+
+
+def test_as_an_observer_of_the_range_test(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    data = [(torch.randn(8, 3), torch.randn(8, 1)) for _ in range(4)]
+    with TensorBoardLogger(tmp_path / "tb", every=5) as tb:
+        curve = range_test(
+            model, opt, torch.nn.functional.mse_loss, data, num_steps=20, progress=False,
+            observers=[tb],
+        )  # fmt: skip
+    lr = scalars(read(tmp_path / "tb"), "train/lr")
+    assert [step for step, _ in lr] == [0, 5, 10, 15][: len(range(0, len(curve.lrs), 5))]
+    assert [v for _, v in lr] == pytest.approx(curve.lrs[::5], rel=1e-6)
+
+
+def test_bad_settings_say_what_is_wrong(tmp_path):
+    with pytest.raises(UserError, match="every must be an integer >= 1, got 0"):
+        TensorBoardLogger(tmp_path, every=0)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(
+        UserError, match="cannot write TensorBoard logs to .*file/tb.*Choose a folder"
+    ):
+        TensorBoardLogger(tmp_path / "file" / "tb")
