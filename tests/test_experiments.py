@@ -104,7 +104,8 @@ def test_every_entry_validates_without_loading_data(scale):
                 source = plan.step(t.source)
                 assert (t.field == "best") == isinstance(source, ex.Sweep)
             if isinstance(step, ex.Sweep):
-                assert step.config.val_size > 0 and len(step.values) >= 4
+                # the suggestion benchmark's grids are completed by reused runs (test_suggest)
+                assert step.config.val_size > 0 and (len(step.values) >= 4 or exp_id == "suggest")
             if isinstance(step, ex.RangeTest) and step.evaluate_on == "val":
                 assert step.config.val_size > 0
             seen.add(step.name)

@@ -307,3 +307,32 @@ def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
     record = json.loads((out / "score.json").read_text())
     assert record["tasks"] == ["t3-lenet-demo"] and record["seconds"] >= 0
     assert score.main(["--results", str(tmp_path / "empty")]) == 2
+
+
+def test_the_fair_comparisons_committed_runs_are_reused_where_the_shape_matches():
+    """t5/t6/t8 take the fair comparison's 1cycle runs: the swept rows and the range-test rows
+    (max_lr 1.59, div 4.0) match the benchmark's cycle; the committed runs are enough for
+    t5's grid to bracket its best on both sides."""
+    t5 = sb.get_task("t5-resnet20-5ep")
+    points = [p for p in sb.sweep_points(t5, ROOT / "results") if p.path.startswith("fair")]
+    lrs = sorted({round(p.max_lr, 2) for p in points})
+    assert lrs == [0.1, 0.2, 0.4, 0.8, 1.59, 1.6]
+    # sweep seed 0 at 0.2 and onecycle_swept-5ep seed 0 are one run: counted once
+    assert sum(1 for p in points if p.max_lr == 0.2) == 3
+    grid = sb.grid_of(t5, points)
+    assert grid.best_lr not in (min(grid.lrs), max(grid.lrs))
+    for name in ("t6-resnet20-15ep", "t8-resnet20-10k"):
+        task = sb.get_task(name)
+        reused = [p for p in sb.sweep_points(task, ROOT / "results") if p.path.startswith("fair")]
+        assert {round(p.max_lr, 2) for p in reused} == {0.2, 1.59} and len(reused) == 6
+    # mnist-lenet's 1cycle (div 25, 60k training images) is not t2's run, though both are LeNet
+    record = json.loads(
+        (ROOT / "results/mnist-lenet/reduced/sweep-onecycle-max_lr0.1/seed0/config.json").read_text()
+    )
+    assert sb._same_shape(sb.get_task("t2-lenet-12ep"), record) is None
+    mine = sb.get_task("t2-lenet-12ep").trial_config(0.1).to_dict()
+    from superconv.schedules import policy_to_dict
+    from superconv.train import make_policy
+
+    mine["policy_built"] = policy_to_dict(make_policy(sb.get_task("t2-lenet-12ep").trial_config(0.1)))
+    assert sb._same_shape(sb.get_task("t2-lenet-12ep"), json.loads(json.dumps(mine))) == 0.1

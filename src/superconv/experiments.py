@@ -1728,12 +1728,25 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
             "evaluate_on": step.evaluate_on,
         },
     )
+    from superconv.demo import _ended, _wrap
+    from superconv.suggest import suggest_all
+
+    shown = None if suggestion is None else suggestion_from_dict(suggestion)
+    marks = {
+        name: o.max_lr
+        for name, o in suggest_all(curve).items()
+        if not isinstance(o, str) and (shown is None or name != shown.rule)
+    }
     plot_range_test(
         curve,
-        None if suggestion is None else suggestion_from_dict(suggestion),
+        shown,
         path=run.path / "range_test.png",
-        title=f"{step.name}: LR range test, evaluated on the {step.evaluate_on} set ({curve.stop_reason})",
+        title=_wrap(
+            f"{step.name}: LR range test, evaluated on the {step.evaluate_on} set "
+            f"({_ended(curve)})"
+        ),
         eval_name=step.evaluate_on,
+        marks=marks,
     )
     summary = {
         "status": "finished",
