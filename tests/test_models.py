@@ -429,3 +429,11 @@ def test_compiles():
     x = images(batch=4)
     torch.testing.assert_close(compiled(x), model(x), atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(bn_modules(twin)[0].running_mean, bn_modules(model)[0].running_mean)
+
+
+def test_a_letter_o_for_a_zero_gets_the_right_did_you_mean():
+    from superconv.errors import UserError
+    from superconv.models import build_model
+
+    with pytest.raises(UserError, match="did you mean 'resnet20'"):
+        build_model("resnet2O")

@@ -611,3 +611,29 @@ def test_a_bad_lr_scale_is_refused_before_anything_is_written(bad):
     with pytest.raises(ValueError, match="param group 0: lr_scale must be a finite number >= 0"):
         S.apply({"lr": S.Constant(0.5)}, optimizer, 0)
     assert optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_one_cycle_takes_torchs_names_and_matches_onecyclelr():
+    from superconv.errors import UserError
+    from superconv.schedules import PolicyScheduler, apply, build_policy, one_cycle
+
+    kw = dict(div_factor=10.0, final_div_factor=100.0, anneal_strategy="linear",
+              max_momentum=0.9, base_momentum=0.8, pct_start=0.25)
+    ours = one_cycle(max_lr=0.5, total_steps=41, **kw)
+    assert ours == build_policy("one_cycle", 41, max_lr=0.5, **kw)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    theirs = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.5, total_steps=41, **kw)
+    mine = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    for step in range(40):
+        values = apply(ours, mine, step)
+        assert values["lr"] == pytest.approx(opt.param_groups[0]["lr"], abs=1e-12)
+        assert values["momentum"] == pytest.approx(opt.param_groups[0]["momentum"], abs=1e-12)
+        opt.step()
+        theirs.step()
+    with pytest.raises(UserError, match="did you mean 'div_factor'"):
+        one_cycle(1.0, 10, div_factr=5)
+    with pytest.raises(UserError, match="not both"):
+        build_policy("one_cycle", 10, max_lr=1.0, div=4, div_factor=5)
+    assert "momentum" not in build_policy("one_cycle", 10, max_lr=1.0, cycle_momentum=False)
+    with pytest.raises(UserError, match="not the name 'one_cycle'"):
+        PolicyScheduler(opt, "one_cycle")

@@ -225,6 +225,15 @@ def plot_estimates(
         )
     ax.set_xlabel("iteration")
     ax.set_ylabel("estimated learning rate (eq. 8)")
+    # The raw estimate spans decades (a near-zero weight change gives a huge one): log axis.
+    values = np.concatenate(
+        [np.asarray(r, dtype=float).reshape(-1, 3)[:, 1:].ravel() for r in series.values()]
+    )
+    values = values[np.isfinite(values)]
+    if values.size and (values > 0).all():
+        ax.set_yscale("log")
+    elif values.size:
+        ax.set_yscale("symlog", linthresh=max(1e-3, float(np.percentile(np.abs(values), 5))))
     ax.legend(loc="best", fontsize="small")
     ax.set_title(title or "Hessian-free LR estimate (faint: raw)", fontsize="medium")
     return _save(fig, path)

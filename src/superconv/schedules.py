@@ -912,14 +912,70 @@ def one_cycle(
     three_phase: bool = False,
     anneal: str = "cos",
     momentum: tuple[float, float] | float | None = CYCLICAL_MOMENTUM,
+    **torch_names: Any,
 ) -> dict[str, Schedule]:
     """1cycle policy: :class:`OneCycle` LR plus, by default, momentum 0.95 -> 0.85 -> 0.95.
 
     ``momentum`` is ``(max_momentum, base_momentum)``, a constant, or ``None``
     (leave the optimizer's momentum alone; ``False`` also means none).
+    torch ``OneCycleLR``'s names are accepted too: ``div_factor``,
+    ``final_div_factor``, ``anneal_strategy``, ``max_momentum`` / ``base_momentum``
+    and ``cycle_momentum``.
+
+    >>> one_cycle(1.0, 100, div_factor=10, max_momentum=0.9)["lr"].div
+    10.0
     """
+    if torch_names:
+        mine = {"div": div, "final_div": final_div, "anneal": anneal, "momentum": momentum}
+        given = {k: v for k, v in mine.items() if v is not _ONE_CYCLE_DEFAULTS[k]}
+        mapped = one_cycle_aliases({**given, **torch_names})
+        div = mapped.get("div", div)
+        final_div = mapped.get("final_div", final_div)
+        anneal = mapped.get("anneal", anneal)
+        momentum = mapped.get("momentum", momentum)
     lr = OneCycle(max_lr, total_steps, pct_start, div, final_div, three_phase, anneal)
     return _policy(lr, momentum)
+
+
+_ONE_CYCLE_DEFAULTS = {"div": 25.0, "final_div": 1e4, "anneal": "cos", "momentum": CYCLICAL_MOMENTUM}
+_TORCH_ONE_CYCLE_NAMES = {
+    "div_factor": "div",
+    "final_div_factor": "final_div",
+    "anneal_strategy": "anneal",
+}
+
+
+def one_cycle_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` with torch ``OneCycleLR``'s names turned into :func:`one_cycle`'s.
+
+    An unknown name gets a did-you-mean over both vocabularies, not a bare TypeError.
+    """
+    out = dict(params)
+    known = {"max_lr", "total_steps", "pct_start", "div", "final_div", "three_phase", "anneal",
+             "momentum", "weight_decay", *_TORCH_ONE_CYCLE_NAMES, "max_momentum",
+             "base_momentum", "cycle_momentum"}  # fmt: skip
+    for key in out:
+        if key not in known:
+            raise UserError(
+                f"unknown 1cycle parameter {key!r}{did_you_mean(key, sorted(known))} "
+                f"(accepted: {', '.join(sorted(known))})"
+            )
+    for theirs, ours in _TORCH_ONE_CYCLE_NAMES.items():
+        if theirs in out:
+            if ours in out:
+                raise UserError(f"give {ours!r} or torch's {theirs!r}, not both")
+            out[ours] = out.pop(theirs)
+    if "max_momentum" in out or "base_momentum" in out:
+        if "momentum" in out:
+            raise UserError("give momentum=(max, base) or max_momentum/base_momentum, not both")
+        out["momentum"] = (
+            out.pop("max_momentum", CYCLICAL_MOMENTUM[0]),
+            out.pop("base_momentum", CYCLICAL_MOMENTUM[1]),
+        )
+    if "cycle_momentum" in out:
+        if not out.pop("cycle_momentum"):
+            out["momentum"] = None
+    return out
 
 
 def clr(
@@ -1014,6 +1070,8 @@ def build_policy(name: str, total_steps: int, **params: Any) -> dict[str, Schedu
             f"(known: {', '.join(_POLICY_BUILDERS)})"
         )
     total_steps = _integer("total_steps", total_steps, 1)
+    if name == "one_cycle":  # torch OneCycleLR's names (div_factor, ...) work here too
+        params = one_cycle_aliases(params)
     builder = _POLICY_BUILDERS[name]
     signature = inspect.signature(builder).parameters
     own = [p for p in signature if p != "total_steps"]
@@ -1215,6 +1273,13 @@ class PolicyScheduler(LRScheduler):
     def __init__(
         self, optimizer: torch.optim.Optimizer, policy: Policy, last_epoch: int = -1
     ) -> None:
+        if isinstance(policy, str):
+            raise UserError(
+                f"PolicyScheduler takes a policy (a mapping of schedules), not the name "
+                f"{policy!r}: build it first, e.g. PolicyScheduler(optimizer, "
+                f"build_policy({policy!r}, total_steps, max_lr=...)) or "
+                "PolicyScheduler(optimizer, one_cycle(max_lr=..., total_steps=...))."
+            )
         _check_names(policy)
         for key, schedule in policy.items():
             if not callable(schedule):

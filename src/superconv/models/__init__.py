@@ -115,7 +115,10 @@ def build_model(
         return LeNet(image_size=image_size, **common)
     if name in ("imagenet_resnet18", "imagenet_resnet50"):
         return ImageNetResNet(int(name[len("imagenet_resnet") :]), norm=norm, **common)
-    hint = did_you_mean(name, MODEL_NAMES)
+    # A letter O for a zero (resnet2O) or l for a one is the usual typo: look there first.
+    fixed = str(name).lower().replace("o", "0").replace("l", "1")
+    known = {n.lower().replace("o", "0").replace("l", "1"): n for n in MODEL_NAMES}
+    hint = f"; did you mean {known[fixed]!r}?" if fixed in known else did_you_mean(name, MODEL_NAMES)
     raise UserError(
         f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)}, resnet{{6n+2}}){hint}"
     )
