@@ -81,7 +81,7 @@ def test_rows_have_numpy_mean_std_the_paper_and_the_difference(mnist):
         assert cells[6] == ("—" if paper is None else f"{paper:.2f}")
         assert cells[7] == "—"  # no authors' log for MNIST
         assert cells[8] == ("—" if paper is None else f"{mean - paper:+.2f}")
-    assert "seed 003 (follow-up notes)" in report  # where the published numbers come from
+    assert "follow-up practice notes" in report  # where the published numbers come from
     iterations = json.loads((root / "caffe-reference-85ep/seed0/config.json").read_text())[
         "iterations"
     ]

@@ -720,7 +720,7 @@ def _fig11(s: _Scale) -> Plan:
 
 
 def _mnist(s: _Scale) -> Plan:
-    # Follow-up practice (seed 003): LeNet on MNIST, 1cycle near 99.3% in 12 epochs vs 99.03%
+    # Follow-up practice notes: LeNet on MNIST, 1cycle near 99.3% in 12 epochs vs 99.03%
     # after 85 epochs with Caffe's preset solver (inv). Caffe's reference LeNet solver: batch 64,
     # lr 0.01, momentum 0.9, weight decay 5e-4, inv gamma 1e-4 power 0.75 (REFERENCE.md).
     if s.name == "small":
@@ -764,7 +764,7 @@ def _mnist(s: _Scale) -> Plan:
             "onecycle-12ep",
             cfg(short, policy="one_cycle", policy_params={}),
             Reference(
-                99.3, None, "seed 003 (follow-up notes): 'near 99.3% in as few as 12 epochs'"
+                99.3, None, "follow-up practice notes: 'near 99.3% in as few as 12 epochs'"
             ),
             tuned=(Tuned("max_lr", "sweep-onecycle"),),
             note="1cycle, max_lr by the validation sweep",
@@ -781,7 +781,7 @@ def _mnist(s: _Scale) -> Plan:
             Reference(
                 99.03,
                 None,
-                "seed 003 (follow-up notes): 'preset hyper-parameters ... 99.03% after 85 epochs'",
+                "follow-up practice notes: 'preset hyper-parameters ... 99.03% after 85 epochs'",
             ),
             note="Caffe's reference solver as shipped (untuned)",
         ),
@@ -810,7 +810,7 @@ def _mnist(s: _Scale) -> Plan:
 
 
 def _fair_comparison(s: _Scale) -> Plan:
-    # The skeptic (seed 002): tuned baselines, equal budgets, error bars, warm-up + cosine.
+    # The skeptic's critique: tuned baselines, equal budgets, error bars, warm-up + cosine.
     # The budgets: about 5 and 15 epochs, at full and at reduced scale alike.
     budgets = {"full": (5, 15), "reduced": (5, 15), "small": None}[s.name]
     val_size = 1_000 if s.name == "small" else 5_000
@@ -1048,14 +1048,14 @@ def _entries() -> tuple[Experiment, ...]:
         Experiment(
             "mnist-lenet",
             "MNIST LeNet: 1cycle vs Caffe's reference solver",
-            "follow-up practice (seed 003)",
+            "follow-up practice notes (LeNet on MNIST)",
             "1cycle reaches ~99.3% in 12 epochs; the preset inv solver 99.03% after 85 epochs.",
             _mnist,
         ),
         Experiment(
             "fair-comparison",
             "Fair comparison: 1cycle vs tuned baselines at equal budgets",
-            "the skeptic's demands (seed 002)",
+            "the skeptic's critique: tuned baselines at equal budget",
             "Does 1cycle beat a tuned multistep / warm-up cosine baseline at the same iteration budget?",
             _fair_comparison,
         ),
