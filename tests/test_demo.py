@@ -40,6 +40,10 @@ def test_quick_demo_writes_its_files(quick_demo):
     assert (out / "range-test" / "range_test.png").read_bytes()[:8] == PNG
     text = (out / "demo.md").read_text()
     assert "![test accuracy](accuracy.png)" in text and "range-test/range_test.png" in text
+    # where the disk space went: the finished runs' checkpoints, with their size
+    checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
+    size = sum(c.stat().st_size for c in checkpoints) / 1e6
+    assert f"The {len(checkpoints)} runs' final checkpoints ({size:.0f} MB)" in quick_demo[2]
 
 
 def test_baseline_lr_is_the_sweeps_best_by_validation_accuracy(quick_demo):

@@ -521,6 +521,13 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
     summary_lines.append(
         f"Wall time: {_duration(wall)} (expected {_duration(expected)}). Files: {out}/demo.md"
     )
+    checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
+    if checkpoints:  # say where the disk space went; they are the finished runs' weights
+        size = sum(c.stat().st_size for c in checkpoints) / 1e6
+        summary_lines.append(
+            f"The {len(checkpoints)} runs' final checkpoints ({size:.0f} MB) are in "
+            f"{out}/runs/*/checkpoint.pt: delete them if you do not need the weights."
+        )
     result = DemoResult(one_cycle, multistep, found, sweep, wall, expected, summary_lines, files)
     env = environment(str(resolve_device(base.device)), 0)
     files["json"] = atomic_write_json(out / "demo.json", _as_record(result, plan, seeds, base, env))
