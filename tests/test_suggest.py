@@ -110,8 +110,13 @@ def test_noisy_flat_curve_gives_finite_suggestions_inside_the_range():
 def test_divergence_inside_the_burn_in_is_no_suggestion_with_advice():
     lrs = [0.1 * i for i in range(4)]
     losses = [2.3, 2.2, 50.0, math.nan]
-    curve = RangeTestCurve(lrs=lrs[:3], losses=losses[:3], smoothed_losses=ema(losses[:3]),
-                           num_steps=100, stop_reason="diverged")
+    curve = RangeTestCurve(
+        lrs=lrs[:3],
+        losses=losses[:3],
+        smoothed_losses=ema(losses[:3]),
+        num_steps=100,
+        stop_reason="diverged",
+    )
     with pytest.raises(UserError, match="needs at least 3"):
         suggest(curve, "loss_edge")
 
@@ -200,7 +205,12 @@ def test_min_loss_10_is_fastais_minimum():
 
 def test_rules_are_all_listed():
     assert set(RULES) == {
-        "steepest", "lightning", "min_loss_10", "valley", "plateau_edge", "loss_edge",
+        "steepest",
+        "lightning",
+        "min_loss_10",
+        "valley",
+        "plateau_edge",
+        "loss_edge",
         "val_loss_edge",
     }
 
@@ -263,7 +273,12 @@ def test_scorer_on_a_recorded_fixture(tmp_path):
     task = recorded_fixture(tmp_path)
     points = sb.sweep_points(task, tmp_path)
     assert [(p.max_lr, p.seed) for p in points] == [
-        (0.025, 0), (0.05, 0), (0.1, 0), (0.1, 1), (0.2, 0), (0.4, 0)
+        (0.025, 0),
+        (0.05, 0),
+        (0.1, 0),
+        (0.1, 1),
+        (0.2, 0),
+        (0.4, 0),
     ]  # the div-25 run is not counted
     grid = sb.grid_of(task, points)
     assert grid.best_lr == 0.1 and grid.best == pytest.approx(95.5)
@@ -327,12 +342,16 @@ def test_the_fair_comparisons_committed_runs_are_reused_where_the_shape_matches(
         assert {round(p.max_lr, 2) for p in reused} == {0.2, 1.59} and len(reused) == 6
     # mnist-lenet's 1cycle (div 25, 60k training images) is not t2's run, though both are LeNet
     record = json.loads(
-        (ROOT / "results/mnist-lenet/reduced/sweep-onecycle-max_lr0.1/seed0/config.json").read_text()
+        (
+            ROOT / "results/mnist-lenet/reduced/sweep-onecycle-max_lr0.1/seed0/config.json"
+        ).read_text()
     )
     assert sb._same_shape(sb.get_task("t2-lenet-12ep"), record) is None
     mine = sb.get_task("t2-lenet-12ep").trial_config(0.1).to_dict()
     from superconv.schedules import policy_to_dict
     from superconv.train import make_policy
 
-    mine["policy_built"] = policy_to_dict(make_policy(sb.get_task("t2-lenet-12ep").trial_config(0.1)))
+    mine["policy_built"] = policy_to_dict(
+        make_policy(sb.get_task("t2-lenet-12ep").trial_config(0.1))
+    )
     assert sb._same_shape(sb.get_task("t2-lenet-12ep"), json.loads(json.dumps(mine))) == 0.1

@@ -49,7 +49,9 @@ HEADER = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="results", help="the results folder (default: results)")
+    parser.add_argument(
+        "--results", default="results", help="the results folder (default: results)"
+    )
     parser.add_argument("--out", default=None, help="where to write (default: RESULTS/suggest)")
     parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all with data)")
     args = parser.parse_args(argv)
@@ -58,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     data = sb.collect(results, args.tasks)
     if not data:
-        print(f"no task has both a finished sweep and a range test under {results}", file=sys.stderr)
+        print(
+            f"no task has both a finished sweep and a range test under {results}", file=sys.stderr
+        )
         return 2
     scores = sb.score_all(data)
     loo = sb.leave_one_task_out(scores)
@@ -123,7 +127,12 @@ def _markdown(data, scores, loo, overall) -> list[str]:
             f"| {name} | {entry['task'].budget:,} | {cells} | {g.best_lr:g} | {_fmt(g.se)} | "
             f"{sb.tolerance(g):.2f} | {_fmt(g.test_at_best)} |"
         )
-    lines += ["", "## The rules side by side (all tasks; each rule at its best ramp and length)", "", HEADER]
+    lines += [
+        "",
+        "## The rules side by side (all tasks; each rule at its best ramp and length)",
+        "",
+        HEADER,
+    ]
     by_setting: dict = {}
     for s in scores:
         by_setting.setdefault(s.setting, []).append(s)

@@ -104,9 +104,7 @@ class CycleShape:
             return False
         if bool(lr.get("three_phase")) != self.three_phase:
             return False
-        if any(
-            not _close(lr.get(k), v) for k, v in self.lr_keys().items()
-        ):
+        if any(not _close(lr.get(k), v) for k, v in self.lr_keys().items()):
             return False
         return _close(mom.get("max_momentum"), self.momentum[0]) and _close(
             mom.get("base_momentum"), self.momentum[1]
@@ -251,20 +249,25 @@ def _finite_prefix(lrs: np.ndarray, losses: np.ndarray) -> tuple[np.ndarray, np.
     return lrs[:end], losses[:end]
 
 
-def _steepest(view: _View, budget: int | None, skip_start: int = 10, skip_end: int = 5) -> _Pick:
+def _steepest(
+    view: _View, budget: int | None, r: _Readings | None, skip_start: int = 10, skip_end: int = 5
+) -> _Pick:
     # torch-lr-finder 0.2.2, LRFinder.plot(suggest_lr=True): np.gradient of the loss
     # list (per step, not per LR) after trimming skip_start / skip_end, its argmin.
     lrs, losses = view.lrs, view.smoothed
     if len(losses) < skip_start + skip_end + 2:
         raise _no_suggestion(
-            "steepest", f"needs at least {skip_start + skip_end + 2} steps, the curve has {len(losses)}"
+            "steepest",
+            f"needs at least {skip_start + skip_end + 2} steps, the curve has {len(losses)}",
         )
     end = len(losses) - skip_end if skip_end else len(losses)
     lrs, losses = lrs[skip_start:end], losses[skip_start:end]
     if not np.all(np.isfinite(losses)):
         lrs, losses = _finite_prefix(lrs, losses)
         if len(losses) < 2:
-            raise _no_suggestion("steepest", "the smoothed loss is not finite after the skipped steps")
+            raise _no_suggestion(
+                "steepest", "the smoothed loss is not finite after the skipped steps"
+            )
     idx = int(np.argmin(np.gradient(losses)))
     return _Pick(
         float(lrs[idx]),
@@ -275,7 +278,9 @@ def _steepest(view: _View, budget: int | None, skip_start: int = 10, skip_end: i
     )
 
 
-def _lightning(view: _View, budget: int | None, skip_begin: int = 10, skip_end: int = 1) -> _Pick:
+def _lightning(
+    view: _View, budget: int | None, r: _Readings | None, skip_begin: int = 10, skip_end: int = 1
+) -> _Pick:
     # Lightning 2.6 _LRFinder.suggestion(): torch.gradient of the loss with spacing =
     # the LRs (a slope per unit of LR), finite values only, argmin.
     lrs = view.lrs[skip_begin : len(view.lrs) - skip_end]
@@ -312,7 +317,7 @@ def _fastai_trim(view: _View) -> tuple[np.ndarray, np.ndarray]:
     return _finite_prefix(lrs, losses)
 
 
-def _min_loss_10(view: _View, budget: int | None) -> _Pick:
+def _min_loss_10(view: _View, budget: int | None, r: _Readings | None) -> _Pick:
     lrs, losses = _fastai_trim(view)
     if len(losses) < 2:
         raise _no_suggestion("min_loss_10", "too few finite losses after fastai's trim")
@@ -350,7 +355,7 @@ def valley_index(losses: Sequence[float]) -> int:
     return max_start + int(sections) + int(sections / 2)
 
 
-def _valley(view: _View, budget: int | None) -> _Pick:
+def _valley(view: _View, budget: int | None, r: _Readings | None) -> _Pick:
     lrs, losses = _fastai_trim(view)
     if len(losses) < 2:
         raise _no_suggestion("valley", "too few finite losses after fastai's trim")
@@ -439,9 +444,7 @@ def _with_default_burn_in(view: _View) -> _View:
     return _View(view.curve, view.lrs, view.losses, view.smoothed, skip)
 
 
-def _plateau_edge(
-    view: _View, budget: int | None, r: _Readings, fraction: float = 1.0
-) -> _Pick:
+def _plateau_edge(view: _View, budget: int | None, r: _Readings, fraction: float = 1.0) -> _Pick:
     x, y = r.x, r.y
     lo, hi, best = r.plateau
     curve = view.curve
@@ -537,50 +540,28 @@ def _check_fraction(fraction: Any) -> None:
 
 @dataclass(frozen=True)
 class Rule:
-    """A named rule: ``pick(view, budget, readings, **params)``, its family and a line of help."""
+    """A named rule: ``pick(view, budget, readings, **constants) -> _Pick`` and a line of help."""
 
     name: str
     pick: Callable[..., _Pick]
     source: str
-    needs_readings: bool = True
 
 
 RULES: Mapping[str, Rule] = {
-    "steepest": Rule(
-        "steepest",
-        lambda v, b, r, **kw: _steepest(v, b, **kw),
-        "torch-lr-finder 0.2.2: steepest slope of the smoothed loss per step",
-        False,
-    ),
-    "lightning": Rule(
-        "lightning",
-        lambda v, b, r, **kw: _lightning(v, b, **kw),
-        "Lightning 2.6 lr_find: steepest slope of the smoothed loss per unit of LR",
-        False,
-    ),
-    "min_loss_10": Rule(
-        "min_loss_10",
-        lambda v, b, r, **kw: _min_loss_10(v, b, **kw),
-        "fastai: the LR at the smoothed loss minimum / 10",
-        False,
-    ),
-    "valley": Rule(
-        "valley",
-        lambda v, b, r, **kw: _valley(v, b, **kw),
-        "fastai: two thirds down the longest valley of the smoothed loss",
-        False,
-    ),
-    "plateau_edge": Rule(
-        "plateau_edge", _plateau_edge, "superconv 0.1: upper end of the validation-accuracy plateau"
-    ),
-    "loss_edge": Rule(
-        "loss_edge", _loss_edge, "superconv: a fraction of where the smoothed train loss bottoms out"
-    ),
-    "val_loss_edge": Rule(
-        "val_loss_edge",
-        _val_loss_edge,
-        "superconv: a fraction of where the smoothed validation loss bottoms out",
-    ),
+    rule.name: rule
+    for rule in (
+        Rule(
+            "steepest",
+            _steepest,
+            "torch-lr-finder 0.2.2: steepest slope of the smoothed loss per step",
+        ),
+        Rule("lightning", _lightning, "Lightning 2.6 lr_find: steepest slope per unit of LR"),
+        Rule("min_loss_10", _min_loss_10, "fastai: the LR at the smoothed loss minimum / 10"),
+        Rule("valley", _valley, "fastai: two thirds down the longest valley of the smoothed loss"),
+        Rule("plateau_edge", _plateau_edge, "superconv 0.1: upper end of the accuracy plateau"),
+        Rule("loss_edge", _loss_edge, "superconv: a fraction of where the train loss bottoms out"),
+        Rule("val_loss_edge", _val_loss_edge, "superconv: the same on the validation loss"),
+    )
 }
 
 # The default rule and its constants. Chosen by the suggestion benchmark, leave-one-task-out
@@ -636,7 +617,9 @@ def suggest(
         params = {**{k: v for k, v in DEFAULT.items() if k != "rule"}, **params}
         rule = DEFAULT["rule"]
     check_rule(rule)
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
         raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
     view = _View.of(curve, burn_in)
     readings = _read(view, smooth_window, tolerance)
@@ -658,7 +641,9 @@ def _result(rule: str, pick: _Pick, r: _Readings) -> Suggestion:
     steep = int(np.argmin(np.gradient(descent))) if len(descent) >= 2 else 0
     edge = pick.edge_lr if math.isfinite(pick.edge_lr) else max_lr
     reasons = dict(r.reasons)
-    reasons["signal"] = reasons["signal"] if pick.signal == r.signal else f"the {pick.signal.replace('_', ' ')}"
+    reasons["signal"] = (
+        reasons["signal"] if pick.signal == r.signal else f"the {pick.signal.replace('_', ' ')}"
+    )
     reasons["max_lr"] = pick.reason
     reasons["min_lr_ratio"] = (
         f"max_lr / {CYCLE.div:g}, where the cycle starts (CLR guidance: max/3 = {max_lr / 3:.4g} "

@@ -109,7 +109,10 @@ class Task:
     def range_config(self, steps: int) -> TrainConfig:
         """The range test's config: the task's model, data, batch and optimizer for ``steps``."""
         return self.config.replace(
-            iterations=steps, eval_every=steps, checkpoint_every=steps, policy="constant",
+            iterations=steps,
+            eval_every=steps,
+            checkpoint_every=steps,
+            policy="constant",
             policy_params={"lr": 0.0},
         )
 
@@ -292,7 +295,9 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
 
 def _shrunk(task: Task) -> Task:
     config = task.config.replace(**_cadence(max(20, task.budget // 10), 2))
-    return Task(task.name, task.title + " (small: a tenth)", config, task.grid[1:4], ramps=task.ramps)
+    return Task(
+        task.name, task.title + " (small: a tenth)", config, task.grid[1:4], ramps=task.ramps
+    )
 
 
 # ----------------------------------------------------------------------------- reading results
@@ -437,8 +442,10 @@ class Setting:
     def label(self) -> str:
         consts = ", ".join(f"{k}={v:.3g}" for k, v in self.params)
         frac = RANGE_FRACTIONS[self.length][0]
-        return f"{self.rule}({consts}) on {self.mode} {frac:.0%}" if consts else (
-            f"{self.rule} on {self.mode} {frac:.0%}"
+        return (
+            f"{self.rule}({consts}) on {self.mode} {frac:.0%}"
+            if consts
+            else (f"{self.rule} on {self.mode} {frac:.0%}")
         )
 
 
@@ -566,10 +573,7 @@ def score_curve(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any]
     diverged = grid.diverges_at(s.max_lr)
     lost = None if acc is None else grid.best - acc
     met = (
-        lost is not None
-        and lost <= tolerance(grid) + 1e-9
-        and 0.5 <= ratio <= 2.0
-        and not diverged
+        lost is not None and lost <= tolerance(grid) + 1e-9 and 0.5 <= ratio <= 2.0 and not diverged
     )
     return Score(task.name, setting, run["seed"], s.max_lr, lost, ratio, diverged, met)
 
