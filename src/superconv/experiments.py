@@ -170,11 +170,15 @@ class Sweep:
     values: tuple[float, ...]
     seeds: int = 1
     note: str = ""
-    seeds_by_value: tuple[tuple[float, int], ...] = ()  # (value, seeds) where not ``seeds``
+    # (value, seeds) where not ``seeds``: a count (seeds 0..n-1) or the seed indices to train
+    # (a value whose seed 0 was trained elsewhere, e.g. a reused run, adds only seed 1)
+    seeds_by_value: tuple[tuple[float, int | tuple[int, ...]], ...] = ()
 
-    def seeds_for(self, value: float) -> int:
-        """How many seeds the trial of ``value`` trains (``seeds`` unless listed otherwise)."""
-        return dict(self.seeds_by_value).get(value, self.seeds)
+    def seeds_for(self, value: float, limit: int) -> tuple[int, ...]:
+        """The seeds the trial of ``value`` trains, below ``limit`` (the call's ``--seeds``)."""
+        chosen = dict(self.seeds_by_value).get(value, self.seeds)
+        seeds = range(chosen) if isinstance(chosen, int) else chosen
+        return tuple(k for k in seeds if k < limit)
 
     def trial(self, value: float) -> Train:
         """The row that trains one value of the sweep."""
@@ -1135,7 +1139,7 @@ def _jobs(plan: Plan, seeds: int, root: Path) -> list[_Job]:
     for step in plan.steps:
         if isinstance(step, Sweep):
             for value, trial in zip(step.values, step.trials()):
-                for k in range(min(step.seeds_for(value), seeds)):
+                for k in step.seeds_for(value, seeds):
                     jobs.append(_Job(trial, step.name, k, root / trial.name / f"seed{k}"))
         else:
             n = seeds if getattr(step, "seeds", None) is None else min(step.seeds, seeds)
