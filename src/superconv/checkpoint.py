@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from superconv.errors import CheckpointError
-from superconv.records import atomic_write_bytes
+from superconv.records import WHERE_KEYS, atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -110,7 +110,11 @@ def check_config(path: str | os.PathLike, state: dict, config: dict) -> None:
         return json.loads(json.dumps(value))
 
     recorded, config = plain(recorded), plain(config)
-    differ = sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
+    differ = sorted(  # where a run reads its data and runs (WHERE_KEYS) is not what it is
+        k
+        for k in set(recorded) | set(config)
+        if k not in WHERE_KEYS and recorded.get(k) != config.get(k)
+    )
     if differ:
         raise CheckpointError(
             f"{path} was written by a different run (differs in: {', '.join(differ)}). "

@@ -493,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     except OSError as exc:  # a file or folder the user pointed at: unreadable, full disk...
         where = f" ({exc.filename})" if exc.filename else ""
-        return _fail(f"{exc.strerror or exc}{where}.", EXIT_USER_ERROR, debug)
+        return _fail(f"{exc.strerror or exc}{where}.{_os_advice(exc)}", EXIT_USER_ERROR, debug)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a short message
         return _fail(
             f"unexpected {type(exc).__name__}: {exc}. This is a bug; please report it with "
@@ -501,6 +501,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             1,
             debug,
         )
+
+
+def _os_advice(exc: OSError) -> str:
+    """What to do about an OS error at a write (files are written atomically, so the
+    previous version of the file named is intact)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            " The disk is full: free space there (or choose another folder), then run the "
+            "same command again; files written before are intact (a run continues from its "
+            "last checkpoint with --resume RUN_DIR)."
+        )
+    if exc.errno == errno.EIO:
+        return (
+            " The disk failed to read or write: check it (dmesg), then run the same command "
+            "again; files written before are intact (a run continues with --resume RUN_DIR)."
+        )
+    if exc.errno == errno.EROFS:
+        return " The file system is read-only: choose a folder you can write to."
+    return ""
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
@@ -537,6 +558,11 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"config file {path} is a folder; give a .toml file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8."
+        ) from None
 
 
 def config_from_args(

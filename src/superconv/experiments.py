@@ -1375,10 +1375,10 @@ def reproduce(
     """
     import torch
 
-    from superconv.train import _positive_int
+    from superconv.train import check_threads
 
     if threads is not None:
-        _positive_int("threads", threads)
+        check_threads(threads)
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
-from superconv.errors import DivergenceError, UserError, did_you_mean
+from superconv.errors import CheckpointError, DivergenceError, UserError, did_you_mean
 from superconv.records import RunDir, environment
 from superconv.schedules import apply, build_policy, policy_to_dict
 
@@ -147,10 +147,13 @@ class TrainConfig:
             raise UserError(f"val_size must be >= 0, got {self.val_size}.")
         if self.train_subset is not None:
             _positive_int("train_subset", self.train_subset)
+            _balanced_size(self.dataset, self.train_subset)
         if self.crop_pad < 0:
             raise UserError(f"crop_pad must be >= 0, got {self.crop_pad}.")
         if self.estimator_k is not None:
             _positive_int("estimator_k", self.estimator_k)
+        if self.ghost_batch is not None:
+            _positive_int("ghost_batch", self.ghost_batch)
         if self.ghost_batch is not None and self.batch_size % self.ghost_batch:
             raise UserError(
                 f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."
@@ -160,13 +163,60 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise UserError(_unknown("precision", self.precision, PRECISIONS))
         if self.threads is not None:
-            _positive_int("threads", self.threads)
+            check_threads(self.threads)
+        for name in ("momentum", "weight_decay", "bn_maf", "dropout"):
+            _float32(name, getattr(self, name))
         resolve_device(self.device)
 
 
 def _positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def check_threads(threads: int) -> None:
+    """Refuse a CPU thread count below 1 or above this machine's CPUs (torch crashes on
+    huge ones, and more threads than cores only wait on each other)."""
+    import os
+
+    _positive_int("threads", threads)
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        raise UserError(
+            f"threads ({threads:,}) is more than the {cores} CPU core(s) of this machine; "
+            f"choose 1..{cores} (1 is fastest beside other work)."
+        )
+
+
+# The largest float32: an LR or policy value above it becomes inf in the optimizer.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _float32(name: str, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise UserError(
+                f"{name} ({value:g}) overflows float32 (largest {FLOAT32_MAX:.4g}); "
+                "choose a smaller value."
+            )
+
+
+def _balanced_size(dataset: str, n: int) -> None:
+    """Refuse a class-balanced subset size that is not a multiple of the class count."""
+    from superconv.data import DATASETS
+
+    info = DATASETS.get(dataset)
+    if info is None:
+        return  # an unknown data set is refused by name later, with a did-you-mean
+    k = len(info.classes)
+    if n % k:
+        lower, upper = n // k * k, (n // k + 1) * k
+        nearest = f"{lower:,} or {upper:,}" if lower else f"{upper:,}"
+        raise UserError(
+            f"train_subset ({n:,}) must be a multiple of the {k} classes of {dataset} "
+            f"(a class-balanced subset takes the same number of images of each class); "
+            f"use {nearest}."
+        )
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> str:
@@ -236,13 +286,36 @@ def make_optimizer(
 
 def make_policy(config: TrainConfig):
     """The policy of ``config`` (a mapping hyper-parameter -> schedule)."""
+    _check_params_float32(config.policy_params)
     policy = build_policy(config.policy, config.iterations, **dict(config.policy_params))
+    _check_values_float32(policy, config.iterations)
     if "momentum" in policy and config.optimizer not in _MOMENTUM_OPTIMIZERS:
         raise UserError(
             f"policy {config.policy!r} cycles momentum but optimizer {config.optimizer!r} has "
             "none; set the policy's momentum to none (policy_params momentum = false)."
         )
     return policy
+
+
+def _check_params_float32(params: Mapping[str, Any]) -> None:
+    """Refuse policy parameters (numbers, or lists of them) that overflow float32."""
+    for key, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            _float32(f"policy parameter {key}", item)
+
+
+def _check_values_float32(policy: Mapping[str, Any], iterations: int) -> None:
+    """Refuse a policy whose values overflow float32 anywhere on a grid of the run's steps
+    (a pure function of the step: cheap to sample before anything is written)."""
+    steps = sorted({0, iterations - 1, *range(0, iterations, max(1, iterations // 256))})
+    for name, schedule in policy.items():
+        for step in steps:
+            value = float(schedule(step))
+            if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise UserError(
+                    f"the policy's {name} at iteration {step} is {value:g}, which is not a "
+                    f"finite float32 (largest {FLOAT32_MAX:.4g}); choose other policy parameters."
+                )
 
 
 @dataclass
@@ -305,7 +378,13 @@ def build(config: TrainConfig) -> Pieces:
                 f"train_subset ({config.train_subset}) is larger than the training images "
                 f"available ({len(train_idx)})."
             )
-        sub = balanced_subset(data.train_y[train_idx], config.train_subset, config.split_seed)
+        try:
+            sub = balanced_subset(data.train_y[train_idx], config.train_subset, config.split_seed)
+        except ValueError as exc:  # too few images of a class once the validation set is out
+            raise UserError(
+                f"train_subset ({config.train_subset:,}): "
+                f"{str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
         train_idx = train_idx[sub]
     if config.batch_size > len(train_idx):
         raise UserError(
@@ -594,19 +673,6 @@ def train(
         state = ckpt.load(checkpoint_path, map_location=device)
         ckpt.check_model_state(checkpoint_path, module, state["model"])
         ckpt.check_config(checkpoint_path, state, config.to_dict())
-    run = None
-    failure = None
-    if world.is_main:
-        try:
-            run = RunDir.open(
-                run_dir, config_record, environment(device, config.seed), resume=resume
-            )
-        except UserError as exc:
-            failure = exc
-    failure = distributed.broadcast_object(failure)
-    if failure is not None:
-        raise failure
-
     user_observers = list(observers)
     observers = list(observers)
     estimator = None
@@ -619,24 +685,47 @@ def train(
     rows: list[dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if state is not None:
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        # Every entry is checked and loaded before the run folder is touched: a partial
+        # or malformed checkpoint is refused with every file of the run as it was.
+        _check_state(checkpoint_path, state, sums, config.iterations)
+        try:
+            module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for key in sums:
+                sums[key].copy_(state["sums"][key])
+            # The run's own estimator by name; a caller's observers by position.
+            if estimator is not None and state.get("estimator") is not None:
+                estimator.load_state_dict(state["estimator"])
+            for obs, obs_state in zip(user_observers, state.get("observers") or []):
+                if obs_state is not None and hasattr(obs, "load_state_dict"):
+                    obs.load_state_dict(obs_state)
+            rng = state["rng"]
+            if len(rng) == world.world_size:
+                _set_rng_state(rng[world.rank], device)
+            else:  # resumed with another world size: a fresh, still deterministic stream
+                torch.manual_seed(config.seed + world.rank + 1_000_003 * int(state["step"]))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{checkpoint_path} holds a malformed run state ({type(exc).__name__}: "
+                f"{ckpt._first_sentence(exc)}). It was damaged or not written by this version; "
+                "start the run again in a new folder."
+            ) from None
         start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
-        for key in sums:
-            sums[key].copy_(state["sums"][key])
-        # The run's own estimator by name; a caller's observers by position.
-        if estimator is not None and state.get("estimator") is not None:
-            estimator.load_state_dict(state["estimator"])
-        for obs, obs_state in zip(user_observers, state.get("observers", [])):
-            if obs_state is not None and hasattr(obs, "load_state_dict"):
-                obs.load_state_dict(obs_state)
-        rng = state["rng"]
-        if len(rng) == world.world_size:
-            _set_rng_state(rng[world.rank], device)
-        else:  # resumed with another world size: a fresh, still deterministic stream
-            torch.manual_seed(config.seed + world.rank + 1_000_003 * start)
     else:
         torch.manual_seed(config.seed + world.rank)  # dropout etc. draw from here
+
+    run = None
+    failure = None
+    if world.is_main:
+        try:
+            run = RunDir.open(
+                run_dir, config_record, environment(device, config.seed), resume=resume
+            )
+        except UserError as exc:
+            failure = exc
+    failure = distributed.broadcast_object(failure)
+    if failure is not None:
+        raise failure
     if run is not None:
         run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
 
@@ -685,10 +774,15 @@ def train(
             summary = _summary(config, rows, elapsed, status="diverged", step=bad)
             summary["diverged_lr"] = lr
             run.write_summary(summary)
+        kept = (
+            "the last good checkpoint is kept"
+            if checkpoint_path.is_file()
+            else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
+        )
         return DivergenceError(
             f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
-            f"Metrics so far are in {RunDir(run_dir).metrics_path}; the last good checkpoint "
-            "is kept. Lower max_lr or check the data.",
+            f"Metrics so far are in {RunDir(run_dir).metrics_path}; {kept}. "
+            "Lower max_lr or check the data.",
             step=bad,
             lr=lr,
         )
@@ -765,6 +859,50 @@ def train(
     if run is not None:
         run.write_summary(summary)
     return RunResult(RunDir(run_dir).path, rows, summary)
+
+
+def _check_state(path: Path, state: Mapping[str, Any], sums: Mapping[str, Any], iterations: int):
+    """Refuse a checkpoint with a missing or mistyped entry, naming the entry."""
+
+    def bad(entry: str, why: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} is incomplete or damaged: {entry} {why}. Start the run again in a new "
+            "folder (or restore this checkpoint from a copy)."
+        )
+
+    kinds = {
+        "step": int, "elapsed": (int, float), "metrics": list, "model": dict,
+        "optimizer": dict, "sums": dict, "rng": list,
+    }  # fmt: skip
+    for key, kind in kinds.items():
+        if key not in state:
+            raise bad(f"the entry {key!r}", "is missing")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise bad(f"the entry {key!r}", f"is a {type(state[key]).__name__}")
+    if not 0 <= state["step"] <= iterations:
+        raise bad("the step", f"({state['step']}) is outside 0..{iterations}")
+    if not math.isfinite(state["elapsed"]):
+        raise bad("the elapsed time", f"is {state['elapsed']!r}")
+    if not all(isinstance(r, dict) for r in state["metrics"]):
+        raise bad("a metrics row", "is not a mapping")
+    if not all(
+        isinstance(state["optimizer"].get(k), (dict, list)) for k in ("state", "param_groups")
+    ):
+        raise bad("the optimizer state", "lacks 'state' or 'param_groups'")
+    for key, own in sums.items():
+        value = state["sums"].get(key)
+        if not isinstance(value, torch.Tensor) or value.shape != own.shape:
+            raise bad(f"the loss sums ('sums') entry {key!r}", "is missing or of the wrong shape")
+    if not state["rng"] or not all(
+        isinstance(r, dict)
+        and isinstance(r.get("cpu"), torch.Tensor)
+        and r["cpu"].dtype == torch.uint8
+        for r in state["rng"]
+    ):
+        raise bad("the random number generator state ('rng')", "is empty or malformed")
+    for key in ("observers",):
+        if state.get(key) is not None and not isinstance(state[key], list):
+            raise bad(f"the entry {key!r}", f"is a {type(state[key]).__name__}")
 
 
 def apply_values_at(policy: Mapping[str, Any], step: int) -> dict[str, float]:
