@@ -797,7 +797,7 @@ REVIEWED_WRITERS = {
     ("fetch.py", "extract_tar", "tempfile.mkdtemp"): "extraction into a temporary folder ...",
     ("fetch.py", "extract_tar", "tar.extractall"): "... of checked members (data filter) ...",
     ("fetch.py", "extract_tar", "os.replace"): "... each file then renamed into place",
-    ("experiments.py", "run_claim", "open"): "an empty lock file for flock: nothing is written",
+    ("records.py", "acquire", "open"): "the lock file for flock, in append mode: never truncated",
 }
 # Module functions and methods that write files (methods: by name, on any object).
 _WRITE_FUNCTIONS = {

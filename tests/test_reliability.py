@@ -10,9 +10,15 @@ the checkpoint and metrics writes, the run-folder lock, and SIGTERM.
 from __future__ import annotations
 
 import errno
+import json
 import os
+import random
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -154,3 +160,166 @@ def test_a_failed_write_names_the_path_says_what_to_do_and_the_run_resumes_exact
     assert metrics_without_time(run / "metrics.csv") == metrics_without_time(
         finished / "metrics.csv"
     )
+
+
+# ----------------------------------------------------------------------------- the lock
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "src"), env.get("PYTHONPATH")]))
+    env.pop("SUPERCONV_DEBUG", None)
+    return env
+
+
+def _wait_for(predicate, proc: subprocess.Popen, what: str, limit: float = 180.0) -> None:
+    deadline = time.monotonic() + limit
+    while not predicate():
+        if proc.poll() is not None:
+            pytest.fail(f"the process ended (code {proc.returncode}) before {what}: "
+                        f"{proc.communicate()[1]}")  # fmt: skip
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no {what} within {limit} s")
+        time.sleep(0.02)
+
+
+def test_a_live_run_folder_is_refused_naming_the_holder_and_a_stale_lock_is_taken_over(
+    tmp_path, capsys
+):
+    run = tmp_path / "run"
+    # A real `superconv train`, long enough to be alive while this test knocks.
+    live = subprocess.Popen(
+        [sys.executable, "-m", "superconv.cli", *tiny_train(run)[:-2], "--out", str(run),
+         "--iterations", "100000"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    lock = run / records.LOCK_FILE
+    try:
+        _wait_for(lambda: (run / "metrics.csv").exists(), live, "metrics.csv")
+        assert lock.read_text() == f"{live.pid}\n"  # the holder's pid, beside the run
+        in_flight = run / ".metrics.csv.abc123.tmp"  # as if the live run were writing it
+        in_flight.write_text("being written")
+        config_before = (run / "config.json").read_bytes()
+        env_before = (run / "env.json").stat().st_mtime_ns
+        for argv in (tiny_train(run), tiny_train(run, "--seed", "4"),
+                     ["train", "--resume", str(run), "--no-progress"]):  # fmt: skip
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err == (
+                f"superconv: error: {run} is in use: process {live.pid} is running a run there "
+                f"(it holds {lock}). Wait for it to end or stop it (kill {live.pid}), then "
+                f"resume with --resume {run}; or choose another output folder.\n"
+            ), err
+        # nothing of the live run was touched, its temporary file included
+        assert in_flight.read_text() == "being written"
+        assert (run / "config.json").read_bytes() == config_before
+        assert (run / "env.json").stat().st_mtime_ns == env_before
+    finally:
+        live.kill()
+        live.communicate()
+    # SIGKILL: the OS dropped the flock, the dead pid is still written there (stale).
+    assert lock.read_text() == f"{live.pid}\n"
+    in_flight.unlink()
+    opened = records.RunDir.open(
+        run, json.loads((run / "config.json").read_text()), {}, resume=True, lock=True
+    )
+    try:
+        assert opened._lock.taken_over == live.pid  # detected and taken over
+        assert lock.read_text() == f"{os.getpid()}\n"
+    finally:
+        opened.close()
+    assert lock.read_text() == ""  # released: emptied
+
+
+def test_the_lock_helper_is_exclusive_across_processes_and_run_claim_wraps_it(tmp_path):
+    from superconv import experiments as ex
+
+    path = tmp_path / "row" / "seed0"
+    path.parent.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from superconv.records import claim\n"
+         "with claim(sys.argv[1]) as mine:\n"
+         "    print(mine, flush=True); time.sleep(60)",
+         str(path.parent / ".seed0.lock")],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        with ex.run_claim(path) as mine:
+            assert not mine  # held by the other process
+        lock = records.FileLock(path.parent / ".seed0.lock")
+        assert lock.holder() == holder.pid
+    finally:
+        holder.kill()
+        holder.communicate()
+    with ex.run_claim(path) as mine:  # the holder died: free again
+        assert mine
+        assert (path.parent / ".seed0.lock").read_text() == f"{os.getpid()}\n"
+    assert (path.parent / ".seed0.lock").stat().st_size == 0
+
+
+# ----------------------------------------------------------------------------- SIGTERM
+SIGTERM_TRAIN = [
+    "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
+    "--batch-size", "16", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
+    "--deterministic", "--no-progress", "--iterations", "60", "--eval-every", "10",
+    "--checkpoint-every", "10", "--log-every", "1", "--policy", "one_cycle",
+    "--policy-param", "max_lr=0.05",
+]  # fmt: skip
+
+
+def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_path, capsys):
+    """SIGTERM at random steps (seeded): the loop finishes the step, writes a checkpoint
+    there, says how to resume and exits 143; resumed, the run ends with the metrics,
+    summary and weights of the uninterrupted run, bit for bit (CPU, --deterministic)."""
+    reference = tmp_path / "reference"
+    assert main(["train", *SIGTERM_TRAIN, "--out", str(reference)]) == 0
+    run = tmp_path / "run"
+    rng = random.Random(24)
+    stops = []
+    argv = ["train", *SIGTERM_TRAIN, "--out", str(run)]
+    for _ in range(2):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "superconv.cli", *argv],
+            cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        started = time.time_ns()
+
+        def written(started: int = started) -> bool:
+            try:
+                return (run / "metrics.csv").stat().st_mtime_ns >= started
+            except FileNotFoundError:
+                return False
+
+        _wait_for(written, proc, "the training loop")  # metrics.csv is rewritten just before it
+        time.sleep(rng.uniform(0.0, 0.8))  # a random step (a few ms each)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=180)
+        state = ckpt.load(run / "checkpoint.pt")
+        stops.append(state["step"])
+        assert proc.returncode == 143, err
+        assert (
+            f"superconv: interrupted: interrupted at iteration {state['step']}; checkpoint saved "
+            f"in {run / 'checkpoint.pt'}. Resume with --resume {run}." in err
+        ), err
+        assert len(err.strip().splitlines()) == 1, err
+        assert not (run / "summary.json").exists()
+        argv = ["train", "--resume", str(run), "--no-progress"]
+    assert main(argv) == 0
+    assert stops[0] < 60 and stops[1] < 60, stops
+    assert metrics_without_time(run / "metrics.csv") == metrics_without_time(
+        reference / "metrics.csv"
+    )
+    done, expected = (
+        json.loads((run / "summary.json").read_text()),
+        json.loads((reference / "summary.json").read_text()),
+    )
+    done.pop("wall_time"), expected.pop("wall_time")
+    assert done == expected
+    final, oracle = ckpt.load(run / "checkpoint.pt"), ckpt.load(reference / "checkpoint.pt")
+    for name, tensor in oracle["model"].items():
+        assert torch.equal(final["model"][name], tensor), name

@@ -12,9 +12,9 @@
 :func:`main` returns the exit code; the console script (``superconv =
 "superconv.cli:main"``) hands it to ``sys.exit``. Exit codes: 0 done, 2 a user
 error (bad flag or value, missing data, unusable output folder; argparse's
-own code for bad flags), 3 the training loss diverged, 130 interrupted (after
-the run saved a checkpoint), 1 anything unexpected (traceback with ``--debug``
-or ``SUPERCONV_DEBUG=1``). Errors go to stderr as ``superconv: error: ...``.
+own code for bad flags), 3 the training loss diverged, 130 interrupted by Ctrl-C
+and 143 by SIGTERM (a run saves a checkpoint first), 1 anything unexpected
+(traceback with ``--debug`` or ``SUPERCONV_DEBUG=1``). Errors go to stderr as ``superconv: error: ...``.
 
 The ``train`` flags are generated from :class:`~superconv.train.TrainConfig`'s
 fields (litgpt's way: the CLI follows the typed signature), so every field is
@@ -24,10 +24,12 @@ reachable and none can drift; :data:`FIELD_HELP` holds their descriptions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
@@ -41,6 +43,7 @@ from superconv.errors import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     DivergenceError,
+    Interrupted,
     RunDirError,
     UserError,
     did_you_mean,
@@ -480,6 +483,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version (0) and bad flags (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    with _sigterm_as_interrupt():
+        return _run(args, debug)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Interrupted` (exit 143) like Ctrl-C raises KeyboardInterrupt,
+    so a command stopped by a scheduler or ``kill`` ends as cleanly as one stopped by
+    Ctrl-C (the training loop takes the signal over and checkpoints first)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Interrupted("terminated (SIGTERM)", signum=signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(args.handler(args) or 0)
     except DivergenceError as exc:
@@ -490,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"superconv: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)  # 143 after SIGTERM
     except OSError as exc:  # a file or folder the user pointed at: unreadable, full disk...
         where = f" ({exc.filename})" if exc.filename else ""
         return _fail(f"{exc.strerror or exc}{where}.{_os_advice(exc)}", EXIT_USER_ERROR, debug)

@@ -34,7 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
-from superconv.errors import CheckpointError, DivergenceError, UserError, did_you_mean
+from superconv.errors import (
+    CheckpointError,
+    DivergenceError,
+    Interrupted,
+    UserError,
+    did_you_mean,
+)
 from superconv.records import RunDir, environment
 from superconv.schedules import apply, build_policy, policy_to_dict
 
@@ -525,32 +531,40 @@ class RunResult:
 
 
 class _StopFlag:
-    """Turns SIGINT into a flag the loop checks between steps.
+    """Turns SIGINT (Ctrl-C) and SIGTERM (schedulers, ``kill``) into a flag the loop
+    checks between steps.
 
     An interrupt in the middle of ``optimizer.step()`` would leave half-updated
     weights; deferring it to the step boundary lets the loop save a consistent
-    checkpoint first.
+    checkpoint first. ``signum`` is the first signal received.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous: Any = None
+        self.signum: int = signal.SIGINT
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
+        if self.raised:  # a second signal: stop at once
+            raise Interrupted("interrupted again: stopped at once", signum=signum)
         self.raised = True
+        self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}
 
 
 def _compiled(model: torch.nn.Module, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -719,146 +733,152 @@ def train(
     if world.is_main:
         try:
             run = RunDir.open(
-                run_dir, config_record, environment(device, config.seed), resume=resume
+                run_dir, config_record, environment(device, config.seed), resume=resume, lock=True
             )
         except UserError as exc:
             failure = exc
     failure = distributed.broadcast_object(failure)
     if failure is not None:
         raise failure
-    if run is not None:
-        run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
-
-    forward = _compiled(pieces.model, config.compile)
-    compile_checked = False
-    module.train()
-    iterations = config.iterations
-
-    def reduced() -> dict[str, float]:
-        """The interval's sums over all ranks (one small all-reduce; a host sync)."""
-        packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
-        packed = distributed.all_reduce_(packed).tolist()
-        bad = sums["bad_step"].double()
-        bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
-        first_bad = distributed.all_reduce_(bad, op="min").item()
-        return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
-
-    def save_checkpoint(step: int) -> None:
-        rng = distributed.all_gather_object(_rng_state(device))
+    try:  # the run folder stays locked until the run ends, however it ends
         if run is not None:
-            ckpt.save(
-                run.checkpoint_path,
-                {
-                    "step": step,
-                    "elapsed": elapsed,
-                    "metrics": rows,
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "sums": {k: v.detach().clone() for k, v in sums.items()},
-                    "observers": [
-                        o.state_dict() if hasattr(o, "state_dict") else None for o in user_observers
-                    ],
-                    "estimator": estimator.state_dict() if estimator is not None else None,
-                    "rng": rng,
-                    "config": config.to_dict(),
-                },
+            run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
+
+        forward = _compiled(pieces.model, config.compile)
+        compile_checked = False
+        module.train()
+        iterations = config.iterations
+
+        def reduced() -> dict[str, float]:
+            """The interval's sums over all ranks (one small all-reduce; a host sync)."""
+            packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
+            packed = distributed.all_reduce_(packed).tolist()
+            bad = sums["bad_step"].double()
+            bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
+            first_bad = distributed.all_reduce_(bad, op="min").item()
+            return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
+
+        def save_checkpoint(step: int) -> None:
+            rng = distributed.all_gather_object(_rng_state(device))
+            if run is not None:
+                ckpt.save(
+                    run.checkpoint_path,
+                    {
+                        "step": step,
+                        "elapsed": elapsed,
+                        "metrics": rows,
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "sums": {k: v.detach().clone() for k, v in sums.items()},
+                        "observers": [
+                            o.state_dict() if hasattr(o, "state_dict") else None
+                            for o in user_observers
+                        ],
+                        "estimator": estimator.state_dict() if estimator is not None else None,
+                        "rng": rng,
+                        "config": config.to_dict(),
+                    },
+                )
+                if estimator is not None:
+                    _write_estimates(run, estimator)
+            distributed.barrier()
+
+        def diverged(bad: int) -> DivergenceError:
+            lr = apply_values_at(policy, bad).get("lr", float("nan"))
+            if run is not None:
+                run.write_metrics(rows)
+                summary = _summary(config, rows, elapsed, status="diverged", step=bad)
+                summary["diverged_lr"] = lr
+                run.write_summary(summary)
+            kept = (
+                "the last good checkpoint is kept"
+                if checkpoint_path.is_file()
+                else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
             )
-            if estimator is not None:
-                _write_estimates(run, estimator)
-        distributed.barrier()
+            return DivergenceError(
+                f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
+                f"Metrics so far are in {RunDir(run_dir).metrics_path}; {kept}. "
+                "Lower max_lr or check the data.",
+                step=bad,
+                lr=lr,
+            )
 
-    def diverged(bad: int) -> DivergenceError:
-        lr = apply_values_at(policy, bad).get("lr", float("nan"))
-        if run is not None:
-            run.write_metrics(rows)
-            summary = _summary(config, rows, elapsed, status="diverged", step=bad)
-            summary["diverged_lr"] = lr
-            run.write_summary(summary)
-        kept = (
-            "the last good checkpoint is kept"
-            if checkpoint_path.is_file()
-            else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
-        )
-        return DivergenceError(
-            f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
-            f"Metrics so far are in {RunDir(run_dir).metrics_path}; {kept}. "
-            "Lower max_lr or check the data.",
-            step=bad,
-            lr=lr,
-        )
+        bar = _progress(progress and world.is_main, start, iterations)
+        values: dict[str, float] = {}
+        try:
+            with _StopFlag() as stop:
+                t0 = time.perf_counter()
+                for step in range(start, iterations):
+                    values = apply(policy, optimizer, step)
+                    x, y = pieces.loader.batch(step)
+                    if forward is not pieces.model and not compile_checked:
+                        # torch.compile builds lazily: a failure shows at the first call.
+                        compile_checked = True
+                        logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
+                    else:
+                        logits, loss = _forward_backward(forward, pieces, x, y)
+                    optimizer.step()
 
-    bar = _progress(progress and world.is_main, start, iterations)
-    values: dict[str, float] = {}
-    try:
-        with _StopFlag() as stop:
-            t0 = time.perf_counter()
-            for step in range(start, iterations):
-                values = apply(policy, optimizer, step)
-                x, y = pieces.loader.batch(step)
-                if forward is not pieces.model and not compile_checked:
-                    # torch.compile builds lazily: a failure shows at the first call.
-                    compile_checked = True
-                    logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
-                else:
-                    logits, loss = _forward_backward(forward, pieces, x, y)
-                optimizer.step()
+                    detached = loss.detach()
+                    _add_step(sums, detached, logits, y, step)
+                    for obs in observers:
+                        obs(step, module, optimizer, {"loss": detached, **values})
 
-                detached = loss.detach()
-                _add_step(sums, detached, logits, y, step)
-                for obs in observers:
-                    obs(step, module, optimizer, {"loss": detached, **values})
-
-                done = step + 1
-                at_eval = done % config.eval_every == 0 or done == iterations
-                at_log = done % config.log_every == 0 or at_eval
-                # One process stops at once; several agree on it at a log step.
-                want_stop = stop.raised if not world.distributed else False
-                if at_log:
-                    totals = reduced()
-                    if math.isfinite(totals["bad_step"]):
+                    done = step + 1
+                    at_eval = done % config.eval_every == 0 or done == iterations
+                    at_log = done % config.log_every == 0 or at_eval
+                    # One process stops at once; several agree on it at a log step.
+                    want_stop = stop.raised if not world.distributed else False
+                    if at_log:
+                        totals = reduced()
+                        if math.isfinite(totals["bad_step"]):
+                            elapsed += time.perf_counter() - t0
+                            raise diverged(int(totals["bad_step"]))
+                        if world.distributed:
+                            flag = torch.tensor([float(stop.raised)], device=device)
+                            want_stop = bool(distributed.all_reduce_(flag, op="max").item())
+                        if bar is not None:
+                            bar.set_postfix(
+                                loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
+                                acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
+                                lr=f"{values.get('lr', float('nan')):.3g}",
+                            )
+                            bar.update(done - bar.n)
+                    if at_eval:
                         elapsed += time.perf_counter() - t0
-                        raise diverged(int(totals["bad_step"]))
-                    if world.distributed:
-                        flag = torch.tensor([float(stop.raised)], device=device)
-                        want_stop = bool(distributed.all_reduce_(flag, op="max").item())
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
-                            acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
-                            lr=f"{values.get('lr', float('nan')):.3g}",
-                        )
-                        bar.update(done - bar.n)
-                if at_eval:
-                    elapsed += time.perf_counter() - t0
-                    distributed.average_buffers_(module)
-                    rows.append(_metrics_row(pieces, step, values, totals, elapsed))
-                    for key in ("loss", "correct", "count", "steps"):
-                        sums[key].zero_()
-                    if run is not None:
-                        run.write_metrics(rows)
-                    if bar is not None:
-                        bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
-                    if done % config.checkpoint_every == 0 or done == iterations:
+                        distributed.average_buffers_(module)
+                        rows.append(_metrics_row(pieces, step, values, totals, elapsed))
+                        for key in ("loss", "correct", "count", "steps"):
+                            sums[key].zero_()
+                        if run is not None:
+                            run.write_metrics(rows)
+                        if bar is not None:
+                            bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
+                        if done % config.checkpoint_every == 0 or done == iterations:
+                            save_checkpoint(done)
+                        t0 = time.perf_counter()
+                    if want_stop:
+                        elapsed += time.perf_counter() - t0
+                        distributed.average_buffers_(module)
                         save_checkpoint(done)
-                    t0 = time.perf_counter()
-                if want_stop:
-                    elapsed += time.perf_counter() - t0
-                    distributed.average_buffers_(module)
-                    save_checkpoint(done)
-                    raise KeyboardInterrupt(
-                        f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
-                        f"Resume with --resume {RunDir(run_dir).path}."
-                    )
-    finally:
-        if bar is not None:
-            bar.close()
+                        raise Interrupted(
+                            f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
+                            f"Resume with --resume {RunDir(run_dir).path}.",
+                            signum=stop.signum,
+                        )
+        finally:
+            if bar is not None:
+                bar.close()
 
-    summary = _summary(config, rows, elapsed, status="finished", step=iterations)
-    summary["train_images"] = pieces.num_train
-    summary["world_size"] = world.world_size
-    if run is not None:
-        run.write_summary(summary)
-    return RunResult(RunDir(run_dir).path, rows, summary)
+        summary = _summary(config, rows, elapsed, status="finished", step=iterations)
+        summary["train_images"] = pieces.num_train
+        summary["world_size"] = world.world_size
+        if run is not None:
+            run.write_summary(summary)
+        return RunResult(RunDir(run_dir).path, rows, summary)
+    finally:
+        if run is not None:
+            run.close()
 
 
 def _check_state(path: Path, state: Mapping[str, Any], sums: Mapping[str, Any], iterations: int):
