@@ -496,6 +496,27 @@ CASES = [
         lambda ws: lenet(ws, "--threads 100000"),
         r"threads \(100,000\) is more than the \d+ CPU core\(s\) of this machine; choose 1\.\.\d+",
     ),
+    # -- found by the fuzzer (tests/test_fuzz.py)
+    Case(
+        "crop-pad-larger-than-an-image",
+        lambda ws: lenet(ws, "--crop-pad 100000"),
+        r"crop_pad must be 0\.\.32 pixels, got 100000",
+    ),
+    Case(
+        "seed-beyond-64-bits",
+        lambda ws: lenet(ws, "--seed 1180591620717411303424"),
+        r"seed must be an integer in 0\.\.4,294,967,295, got 1180591620717411303424\.",
+    ),
+    Case(
+        "split-seed-negative",
+        lambda ws: lenet(ws, "--split-seed -1"),
+        r"split_seed must be an integer in 0\.\.4,294,967,295, got -1\.",
+    ),
+    Case(
+        "device-meta",
+        lambda ws: lenet(ws, "--device meta"),
+        r"device 'meta' is not supported here: use auto, cpu, cuda or cuda:N\.",
+    ),
     Case(
         "config-not-utf8",
         lambda ws: (

@@ -154,8 +154,15 @@ class TrainConfig:
         if self.train_subset is not None:
             _positive_int("train_subset", self.train_subset)
             _balanced_size(self.dataset, self.train_subset)
-        if self.crop_pad < 0:
-            raise UserError(f"crop_pad must be >= 0, got {self.crop_pad}.")
+        if not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise UserError(
+                f"crop_pad must be 0..{MAX_CROP_PAD} pixels, got {self.crop_pad} "
+                "(4 is the usual CIFAR margin)."
+            )
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if not 0 <= value < 2**32:
+                raise UserError(f"{name} must be an integer in 0..{2**32 - 1:,}, got {value}.")
         if self.estimator_k is not None:
             _positive_int("estimator_k", self.estimator_k)
         if self.ghost_batch is not None:
@@ -193,6 +200,9 @@ def check_threads(threads: int) -> None:
             f"choose 1..{cores} (1 is fastest beside other work)."
         )
 
+
+# A pad-and-crop margin of more than an image's side crops mostly padding.
+MAX_CROP_PAD = 32
 
 # The largest float32: an LR or policy value above it becomes inf in the optimizer.
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -257,6 +267,9 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
+    mps = device.type == "mps" and torch.backends.mps.is_available()
+    if device.type not in ("cpu", "cuda") and not mps:  # meta, xpu...: not what the loop runs on
+        raise UserError(f"device {name!r} is not supported here: use auto, cpu, cuda or cuda:N.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"device {name!r} was requested but this machine has no usable CUDA GPU "
