@@ -498,6 +498,12 @@ CASES = [
     ),
     # -- found by the fuzzer (tests/test_fuzz.py)
     Case(
+        "val-size-not-a-multiple-of-the-classes",
+        lambda ws: lenet(ws, "--val-size 9999"),
+        r"val_size \(9,999\) must be a multiple of the 10 classes of mnist-demo .*; use 9,990 or "
+        r"10,000\.",
+    ),
+    Case(
         "crop-pad-larger-than-an-image",
         lambda ws: lenet(ws, "--crop-pad 100000"),
         r"crop_pad must be 0\.\.32 pixels, got 100000",

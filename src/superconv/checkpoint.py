@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,15 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         pickle.UnpicklingError,
         zipfile.BadZipFile,
         ValueError,
+        # the weights-only unpickler on damaged bytes (found by tests/test_fuzz.py):
+        # "pop from empty list", a bad memo key, a wrong argument type...
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        OverflowError,
+        struct.error,
     ) as exc:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_sentence(exc)}). "

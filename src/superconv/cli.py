@@ -138,14 +138,16 @@ examples:
 class _Parser(argparse.ArgumentParser):
     """argparse with "did you mean" hints for unknown choices.
 
-    Negative numbers in scientific notation (``--weight-decay -1e-4``) are read
-    as values, as ``-0.1`` is; argparse (< 3.14) took them for flags and said
-    "expected one argument".
+    Negative numbers in scientific notation (``--weight-decay -1e-4``) and ``-inf``
+    are read as values, as ``-0.1`` is (then checked like any value); argparse
+    (< 3.14) took them for flags and said "expected one argument".
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+        self._negative_number_matcher = re.compile(
+            r"^-((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)$", re.IGNORECASE
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)

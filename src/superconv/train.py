@@ -151,9 +151,11 @@ class TrainConfig:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.val_size < 0:
             raise UserError(f"val_size must be >= 0, got {self.val_size}.")
+        if self.val_size:
+            _balanced_size("val_size", self.dataset, self.val_size)
         if self.train_subset is not None:
             _positive_int("train_subset", self.train_subset)
-            _balanced_size(self.dataset, self.train_subset)
+            _balanced_size("train_subset", self.dataset, self.train_subset)
         if not 0 <= self.crop_pad <= MAX_CROP_PAD:
             raise UserError(
                 f"crop_pad must be 0..{MAX_CROP_PAD} pixels, got {self.crop_pad} "
@@ -217,8 +219,9 @@ def _float32(name: str, value: Any) -> None:
             )
 
 
-def _balanced_size(dataset: str, n: int) -> None:
-    """Refuse a class-balanced subset size that is not a multiple of the class count."""
+def _balanced_size(name: str, dataset: str, n: int) -> None:
+    """Refuse a class-balanced subset size (``train_subset``, ``val_size``) that is not a
+    multiple of the class count."""
     from superconv.data import DATASETS
 
     info = DATASETS.get(dataset)
@@ -229,7 +232,7 @@ def _balanced_size(dataset: str, n: int) -> None:
         lower, upper = n // k * k, (n // k + 1) * k
         nearest = f"{lower:,} or {upper:,}" if lower else f"{upper:,}"
         raise UserError(
-            f"train_subset ({n:,}) must be a multiple of the {k} classes of {dataset} "
+            f"{name} ({n:,}) must be a multiple of the {k} classes of {dataset} "
             f"(a class-balanced subset takes the same number of images of each class); "
             f"use {nearest}."
         )
@@ -390,7 +393,12 @@ def build(config: TrainConfig) -> Pieces:
                 f"val_size ({config.val_size}) must be smaller than the training set "
                 f"({len(train_idx)} images)."
             )
-        train_idx, val_idx = train_val_split(data.train_y, config.val_size, config.split_seed)
+        try:
+            train_idx, val_idx = train_val_split(data.train_y, config.val_size, config.split_seed)
+        except ValueError as exc:  # a class with fewer images than its share
+            raise UserError(
+                f"val_size ({config.val_size:,}): {str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
     if config.train_subset is not None:
         if config.train_subset > len(train_idx):
             raise UserError(
