@@ -323,3 +323,16 @@ def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_
     final, oracle = ckpt.load(run / "checkpoint.pt"), ckpt.load(reference / "checkpoint.pt")
     for name, tensor in oracle["model"].items():
         assert torch.equal(final["model"][name], tensor), name
+
+
+def test_a_run_recorded_with_more_threads_than_this_machine_has_resumes(
+    finished, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(finished, run)
+    config = json.loads((run / "config.json").read_text())
+    config["threads"] = (os.cpu_count() or 1) + 1  # made on a bigger machine
+    (run / "config.json").write_text(json.dumps(config))
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"The run used {config['threads']} threads; this machine has {os.cpu_count()}" in out

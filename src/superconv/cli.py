@@ -757,7 +757,14 @@ def _recorded_config(run_dir: Path) -> Any:
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{run.config_path} is unreadable ({exc}); cannot resume.") from exc
     record.pop("policy_built", None)  # written by train() beside the fields
-    return TrainConfig.from_dict(record)
+    config = TrainConfig.from_dict(record)
+    cores = os.cpu_count() or 1
+    if isinstance(config.threads, int) and config.threads > cores:
+        # Threads say where a run runs, not what it is (records.WHERE_KEYS): a run made
+        # on a bigger machine resumes here with the cores this one has.
+        _say(f"The run used {config.threads} threads; this machine has {cores}: using {cores}.")
+        config = config.replace(threads=cores)
+    return config
 
 
 def _train_plots(config: Any, run_dir: Path) -> list[Path]:
