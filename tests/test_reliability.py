@@ -325,9 +325,7 @@ def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_
         assert torch.equal(final["model"][name], tensor), name
 
 
-def test_a_run_recorded_with_more_threads_than_this_machine_has_resumes(
-    finished, tmp_path, capsys
-):
+def test_a_run_recorded_with_more_threads_than_this_machine_has_resumes(finished, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(finished, run)
     config = json.loads((run / "config.json").read_text())
