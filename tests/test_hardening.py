@@ -498,6 +498,19 @@ CASES = [
     ),
     # -- found by the fuzzer (tests/test_fuzz.py)
     Case(
+        "resume-checkpoint-whose-model-entry-is-none",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s.__setitem__("model", None)),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"{ws}/killed-run/checkpoint\.pt is incomplete or damaged: the entry 'model' is a NoneType",
+    ),
+    Case(
+        "report-metrics-row-longer-than-its-header",
+        lambda ws: report_of(ws, "metrics.csv", b"iteration,lr\n10,0.1,7\n"),
+        r"{ws}/results/row/seed0/metrics\.csv has more cells than its header on line 2",
+    ),
+    Case(
         "val-size-not-a-multiple-of-the-classes",
         lambda ws: lenet(ws, "--val-size 9999"),
         r"val_size \(9,999\) must be a multiple of the 10 classes of mnist-demo .*; use 9,990 or "

@@ -147,9 +147,19 @@ def _cell(value: Any) -> str:
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
-    """Read a CSV written by :func:`format_csv`: numbers parsed, empty cells None."""
+    """Read a CSV written by :func:`format_csv`: numbers parsed, empty cells None.
+
+    A row with more cells than the header keeps the extra ones, parsed, as a list
+    under the key ``None`` (csv.DictReader's way); readers that check rows refuse it.
+    """
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {
+                k: [_parse(x) for x in v] if isinstance(v, list) else _parse(v)
+                for k, v in row.items()
+            }
+            for row in csv.DictReader(f)
+        ]
 
 
 def _parse(text: str | None) -> float | int | str | None:

@@ -139,6 +139,8 @@ def _read_table(path: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError, csv.Error) as exc:  # ValueError: not UTF-8
         raise _damaged(path, f"is not a readable CSV ({exc})") from None
     for number, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            raise _damaged(path, f"has more cells than its header on line {number}")
         for key, value in row.items():
             if key is None or not (value is None or isinstance(value, _NUMBER)):
                 raise _damaged(

@@ -706,6 +706,7 @@ def train(
         # Read and check the checkpoint before the run folder is touched: a corrupt
         # or foreign one is refused with every file of the run left as it was.
         state = ckpt.load(checkpoint_path, map_location=device)
+        _check_state(checkpoint_path, state, _new_sums(device), config.iterations)
         ckpt.check_model_state(checkpoint_path, module, state["model"])
         ckpt.check_config(checkpoint_path, state, config.to_dict())
     user_observers = list(observers)
@@ -722,7 +723,6 @@ def train(
     if state is not None:
         # Every entry is checked and loaded before the run folder is touched: a partial
         # or malformed checkpoint is refused with every file of the run as it was.
-        _check_state(checkpoint_path, state, sums, config.iterations)
         try:
             module.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
