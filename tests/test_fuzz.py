@@ -174,6 +174,13 @@ VALUES = {
     ],  # fmt: skip
     "--resume": PATHS,
 }
+VALUES_OF_CONFIG = [
+    "model", "dataset", "data_dir", "train_subset", "val_size", "split_seed", "iterations",
+    "batch_size", "policy", "policy_params", "optimizer", "momentum", "weight_decay", "bn_maf",
+    "bn_mode", "ghost_batch", "sync_bn", "dropout", "flip", "crop_pad", "normalize", "seed",
+    "eval_every", "log_every", "checkpoint_every", "eval_batch_size", "estimator_k", "device",
+    "precision", "channels_last", "compile", "deterministic", "threads", "bogus_key",
+]  # fmt: skip
 SWITCHES = ["--flip", "--no-flip", "--channels-last", "--no-channels-last", "--deterministic",
             "--no-deterministic", "--sync-bn", "--bogus", "--iteration", "-x"]  # fmt: skip
 PATH_FLAGS = {"--data-dir", "--out", "--config", "--resume"}
@@ -275,6 +282,34 @@ def test_the_fuzzer_reaches_both_outcomes_and_a_cli_bug_would_fail_it(ws, monkey
         check_outcome(1, "superconv: error: unexpected ZeroDivisionError: ...", [])
     with pytest.raises(AssertionError):
         check_outcome(2, "Traceback (most recent call last):\nsuperconv: error: x", [])
+
+
+ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.floats(), st.integers(-5, 5)), max_size=3),
+    st.dictionaries(st.text(max_size=6), st.one_of(st.floats(), st.integers(), st.text(max_size=4)),
+                    max_size=3),
+)  # fmt: skip
+
+
+@examples(ci=300, long=20000)
+@given(st.dictionaries(st.sampled_from(sorted(VALUES_OF_CONFIG)), ANY_VALUE, max_size=6))
+def test_fuzz_train_config(fields):
+    """TrainConfig.from_dict + the command line's early checks (validate, the policy, the
+    model's name) on random values of random types: a config, or a UserError; nothing
+    else. (A TOML file or config.json reaches TrainConfig this way.)"""
+    from superconv.cli import _check_early
+    from superconv.train import TrainConfig
+
+    try:
+        config = TrainConfig.from_dict({"model": "lenet", "dataset": "mnist-demo", **fields})
+        _check_early(config)
+    except UserError as exc:
+        assert str(exc).strip(), fields
 
 
 # ----------------------------------------------------------------------------- the readers
