@@ -408,9 +408,14 @@ def _edit(state: dict, entry: str, value: object, remove: bool) -> None:
     *parents, last = entry.split(".")
     target = state
     for key in parents:
-        target = target[int(key)] if isinstance(target, list) else target.get(key)
-        if target is None:
+        if isinstance(target, list):
+            target = target[int(key)] if len(target) > int(key) else None
+        elif isinstance(target, dict):
+            target = target.get(key)
+        else:
             return
+    if not isinstance(target, (list, dict)):
+        return  # an earlier edit replaced the parent: nothing left to edit
     if isinstance(target, list):
         if remove:
             target.pop(int(last)) if target else None
