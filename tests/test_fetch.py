@@ -179,7 +179,8 @@ def test_checksum_mismatch_is_a_clear_error_and_leaves_no_file(server, cifar_arc
             checksums={"cifar-10-binary.tar.gz": "0" * 32},
             progress=False,
         )
-    assert list(data_dir.iterdir()) == []  # neither the archive nor its .part
+    # neither the archive nor its .part, nor the folder this call made for them
+    assert not data_dir.exists()
 
 
 def test_http_404_is_a_clear_error(server, tmp_path):
@@ -191,6 +192,34 @@ def test_unreachable_server_is_a_clear_error(tmp_path):
     # Port 9 on the loopback interface: nothing listens there (connection refused).
     with pytest.raises(DataError, match="cannot download .*needs network access"):
         fetch("mnist", tmp_path / "data", url_base="http://127.0.0.1:9/", progress=False, timeout=5)
+
+
+def test_a_failed_fetch_leaves_no_empty_folder_behind(tmp_path, capsys):
+    data_dir = tmp_path / "new" / "data"
+    code = main(
+        ["data", "fetch", "mnist", "--data-dir", str(data_dir), "--url-base", "http://127.0.0.1:9/",
+         "--no-progress"]
+    )  # fmt: skip
+    assert code == 2
+    assert "cannot download" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # new/, new/data/ and new/data/mnist/ removed again
+    # a folder that was there before stays
+    (tmp_path / "kept").mkdir()
+    assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path / "kept"),
+                 "--url-base", "http://127.0.0.1:9/", "--no-progress"]) == 2  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_fetch_into_a_data_dir_that_is_a_file_says_so(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert main(["data", "fetch", "mnist", "--data-dir", str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"cannot create the data folder {tmp_path / 'file' / 'mnist'}: {tmp_path / 'file'} is a "
+        "file, not a folder. Point --data-dir" in err
+    )
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_url_base_from_the_environment_and_idx_files_kept_as_they_are(

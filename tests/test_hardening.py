@@ -179,6 +179,23 @@ def swap_checkpoint_model(run: Path) -> None:
     ckpt.save(run / "checkpoint.pt", state)
 
 
+def edit_checkpoint(run: Path, change: Callable[[dict], object]) -> None:
+    """Rewrite ``run``'s checkpoint with ``change`` applied to its state (a partial entry)."""
+    state = ckpt.load(run / "checkpoint.pt")
+    state.pop("format_version")
+    change(state)
+    ckpt.save(run / "checkpoint.pt", state)
+
+
+def report_of(ws: Path, name: str, data: bytes) -> list[str]:
+    """``superconv report`` of a results folder holding a copy of the finished run whose
+    ``name`` holds ``data``."""
+    seed0 = ws / "results" / "row" / "seed0"
+    shutil.copytree(ws / "finished-run", seed0)
+    (seed0 / name).write_bytes(data)
+    return ["report", str(ws / "results")]
+
+
 # ----------------------------------------------------------------------------- the matrix
 @dataclass(frozen=True)
 class Case:
@@ -435,6 +452,176 @@ CASES = [
         marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA"),
         id="cuda-without-a-gpu",
     ),
+    # -- round 2 (issue 24): each of these once ended in a traceback, exit 1 or a signal
+    Case(
+        "ghost-batch-zero",
+        lambda ws: lenet(ws, "--ghost-batch 0"),
+        r"ghost_batch must be an integer >= 1, got 0\.",
+    ),
+    Case(
+        "ghost-batch-negative",
+        lambda ws: lenet(ws, "--ghost-batch -16"),
+        r"ghost_batch must be an integer >= 1, got -16\.",
+    ),
+    Case(
+        "train-subset-not-a-multiple-of-the-classes",
+        lambda ws: lenet(ws, "--train-subset 5"),
+        r"train_subset \(5\) must be a multiple of the 10 classes of mnist-demo .*; use 10\.",
+    ),
+    Case(
+        "train-subset-names-the-nearest-sizes",
+        lambda ws: lenet(ws, "--train-subset 995"),
+        r"train_subset \(995\) must be a multiple of the 10 classes .*; use 990 or 1,000\.",
+    ),
+    Case(
+        "max-lr-overflows-float32",
+        lambda ws: lenet(ws, "--policy one_cycle --policy-param max_lr=1e308"),
+        r"policy parameter max_lr \(1e\+308\) overflows float32 \(largest 3\.403e\+38\); "
+        r"choose a smaller value",
+    ),
+    Case(
+        "policy-value-overflows-float32",
+        lambda ws: lenet(
+            ws, "--policy one_cycle --policy-param max_lr=1e38 --policy-param div=1e-10"
+        ),
+        r"the policy's lr at iteration 0 is 1e\+48, which is not a finite float32",
+    ),
+    Case(
+        "weight-decay-overflows-float32",
+        lambda ws: lenet(ws, "--weight-decay 1e300"),
+        r"weight_decay \(1e\+300\) overflows float32",
+    ),
+    Case(
+        "threads-beyond-the-machine",
+        lambda ws: lenet(ws, "--threads 100000"),
+        r"threads \(100,000\) is more than the \d+ CPU core\(s\) of this machine; choose 1\.\.\d+",
+    ),
+    # -- found by the fuzzer (tests/test_fuzz.py)
+    Case(
+        "resume-checkpoint-whose-model-entry-is-none",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s.__setitem__("model", None)),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"{ws}/killed-run/checkpoint\.pt is incomplete or damaged: the entry 'model' is a NoneType",
+    ),
+    Case(
+        "report-metrics-row-longer-than-its-header",
+        lambda ws: report_of(ws, "metrics.csv", b"iteration,lr\n10,0.1,7\n"),
+        r"{ws}/results/row/seed0/metrics\.csv has more cells than its header on line 2",
+    ),
+    Case(
+        "val-size-not-a-multiple-of-the-classes",
+        lambda ws: lenet(ws, "--val-size 9999"),
+        r"val_size \(9,999\) must be a multiple of the 10 classes of mnist-demo .*; use 9,990 or "
+        r"10,000\.",
+    ),
+    Case(
+        "crop-pad-larger-than-an-image",
+        lambda ws: lenet(ws, "--crop-pad 100000"),
+        r"crop_pad must be 0\.\.32 pixels, got 100000",
+    ),
+    Case(
+        "seed-beyond-64-bits",
+        lambda ws: lenet(ws, "--seed 1180591620717411303424"),
+        r"seed must be an integer in 0\.\.4,294,967,295, got 1180591620717411303424\.",
+    ),
+    Case(
+        "split-seed-negative",
+        lambda ws: lenet(ws, "--split-seed -1"),
+        r"split_seed must be an integer in 0\.\.4,294,967,295, got -1\.",
+    ),
+    Case(
+        "device-meta",
+        lambda ws: lenet(ws, "--device meta"),
+        r"device 'meta' is not supported here: use auto, cpu, cuda or cuda:N\.",
+    ),
+    Case(
+        "config-not-utf8",
+        lambda ws: (
+            (ws / "latin1.toml").write_bytes("# caf\u00e9\nseed = 1\n".encode("latin-1")),
+            new_run(ws, "--config", str(ws / "latin1.toml")),
+        )[-1],
+        r"{ws}/latin1\.toml is not UTF-8 text \(byte 0xe9 at offset 5\); TOML files are UTF-8",
+    ),
+    Case(
+        "data-dir-is-a-file",
+        lambda ws: new_run(
+            ws, *TINY, "--dataset", "mnist", "--data-dir", str(ws / "finished-run" / "config.json")
+        ),
+        r"mnist was not found: the data folder {ws}/finished-run/config\.json is a file, not a "
+        r"folder\. Point --data-dir",
+    ),
+    Case(
+        "resume-checkpoint-without-sums",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s.pop("sums")),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"{ws}/killed-run/checkpoint\.pt is incomplete or damaged: the entry 'sums' is missing",
+    ),
+    Case(
+        "resume-checkpoint-without-rng",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s.pop("rng")),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"{ws}/killed-run/checkpoint\.pt is incomplete or damaged: the entry 'rng' is missing",
+    ),
+    Case(
+        "resume-checkpoint-with-a-partial-sums-entry",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s["sums"].pop("bad_step")),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"checkpoint\.pt is incomplete or damaged: the loss sums \('sums'\) entry 'bad_step'",
+    ),
+    Case(
+        "resume-checkpoint-with-a-malformed-optimizer-state",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s["optimizer"]["param_groups"].clear()),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"{ws}/killed-run/checkpoint\.pt holds a malformed run state \(ValueError: .*parameter "
+        r"groups\)",
+    ),
+    Case(
+        "resume-checkpoint-with-a-step-past-the-end",
+        lambda ws: (
+            edit_checkpoint(ws / "killed-run", lambda s: s.__setitem__("step", 10**6)),
+            resume(ws / "killed-run"),
+        )[-1],
+        r"checkpoint\.pt is incomplete or damaged: the step \(1000000\) is outside 0\.\.30",
+    ),
+    Case(
+        "report-config-of-the-wrong-shape",
+        lambda ws: report_of(ws, "config.json", b"[1, 2, 3]\n"),
+        r"{ws}/results/row/seed0/config\.json holds a JSON list, not an object; the run "
+        r"directory {ws}/results/row/seed0 is damaged\. Delete that run directory",
+    ),
+    Case(
+        "report-summary-garbage",
+        lambda ws: report_of(ws, "summary.json", b"\x00\xffgarbage"),
+        r"{ws}/results/row/seed0/summary\.json is not valid JSON \(.*\); the run directory",
+    ),
+    Case(
+        "report-summary-wrong-field-type",
+        lambda ws: report_of(
+            ws, "summary.json", b'{"status": "finished", "final_test_acc": "high"}'
+        ),
+        r"{ws}/results/row/seed0/summary\.json has final_test_acc = 'high' \(str\)",
+    ),
+    Case(
+        "report-metrics-garbage",
+        lambda ws: report_of(ws, "metrics.csv", b"iteration,lr,test_acc\n10,abc,xyz\n"),
+        r"{ws}/results/row/seed0/metrics\.csv has 'abc' in column 'lr' on line 2, where numbers "
+        r"belong",
+    ),
+    Case(
+        "report-metrics-not-utf8",
+        lambda ws: report_of(ws, "metrics.csv", b"iteration\n\xff\xfe\n"),
+        r"{ws}/results/row/seed0/metrics\.csv is not a readable CSV \(.*utf-8.*\)",
+    ),
     # -- the LR range test
     Case(
         "lr-find-end-below-start",
@@ -650,7 +837,7 @@ REVIEWED_WRITERS = {
     ("fetch.py", "extract_tar", "tempfile.mkdtemp"): "extraction into a temporary folder ...",
     ("fetch.py", "extract_tar", "tar.extractall"): "... of checked members (data filter) ...",
     ("fetch.py", "extract_tar", "os.replace"): "... each file then renamed into place",
-    ("experiments.py", "run_claim", "open"): "an empty lock file for flock: nothing is written",
+    ("records.py", "acquire", "open"): "the lock file for flock, in append mode: never truncated",
     ("integrations/tensorboard.py", "_open_writer", "SummaryWriter"): "TensorBoard's own event "
     "writer (issue 25: through torch's SummaryWriter, not a hand-written one)",
 }

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from superconv.errors import CheckpointError
-from superconv.records import atomic_write_bytes
+from superconv.records import WHERE_KEYS, atomic_write_bytes
 
 FORMAT_VERSION = 1
 
@@ -54,6 +55,15 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> d
         pickle.UnpicklingError,
         zipfile.BadZipFile,
         ValueError,
+        # the weights-only unpickler on damaged bytes (found by tests/test_fuzz.py):
+        # "pop from empty list", a bad memo key, a wrong argument type...
+        IndexError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        UnicodeDecodeError,
+        OverflowError,
+        struct.error,
     ) as exc:
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({type(exc).__name__}: {_first_sentence(exc)}). "
@@ -110,7 +120,11 @@ def check_config(path: str | os.PathLike, state: dict, config: dict) -> None:
         return json.loads(json.dumps(value))
 
     recorded, config = plain(recorded), plain(config)
-    differ = sorted(k for k in set(recorded) | set(config) if recorded.get(k) != config.get(k))
+    differ = sorted(  # where a run reads its data and runs (WHERE_KEYS) is not what it is
+        k
+        for k in set(recorded) | set(config)
+        if k not in WHERE_KEYS and recorded.get(k) != config.get(k)
+    )
     if differ:
         raise CheckpointError(
             f"{path} was written by a different run (differs in: {', '.join(differ)}). "

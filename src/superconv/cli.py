@@ -13,9 +13,9 @@
 :func:`main` returns the exit code; the console script (``superconv =
 "superconv.cli:main"``) hands it to ``sys.exit``. Exit codes: 0 done, 2 a user
 error (bad flag or value, missing data, unusable output folder; argparse's
-own code for bad flags), 3 the training loss diverged, 130 interrupted (after
-the run saved a checkpoint), 1 anything unexpected (traceback with ``--debug``
-or ``SUPERCONV_DEBUG=1``). Errors go to stderr as ``superconv: error: ...``.
+own code for bad flags), 3 the training loss diverged, 130 interrupted by Ctrl-C
+and 143 by SIGTERM (a run saves a checkpoint first), 1 anything unexpected
+(traceback with ``--debug`` or ``SUPERCONV_DEBUG=1``). Errors go to stderr as ``superconv: error: ...``.
 
 The ``train`` flags are generated from :class:`~superconv.train.TrainConfig`'s
 fields (litgpt's way: the CLI follows the typed signature), so every field is
@@ -25,10 +25,12 @@ reachable and none can drift; :data:`FIELD_HELP` holds their descriptions.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
@@ -42,6 +44,7 @@ from superconv.errors import (
     EXIT_INTERRUPTED,
     EXIT_USER_ERROR,
     DivergenceError,
+    Interrupted,
     RunDirError,
     UserError,
     did_you_mean,
@@ -154,14 +157,16 @@ examples:
 class _Parser(argparse.ArgumentParser):
     """argparse with "did you mean" hints for unknown choices.
 
-    Negative numbers in scientific notation (``--weight-decay -1e-4``) are read
-    as values, as ``-0.1`` is; argparse (< 3.14) took them for flags and said
-    "expected one argument".
+    Negative numbers in scientific notation (``--weight-decay -1e-4``) and ``-inf``
+    are read as values, as ``-0.1`` is (then checked like any value); argparse
+    (< 3.14) took them for flags and said "expected one argument".
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._negative_number_matcher = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+        self._negative_number_matcher = re.compile(
+            r"^-((\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|inf|infinity|nan)$", re.IGNORECASE
+        )
 
     def error(self, message: str) -> None:  # type: ignore[override]
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
@@ -554,6 +559,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help, --version (0) and bad flags (2)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     debug = getattr(args, "debug", False) or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    with _sigterm_as_interrupt():
+        return _run(args, debug)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises :class:`Interrupted` (exit 143) like Ctrl-C raises KeyboardInterrupt,
+    so a command stopped by a scheduler or ``kill`` ends as cleanly as one stopped by
+    Ctrl-C (the training loop takes the signal over and checkpoints first)."""
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise Interrupted("terminated (SIGTERM)", signum=signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return int(args.handler(args) or 0)
     except DivergenceError as exc:
@@ -564,10 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         print(f"superconv: interrupted{f': {exc}' if str(exc) else ''}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return getattr(exc, "exit_code", EXIT_INTERRUPTED)  # 143 after SIGTERM
     except OSError as exc:  # a file or folder the user pointed at: unreadable, full disk...
         where = f" ({exc.filename})" if exc.filename else ""
-        return _fail(f"{exc.strerror or exc}{where}.", EXIT_USER_ERROR, debug)
+        return _fail(f"{exc.strerror or exc}{where}.{_os_advice(exc)}", EXIT_USER_ERROR, debug)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a short message
         return _fail(
             f"unexpected {type(exc).__name__}: {exc}. This is a bug; please report it with "
@@ -575,6 +605,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             1,
             debug,
         )
+
+
+def _os_advice(exc: OSError) -> str:
+    """What to do about an OS error at a write (files are written atomically, so the
+    previous version of the file named is intact)."""
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (
+            " The disk is full: free space there (or choose another folder), then run the "
+            "same command again; files written before are intact (a run continues from its "
+            "last checkpoint with --resume RUN_DIR)."
+        )
+    if exc.errno == errno.EIO:
+        return (
+            " The disk failed to read or write: check it (dmesg), then run the same command "
+            "again; files written before are intact (a run continues with --resume RUN_DIR)."
+        )
+    if exc.errno == errno.EROFS:
+        return " The file system is read-only: choose a folder you can write to."
+    return ""
 
 
 def _fail(message: str, code: int, debug: bool) -> int:
@@ -611,6 +662,11 @@ def read_toml(path: str | os.PathLike) -> dict[str, Any]:
         raise UserError(f"config file {path} is a folder; give a .toml file.") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path} is not valid TOML: {exc}.") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "TOML files are UTF-8: save it as UTF-8."
+        ) from None
 
 
 def config_from_args(
@@ -796,7 +852,14 @@ def _recorded_config(run_dir: Path) -> Any:
     except (OSError, ValueError) as exc:
         raise RunDirError(f"{run.config_path} is unreadable ({exc}); cannot resume.") from exc
     record.pop("policy_built", None)  # written by train() beside the fields
-    return TrainConfig.from_dict(record)
+    config = TrainConfig.from_dict(record)
+    cores = os.cpu_count() or 1
+    if isinstance(config.threads, int) and config.threads > cores:
+        # Threads say where a run runs, not what it is (records.WHERE_KEYS): a run made
+        # on a bigger machine resumes here with the cores this one has.
+        _say(f"The run used {config.threads} threads; this machine has {cores}: using {cores}.")
+        config = config.replace(threads=cores)
+    return config
 
 
 def _train_plots(config: Any, run_dir: Path) -> list[Path]:

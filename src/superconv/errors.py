@@ -10,7 +10,8 @@ from __future__ import annotations
 
 EXIT_USER_ERROR = 2
 EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
+EXIT_TERMINATED = 143  # 128 + SIGTERM (what schedulers and `kill` send)
 
 
 class SuperconvError(Exception):
@@ -54,3 +55,16 @@ def did_you_mean(word: object, options, *, cutoff: float = 0.6) -> str:
 
     close = difflib.get_close_matches(str(word), list(options), n=1, cutoff=cutoff)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by a signal (SIGINT: Ctrl-C, or SIGTERM) after saving a checkpoint.
+
+    ``exit_code`` is the shell's convention, 128 + the signal's number: 130 for
+    SIGINT, 143 for SIGTERM.
+    """
+
+    def __init__(self, message: str, *, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + int(signum)

@@ -1380,10 +1380,10 @@ def reproduce(
     """
     import torch
 
-    from superconv.train import _positive_int
+    from superconv.train import check_threads
 
     if threads is not None:
-        _positive_int("threads", threads)
+        check_threads(threads)
     saved_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -1564,30 +1564,18 @@ def run_claim(path: Path, *, wait: bool = False) -> Iterator[bool]:
 
     Several ``reproduce`` calls may work on one results folder at once (the README
     splits rows between background processes with ``--only``, and rows share their
-    sweeps), so each run is claimed with an OS file lock on ``.<seedK>.lock`` beside
-    it. A claimed run is skipped by the others (``wait=False``) or waited for
-    (``wait=True``). The OS drops the lock when its process ends, even on SIGKILL,
-    so a killed run is never left locked. The lock file stays (deleting it would
-    race with another process opening it); it holds nothing. Where ``fcntl`` is
-    missing (Windows) every claim succeeds: run one process per results folder.
+    sweeps), so each run is claimed with :func:`superconv.records.claim`, an OS file
+    lock on ``.<seedK>.lock`` beside it holding the claimer's pid. A claimed run is
+    skipped by the others (``wait=False``) or waited for (``wait=True``). The OS drops
+    the lock when its process ends, even on SIGKILL, so a killed run is never left
+    locked. The lock file stays, emptied (deleting it would race with another process
+    opening it). (``train`` itself locks the run folder with ``RUN/.lock``.)
     """
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX
-        yield True
-        return
+    from superconv.records import claim
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.parent / f".{path.name}.lock"
-    with open(lock, "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with claim(path.parent / f".{path.name}.lock", wait=wait) as mine:
+        yield mine
 
 
 def _run_claimed(job: _Job, values, overrides, progress: bool, label: str) -> None:

@@ -150,21 +150,38 @@ def fetch(
     source = SOURCES[name]
     root = locate_data_dir(data_dir)
     folder = root / source.folder if source.folder else root
+    # The folders this call makes (from the first missing one down): removed again,
+    # if still empty, when the download fails, so a failed fetch leaves nothing behind.
+    made = [p for p in (folder, *folder.parents) if not p.exists()]
     _make_folder(folder)
     base = url_base or os.environ.get(URL_BASE_ENV) or source.url_base
     base = base if base.endswith("/") else base + "/"
-    for file_name, md5 in source.files:
-        expected = (checksums or {}).get(file_name, md5)
-        path = download(
-            base + file_name, folder / file_name, expected, progress=progress, timeout=timeout
-        )
-        if source.archive:
-            extract_tar(path, root)
-            path.unlink()  # extracted and no longer needed (the data set is ~160 MB)
+    try:
+        for file_name, md5 in source.files:
+            expected = (checksums or {}).get(file_name, md5)
+            path = download(
+                base + file_name, folder / file_name, expected, progress=progress, timeout=timeout
+            )
+            if source.archive:
+                extract_tar(path, root)
+                path.unlink()  # extracted and no longer needed (the data set is ~160 MB)
+    except BaseException:
+        for empty in made:  # deepest first; a folder holding a .part (resumable) stays
+            try:
+                empty.rmdir()
+            except OSError:
+                break
+        raise
     return root
 
 
 def _make_folder(folder: Path) -> None:
+    blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DataError(
+            f"cannot create the data folder {folder}: {blocker} is a file, not a folder. "
+            "Point --data-dir (or $SUPERCONV_DATA) at a folder."
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

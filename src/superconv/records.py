@@ -16,6 +16,7 @@ leaves a half file that a later read would trust.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,7 +26,7 @@ import platform
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ ENV_FILE = "env.json"
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+# The run folder's lock: an OS lock (flock) on this file, the holder's pid written in it.
+LOCK_FILE = ".lock"
 
 
 # ----------------------------------------------------------------------------- atomic writes
@@ -144,9 +147,19 @@ def _cell(value: Any) -> str:
 
 
 def read_csv(path: str | os.PathLike) -> list[dict[str, float | int | None]]:
-    """Read a CSV written by :func:`format_csv`: numbers parsed, empty cells None."""
+    """Read a CSV written by :func:`format_csv`: numbers parsed, empty cells None.
+
+    A row with more cells than the header keeps the extra ones, parsed, as a list
+    under the key ``None`` (csv.DictReader's way); readers that check rows refuse it.
+    """
     with open(path, newline="", encoding="utf-8") as f:
-        return [{k: _parse(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        return [
+            {
+                k: [_parse(x) for x in v] if isinstance(v, list) else _parse(v)
+                for k, v in row.items()
+            }
+            for row in csv.DictReader(f)
+        ]
 
 
 def _parse(text: str | None) -> float | int | str | None:
@@ -228,6 +241,104 @@ def environment(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
     return env
 
 
+# ----------------------------------------------------------------------------- locks
+class FileLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``path``, the holder's pid written in it.
+
+    The OS drops the lock when its process ends, even on SIGKILL: a lock file left
+    by a killed process (its pid still in it) is stale, and the next
+    :meth:`acquire` takes it over. The lock file itself stays (deleting it would
+    race with another process opening it); it is emptied on :meth:`release`.
+    Where ``fcntl`` is missing (Windows) every acquire succeeds: run one process
+    per folder there.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._handle: Any = None
+        self._marked = False
+        self.taken_over: int | None = None  # the pid of a dead holder whose lock was taken
+
+    @property
+    def held(self) -> bool:
+        return self._handle is not None
+
+    def acquire(self, *, wait: bool = False) -> bool:
+        """Take the lock (creating the file); False if another holds it and not ``wait``."""
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return True
+        if self.held:
+            return True
+        handle = open(self.path, "a+b")  # never truncates: the holder's pid stays readable
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            return False
+        except BaseException:
+            handle.close()
+            raise
+        self._handle = handle
+        self.taken_over = self.holder()  # a pid still written there: its process is gone
+        return True
+
+    def mark(self) -> None:
+        """Write this process's pid into the held lock file (for :meth:`holder`)."""
+        if self._handle is None:
+            return
+        fd = self._handle.fileno()
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # O_APPEND: at the start of the empty file
+        self._marked = True
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file, or None (empty, unreadable, no file)."""
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def release(self) -> None:
+        """Empty the lock file (if this process wrote its pid) and drop the lock."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            if self._marked:
+                os.ftruncate(handle.fileno(), 0)
+        finally:
+            self._marked = False
+            handle.close()  # closing the file drops the flock
+
+
+@contextlib.contextmanager
+def claim(path: str | os.PathLike, *, wait: bool = False) -> Iterator[bool]:
+    """Hold :class:`FileLock` ``path`` for the block: yields True if this process got it
+    (with its pid written in the file), False if another process holds it (``wait=False``)."""
+    lock = FileLock(path)
+    if not lock.acquire(wait=wait):
+        yield False
+        return
+    try:
+        lock.mark()
+        yield True
+    finally:
+        lock.release()
+
+
+def busy_message(folder: Path, lock: FileLock) -> str:
+    pid = lock.holder()
+    who = f"process {pid}" if pid is not None else "another process"
+    return (
+        f"{folder} is in use: {who} is running a run there (it holds {lock.path}). "
+        f"Wait for it to end or stop it (kill {pid if pid is not None else 'PID'}), then "
+        f"resume with --resume {folder}; or choose another output folder."
+    )
+
+
 # ----------------------------------------------------------------------------- run directory
 class RunDir:
     """The files of one run. The only code that writes them (checkpoints aside).
@@ -239,6 +350,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._lock: FileLock | None = None
 
     # -- files
     @property
@@ -266,8 +378,14 @@ class RunDir:
         env: Mapping[str, Any],
         *,
         resume: bool = False,
+        lock: bool = False,
     ) -> RunDir:
-        """Create ``path`` for a new run, or check it holds this run when resuming."""
+        """Create ``path`` for a new run, or check it holds this run when resuming.
+
+        ``lock``: hold the folder's :data:`LOCK_FILE` until :meth:`close` (``train``
+        does): a folder another live process holds is refused naming its pid, and
+        nothing in it is touched, its temporary files included.
+        """
         run = cls(path)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -281,6 +399,41 @@ class RunDir:
                 f"the output folder {run.path} is not writable. "
                 "Choose a folder you can write to (--out)."
             )
+        held = FileLock(run.path / LOCK_FILE) if lock else None
+        # A lock file there: a run may be going on. Ask first (opening the file changes
+        # nothing), so a live run is named as such whatever else is wrong.
+        if held is not None and held.path.exists() and not held.acquire():
+            raise RunDirError(busy_message(run.path, held))
+        try:
+            run._check(config, resume)
+            if held is not None:
+                if not held.acquire():
+                    raise RunDirError(busy_message(run.path, held))
+                held.mark()
+            # Temporary files of a write that a crash interrupted: never read, now removed.
+            # Only here, in a folder known to hold this run (or none), and under its lock
+            # when locked: in another run's folder they may belong to a process still writing.
+            for stale in run.path.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
+            if not run.config_path.exists():
+                atomic_write_json(run.config_path, _json_safe(dict(config)))
+            atomic_write_json(run.path / ENV_FILE, env)
+        except BaseException:
+            if held is not None:
+                held.release()
+            raise
+        run._lock = held
+        return run
+
+    def close(self) -> None:
+        """Release the folder's lock (if :meth:`open` took it)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def _check(self, config: Mapping[str, Any], resume: bool) -> None:
+        """Refuse a folder that holds another run, or results without their config."""
+        run = self
         config = _json_safe(dict(config))
         if run.config_path.exists():
             try:
@@ -322,15 +475,6 @@ class RunDir:
                     f"{run.path} holds {', '.join(orphans)} but no {CONFIG_FILE}: the files of "
                     "another run, which a new run would overwrite. Choose another output folder."
                 )
-        # Temporary files of a write that a crash interrupted: never read, now removed.
-        # Only here, in a folder known to hold this run (or none): in another run's
-        # folder they may belong to a process still writing.
-        for stale in run.path.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
-        if not run.config_path.exists():
-            atomic_write_json(run.config_path, config)
-        atomic_write_json(run.path / ENV_FILE, env)
-        return run
 
     # -- metrics
     def write_metrics(self, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -21,9 +21,11 @@ are reported as such, never averaged in.
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,21 +63,37 @@ class RunRecord:
 
 
 def read_run(path: str | Path) -> RunRecord:
-    """Read one run directory ``.../<row>/seed<k>/``."""
+    """Read one run directory ``.../<row>/seed<k>/``.
+
+    Every file is checked as it is read: a damaged one (not JSON, a JSON value of
+    the wrong shape, a CSV with text where numbers belong) is a :class:`UserError`
+    naming the file and what is wrong with it.
+    """
     path = Path(path)
     match = _SEED_DIR.fullmatch(path.name)
     config = _read_json(path / "config.json")
     if config is None:
         raise UserError(f"{path} is not a run directory: it has no config.json.")
+    _check_fields(path / "config.json", config, _CONFIG_TYPES)
+    summary = _read_json(path / "summary.json")
+    if summary is not None:
+        _check_fields(path / "summary.json", summary, _SUMMARY_TYPES)
     return RunRecord(
         path=path,
         row=path.parent.name,
         seed=int(match.group(1)) if match else int(config.get("seed", 0)),
         config=config,
-        summary=_read_json(path / "summary.json"),
-        metrics=read_csv(path / "metrics.csv") if (path / "metrics.csv").exists() else [],
-        estimates=read_csv(path / "estimates.csv") if (path / "estimates.csv").exists() else [],
+        summary=summary,
+        metrics=_read_table(path / "metrics.csv"),
+        estimates=_read_table(path / "estimates.csv"),
         range_test=_read_json(path / "range_test.json"),
+    )
+
+
+def _damaged(path: Path, why: str) -> UserError:
+    return UserError(
+        f"{path} {why}; the run directory {path.parent} is damaged. Delete that run "
+        "directory (reproduce runs it again) or restore the file, then report again."
     )
 
 
@@ -83,9 +101,54 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); the run directory is damaged.") from exc
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
+        raise _damaged(path, f"is not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise _damaged(path, f"holds a JSON {type(obj).__name__}, not an object")
+    return obj
+
+
+_NUMBER = (int, float)
+# The fields the report reads from config.json and summary.json, with their types
+# (None is allowed for every one: a field may be absent or null).
+_CONFIG_TYPES = {
+    "seed": int, "iterations": int, "batch_size": int, "train_subset": int, "model": str,
+    "dataset": str, "policy": str, "policy_params": dict, "val_size": int,
+}  # fmt: skip
+_SUMMARY_TYPES = {
+    "status": str, "iterations": _NUMBER, "final_test_acc": _NUMBER, "final_test_loss": _NUMBER,
+    "final_val_acc": _NUMBER, "final_train_loss": _NUMBER, "best_test_acc": _NUMBER,
+    "wall_time": _NUMBER, "train_images": _NUMBER, "diverged_lr": _NUMBER,
+}  # fmt: skip
+
+
+def _check_fields(path: Path, obj: dict[str, Any], types: dict[str, Any]) -> None:
+    for key, kind in types.items():
+        value = obj.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+            raise _damaged(path, f"has {key} = {value!r} ({type(value).__name__})")
+
+
+def _read_table(path: Path) -> list[dict[str, Any]]:
+    """A CSV of the run (metrics.csv, estimates.csv): numbers or empty cells only."""
+    if not path.exists():
+        return []
+    try:
+        rows = read_csv(path)
+    except (OSError, ValueError, csv.Error) as exc:  # ValueError: not UTF-8
+        raise _damaged(path, f"is not a readable CSV ({exc})") from None
+    for number, row in enumerate(rows, start=2):  # line 1 is the header
+        if None in row:
+            raise _damaged(path, f"has more cells than its header on line {number}")
+        for key, value in row.items():
+            if key is None or not (value is None or isinstance(value, _NUMBER)):
+                raise _damaged(
+                    path, f"has {value!r} in column {key!r} on line {number}, where numbers belong"
+                )
+        if not isinstance(row.get("iteration"), int):
+            raise _damaged(path, f"has no integer iteration on line {number}")
+    return rows
 
 
 def scan(results_dir: str | Path) -> dict[str, list[RunRecord]]:
@@ -223,7 +286,17 @@ def write_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     out = Path(out) if out is not None else root / REPORT_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = out.parent / PLOTS_DIR
+    made = not plots.exists()
     plots.mkdir(exist_ok=True)
+    try:
+        return _write_report(root, out, rows, ctx, plots)
+    except BaseException:
+        if made:  # a report that failed half-way leaves no partial plots/ behind
+            shutil.rmtree(plots, ignore_errors=True)
+        raise
+
+
+def _write_report(root: Path, out: Path, rows, ctx: _Context, plots: Path) -> Path:
 
     lay = _layout(root, rows, ctx)
     steps, sweeps, planned_tests, planned_rows = lay.steps, lay.sweeps, lay.tests, lay.planned

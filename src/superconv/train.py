@@ -34,7 +34,13 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
-from superconv.errors import DivergenceError, UserError, did_you_mean
+from superconv.errors import (
+    CheckpointError,
+    DivergenceError,
+    Interrupted,
+    UserError,
+    did_you_mean,
+)
 from superconv.records import RunDir, environment
 from superconv.schedules import apply, build_policy, policy_to_dict
 
@@ -145,12 +151,24 @@ class TrainConfig:
             raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
         if self.val_size < 0:
             raise UserError(f"val_size must be >= 0, got {self.val_size}.")
+        if self.val_size:
+            _balanced_size("val_size", self.dataset, self.val_size)
         if self.train_subset is not None:
             _positive_int("train_subset", self.train_subset)
-        if self.crop_pad < 0:
-            raise UserError(f"crop_pad must be >= 0, got {self.crop_pad}.")
+            _balanced_size("train_subset", self.dataset, self.train_subset)
+        if not 0 <= self.crop_pad <= MAX_CROP_PAD:
+            raise UserError(
+                f"crop_pad must be 0..{MAX_CROP_PAD} pixels, got {self.crop_pad} "
+                "(4 is the usual CIFAR margin)."
+            )
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if not 0 <= value < 2**32:
+                raise UserError(f"{name} must be an integer in 0..{2**32 - 1:,}, got {value}.")
         if self.estimator_k is not None:
             _positive_int("estimator_k", self.estimator_k)
+        if self.ghost_batch is not None:
+            _positive_int("ghost_batch", self.ghost_batch)
         if self.ghost_batch is not None and self.batch_size % self.ghost_batch:
             raise UserError(
                 f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."
@@ -160,13 +178,64 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise UserError(_unknown("precision", self.precision, PRECISIONS))
         if self.threads is not None:
-            _positive_int("threads", self.threads)
+            check_threads(self.threads)
+        for name in ("momentum", "weight_decay", "bn_maf", "dropout"):
+            _float32(name, getattr(self, name))
         resolve_device(self.device)
 
 
 def _positive_int(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UserError(f"{name} must be an integer >= 1, got {value!r}.")
+
+
+def check_threads(threads: int) -> None:
+    """Refuse a CPU thread count below 1 or above this machine's CPUs (torch crashes on
+    huge ones, and more threads than cores only wait on each other)."""
+    import os
+
+    _positive_int("threads", threads)
+    cores = os.cpu_count() or 1
+    if threads > cores:
+        raise UserError(
+            f"threads ({threads:,}) is more than the {cores} CPU core(s) of this machine; "
+            f"choose 1..{cores} (1 is fastest beside other work)."
+        )
+
+
+# A pad-and-crop margin of more than an image's side crops mostly padding.
+MAX_CROP_PAD = 32
+
+# The largest float32: an LR or policy value above it becomes inf in the optimizer.
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _float32(name: str, value: Any) -> None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
+            raise UserError(
+                f"{name} ({value:g}) overflows float32 (largest {FLOAT32_MAX:.4g}); "
+                "choose a smaller value."
+            )
+
+
+def _balanced_size(name: str, dataset: str, n: int) -> None:
+    """Refuse a class-balanced subset size (``train_subset``, ``val_size``) that is not a
+    multiple of the class count."""
+    from superconv.data import DATASETS
+
+    info = DATASETS.get(dataset)
+    if info is None:
+        return  # an unknown data set is refused by name later, with a did-you-mean
+    k = len(info.classes)
+    if n % k:
+        lower, upper = n // k * k, (n // k + 1) * k
+        nearest = f"{lower:,} or {upper:,}" if lower else f"{upper:,}"
+        raise UserError(
+            f"{name} ({n:,}) must be a multiple of the {k} classes of {dataset} "
+            f"(a class-balanced subset takes the same number of images of each class); "
+            f"use {nearest}."
+        )
 
 
 def _unknown(what: str, name: str, known: Sequence[str]) -> str:
@@ -201,6 +270,9 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except (RuntimeError, ValueError) as exc:
         raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
+    mps = device.type == "mps" and torch.backends.mps.is_available()
+    if device.type not in ("cpu", "cuda") and not mps:  # meta, xpu...: not what the loop runs on
+        raise UserError(f"device {name!r} is not supported here: use auto, cpu, cuda or cuda:N.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"device {name!r} was requested but this machine has no usable CUDA GPU "
@@ -236,13 +308,36 @@ def make_optimizer(
 
 def make_policy(config: TrainConfig):
     """The policy of ``config`` (a mapping hyper-parameter -> schedule)."""
+    _check_params_float32(config.policy_params)
     policy = build_policy(config.policy, config.iterations, **dict(config.policy_params))
+    _check_values_float32(policy, config.iterations)
     if "momentum" in policy and config.optimizer not in _MOMENTUM_OPTIMIZERS:
         raise UserError(
             f"policy {config.policy!r} cycles momentum but optimizer {config.optimizer!r} has "
             "none; set the policy's momentum to none (policy_params momentum = false)."
         )
     return policy
+
+
+def _check_params_float32(params: Mapping[str, Any]) -> None:
+    """Refuse policy parameters (numbers, or lists of them) that overflow float32."""
+    for key, value in params.items():
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            _float32(f"policy parameter {key}", item)
+
+
+def _check_values_float32(policy: Mapping[str, Any], iterations: int) -> None:
+    """Refuse a policy whose values overflow float32 anywhere on a grid of the run's steps
+    (a pure function of the step: cheap to sample before anything is written)."""
+    steps = sorted({0, iterations - 1, *range(0, iterations, max(1, iterations // 256))})
+    for name, schedule in policy.items():
+        for step in steps:
+            value = float(schedule(step))
+            if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+                raise UserError(
+                    f"the policy's {name} at iteration {step} is {value:g}, which is not a "
+                    f"finite float32 (largest {FLOAT32_MAX:.4g}); choose other policy parameters."
+                )
 
 
 @dataclass
@@ -298,14 +393,25 @@ def build(config: TrainConfig) -> Pieces:
                 f"val_size ({config.val_size}) must be smaller than the training set "
                 f"({len(train_idx)} images)."
             )
-        train_idx, val_idx = train_val_split(data.train_y, config.val_size, config.split_seed)
+        try:
+            train_idx, val_idx = train_val_split(data.train_y, config.val_size, config.split_seed)
+        except ValueError as exc:  # a class with fewer images than its share
+            raise UserError(
+                f"val_size ({config.val_size:,}): {str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
     if config.train_subset is not None:
         if config.train_subset > len(train_idx):
             raise UserError(
                 f"train_subset ({config.train_subset}) is larger than the training images "
                 f"available ({len(train_idx)})."
             )
-        sub = balanced_subset(data.train_y[train_idx], config.train_subset, config.split_seed)
+        try:
+            sub = balanced_subset(data.train_y[train_idx], config.train_subset, config.split_seed)
+        except ValueError as exc:  # too few images of a class once the validation set is out
+            raise UserError(
+                f"train_subset ({config.train_subset:,}): "
+                f"{str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
         train_idx = train_idx[sub]
     if config.batch_size > len(train_idx):
         raise UserError(
@@ -446,32 +552,40 @@ class RunResult:
 
 
 class _StopFlag:
-    """Turns SIGINT into a flag the loop checks between steps.
+    """Turns SIGINT (Ctrl-C) and SIGTERM (schedulers, ``kill``) into a flag the loop
+    checks between steps.
 
     An interrupt in the middle of ``optimizer.step()`` would leave half-updated
     weights; deferring it to the step boundary lets the loop save a consistent
-    checkpoint first.
+    checkpoint first. ``signum`` is the first signal received.
     """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.raised = False
-        self._previous: Any = None
+        self.signum: int = signal.SIGINT
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave SIGINT alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                break
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.raised:  # a second Ctrl-C: stop at once
-            raise KeyboardInterrupt
+        if self.raised:  # a second signal: stop at once
+            raise Interrupted("interrupted again: stopped at once", signum=signum)
         self.raised = True
+        self.signum = signum
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(signum, previous)
+        self._previous = {}
 
 
 def _compiled(model: torch.nn.Module, enabled: bool) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -592,21 +706,9 @@ def train(
         # Read and check the checkpoint before the run folder is touched: a corrupt
         # or foreign one is refused with every file of the run left as it was.
         state = ckpt.load(checkpoint_path, map_location=device)
+        _check_state(checkpoint_path, state, _new_sums(device), config.iterations)
         ckpt.check_model_state(checkpoint_path, module, state["model"])
         ckpt.check_config(checkpoint_path, state, config.to_dict())
-    run = None
-    failure = None
-    if world.is_main:
-        try:
-            run = RunDir.open(
-                run_dir, config_record, environment(device, config.seed), resume=resume
-            )
-        except UserError as exc:
-            failure = exc
-    failure = distributed.broadcast_object(failure)
-    if failure is not None:
-        raise failure
-
     user_observers = list(observers)
     observers = list(observers)
     estimator = None
@@ -619,152 +721,229 @@ def train(
     rows: list[dict[str, Any]] = []
     start, elapsed = 0, 0.0
     if state is not None:
-        module.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        # Every entry is checked and loaded before the run folder is touched: a partial
+        # or malformed checkpoint is refused with every file of the run as it was.
+        try:
+            module.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            for key in sums:
+                sums[key].copy_(state["sums"][key])
+            # The run's own estimator by name; a caller's observers by position.
+            if estimator is not None and state.get("estimator") is not None:
+                estimator.load_state_dict(state["estimator"])
+            for obs, obs_state in zip(user_observers, state.get("observers") or []):
+                if obs_state is not None and hasattr(obs, "load_state_dict"):
+                    obs.load_state_dict(obs_state)
+            rng = state["rng"]
+            if len(rng) == world.world_size:
+                _set_rng_state(rng[world.rank], device)
+            else:  # resumed with another world size: a fresh, still deterministic stream
+                torch.manual_seed(config.seed + world.rank + 1_000_003 * int(state["step"]))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{checkpoint_path} holds a malformed run state ({type(exc).__name__}: "
+                f"{ckpt._first_sentence(exc)}). It was damaged or not written by this version; "
+                "start the run again in a new folder."
+            ) from None
         start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
-        for key in sums:
-            sums[key].copy_(state["sums"][key])
-        # The run's own estimator by name; a caller's observers by position.
-        if estimator is not None and state.get("estimator") is not None:
-            estimator.load_state_dict(state["estimator"])
-        for obs, obs_state in zip(user_observers, state.get("observers", [])):
-            if obs_state is not None and hasattr(obs, "load_state_dict"):
-                obs.load_state_dict(obs_state)
-        rng = state["rng"]
-        if len(rng) == world.world_size:
-            _set_rng_state(rng[world.rank], device)
-        else:  # resumed with another world size: a fresh, still deterministic stream
-            torch.manual_seed(config.seed + world.rank + 1_000_003 * start)
     else:
         torch.manual_seed(config.seed + world.rank)  # dropout etc. draw from here
-    if run is not None:
-        run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
 
-    forward = _compiled(pieces.model, config.compile)
-    compile_checked = False
-    module.train()
-    iterations = config.iterations
-
-    def reduced() -> dict[str, float]:
-        """The interval's sums over all ranks (one small all-reduce; a host sync)."""
-        packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
-        packed = distributed.all_reduce_(packed).tolist()
-        bad = sums["bad_step"].double()
-        bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
-        first_bad = distributed.all_reduce_(bad, op="min").item()
-        return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
-
-    def save_checkpoint(step: int) -> None:
-        rng = distributed.all_gather_object(_rng_state(device))
-        if run is not None:
-            ckpt.save(
-                run.checkpoint_path,
-                {
-                    "step": step,
-                    "elapsed": elapsed,
-                    "metrics": rows,
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "sums": {k: v.detach().clone() for k, v in sums.items()},
-                    "observers": [
-                        o.state_dict() if hasattr(o, "state_dict") else None for o in user_observers
-                    ],
-                    "estimator": estimator.state_dict() if estimator is not None else None,
-                    "rng": rng,
-                    "config": config.to_dict(),
-                },
+    run = None
+    failure = None
+    if world.is_main:
+        try:
+            run = RunDir.open(
+                run_dir, config_record, environment(device, config.seed), resume=resume, lock=True
             )
-            if estimator is not None:
-                _write_estimates(run, estimator)
-        distributed.barrier()
-
-    def diverged(bad: int) -> DivergenceError:
-        lr = apply_values_at(policy, bad).get("lr", float("nan"))
+        except UserError as exc:
+            failure = exc
+    failure = distributed.broadcast_object(failure)
+    if failure is not None:
+        raise failure
+    try:  # the run folder stays locked until the run ends, however it ends
         if run is not None:
-            run.write_metrics(rows)
-            summary = _summary(config, rows, elapsed, status="diverged", step=bad)
-            summary["diverged_lr"] = lr
+            run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
+
+        forward = _compiled(pieces.model, config.compile)
+        compile_checked = False
+        module.train()
+        iterations = config.iterations
+
+        def reduced() -> dict[str, float]:
+            """The interval's sums over all ranks (one small all-reduce; a host sync)."""
+            packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
+            packed = distributed.all_reduce_(packed).tolist()
+            bad = sums["bad_step"].double()
+            bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
+            first_bad = distributed.all_reduce_(bad, op="min").item()
+            return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
+
+        def save_checkpoint(step: int) -> None:
+            rng = distributed.all_gather_object(_rng_state(device))
+            if run is not None:
+                ckpt.save(
+                    run.checkpoint_path,
+                    {
+                        "step": step,
+                        "elapsed": elapsed,
+                        "metrics": rows,
+                        "model": module.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "sums": {k: v.detach().clone() for k, v in sums.items()},
+                        "observers": [
+                            o.state_dict() if hasattr(o, "state_dict") else None
+                            for o in user_observers
+                        ],
+                        "estimator": estimator.state_dict() if estimator is not None else None,
+                        "rng": rng,
+                        "config": config.to_dict(),
+                    },
+                )
+                if estimator is not None:
+                    _write_estimates(run, estimator)
+            distributed.barrier()
+
+        def diverged(bad: int) -> DivergenceError:
+            lr = apply_values_at(policy, bad).get("lr", float("nan"))
+            if run is not None:
+                run.write_metrics(rows)
+                summary = _summary(config, rows, elapsed, status="diverged", step=bad)
+                summary["diverged_lr"] = lr
+                run.write_summary(summary)
+            kept = (
+                "the last good checkpoint is kept"
+                if checkpoint_path.is_file()
+                else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
+            )
+            return DivergenceError(
+                f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
+                f"Metrics so far are in {RunDir(run_dir).metrics_path}; {kept}. "
+                "Lower max_lr or check the data.",
+                step=bad,
+                lr=lr,
+            )
+
+        bar = _progress(progress and world.is_main, start, iterations)
+        values: dict[str, float] = {}
+        try:
+            with _StopFlag() as stop:
+                t0 = time.perf_counter()
+                for step in range(start, iterations):
+                    values = apply(policy, optimizer, step)
+                    x, y = pieces.loader.batch(step)
+                    if forward is not pieces.model and not compile_checked:
+                        # torch.compile builds lazily: a failure shows at the first call.
+                        compile_checked = True
+                        logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
+                    else:
+                        logits, loss = _forward_backward(forward, pieces, x, y)
+                    optimizer.step()
+
+                    detached = loss.detach()
+                    _add_step(sums, detached, logits, y, step)
+                    for obs in observers:
+                        obs(step, module, optimizer, {"loss": detached, **values})
+
+                    done = step + 1
+                    at_eval = done % config.eval_every == 0 or done == iterations
+                    at_log = done % config.log_every == 0 or at_eval
+                    # One process stops at once; several agree on it at a log step.
+                    want_stop = stop.raised if not world.distributed else False
+                    if at_log:
+                        totals = reduced()
+                        if math.isfinite(totals["bad_step"]):
+                            elapsed += time.perf_counter() - t0
+                            raise diverged(int(totals["bad_step"]))
+                        if world.distributed:
+                            flag = torch.tensor([float(stop.raised)], device=device)
+                            want_stop = bool(distributed.all_reduce_(flag, op="max").item())
+                        if bar is not None:
+                            bar.set_postfix(
+                                loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
+                                acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
+                                lr=f"{values.get('lr', float('nan')):.3g}",
+                            )
+                            bar.update(done - bar.n)
+                    if at_eval:
+                        elapsed += time.perf_counter() - t0
+                        distributed.average_buffers_(module)
+                        rows.append(_metrics_row(pieces, step, values, totals, elapsed))
+                        for key in ("loss", "correct", "count", "steps"):
+                            sums[key].zero_()
+                        if run is not None:
+                            run.write_metrics(rows)
+                        if bar is not None:
+                            bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
+                        if done % config.checkpoint_every == 0 or done == iterations:
+                            save_checkpoint(done)
+                        t0 = time.perf_counter()
+                    if want_stop:
+                        elapsed += time.perf_counter() - t0
+                        distributed.average_buffers_(module)
+                        save_checkpoint(done)
+                        raise Interrupted(
+                            f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
+                            f"Resume with --resume {RunDir(run_dir).path}.",
+                            signum=stop.signum,
+                        )
+        finally:
+            if bar is not None:
+                bar.close()
+
+        summary = _summary(config, rows, elapsed, status="finished", step=iterations)
+        summary["train_images"] = pieces.num_train
+        summary["world_size"] = world.world_size
+        if run is not None:
             run.write_summary(summary)
-        return DivergenceError(
-            f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
-            f"Metrics so far are in {RunDir(run_dir).metrics_path}; the last good checkpoint "
-            "is kept. Lower max_lr or check the data.",
-            step=bad,
-            lr=lr,
+        return RunResult(RunDir(run_dir).path, rows, summary)
+    finally:
+        if run is not None:
+            run.close()
+
+
+def _check_state(path: Path, state: Mapping[str, Any], sums: Mapping[str, Any], iterations: int):
+    """Refuse a checkpoint with a missing or mistyped entry, naming the entry."""
+
+    def bad(entry: str, why: str) -> CheckpointError:
+        return CheckpointError(
+            f"{path} is incomplete or damaged: {entry} {why}. Start the run again in a new "
+            "folder (or restore this checkpoint from a copy)."
         )
 
-    bar = _progress(progress and world.is_main, start, iterations)
-    values: dict[str, float] = {}
-    try:
-        with _StopFlag() as stop:
-            t0 = time.perf_counter()
-            for step in range(start, iterations):
-                values = apply(policy, optimizer, step)
-                x, y = pieces.loader.batch(step)
-                if forward is not pieces.model and not compile_checked:
-                    # torch.compile builds lazily: a failure shows at the first call.
-                    compile_checked = True
-                    logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
-                else:
-                    logits, loss = _forward_backward(forward, pieces, x, y)
-                optimizer.step()
-
-                detached = loss.detach()
-                _add_step(sums, detached, logits, y, step)
-                for obs in observers:
-                    obs(step, module, optimizer, {"loss": detached, **values})
-
-                done = step + 1
-                at_eval = done % config.eval_every == 0 or done == iterations
-                at_log = done % config.log_every == 0 or at_eval
-                # One process stops at once; several agree on it at a log step.
-                want_stop = stop.raised if not world.distributed else False
-                if at_log:
-                    totals = reduced()
-                    if math.isfinite(totals["bad_step"]):
-                        elapsed += time.perf_counter() - t0
-                        raise diverged(int(totals["bad_step"]))
-                    if world.distributed:
-                        flag = torch.tensor([float(stop.raised)], device=device)
-                        want_stop = bool(distributed.all_reduce_(flag, op="max").item())
-                    if bar is not None:
-                        bar.set_postfix(
-                            loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
-                            acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
-                            lr=f"{values.get('lr', float('nan')):.3g}",
-                        )
-                        bar.update(done - bar.n)
-                if at_eval:
-                    elapsed += time.perf_counter() - t0
-                    distributed.average_buffers_(module)
-                    rows.append(_metrics_row(pieces, step, values, totals, elapsed))
-                    for key in ("loss", "correct", "count", "steps"):
-                        sums[key].zero_()
-                    if run is not None:
-                        run.write_metrics(rows)
-                    if bar is not None:
-                        bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
-                    if done % config.checkpoint_every == 0 or done == iterations:
-                        save_checkpoint(done)
-                    t0 = time.perf_counter()
-                if want_stop:
-                    elapsed += time.perf_counter() - t0
-                    distributed.average_buffers_(module)
-                    save_checkpoint(done)
-                    raise KeyboardInterrupt(
-                        f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
-                        f"Resume with --resume {RunDir(run_dir).path}."
-                    )
-    finally:
-        if bar is not None:
-            bar.close()
-
-    summary = _summary(config, rows, elapsed, status="finished", step=iterations)
-    summary["train_images"] = pieces.num_train
-    summary["world_size"] = world.world_size
-    if run is not None:
-        run.write_summary(summary)
-    return RunResult(RunDir(run_dir).path, rows, summary)
+    kinds = {
+        "step": int, "elapsed": (int, float), "metrics": list, "model": dict,
+        "optimizer": dict, "sums": dict, "rng": list,
+    }  # fmt: skip
+    for key, kind in kinds.items():
+        if key not in state:
+            raise bad(f"the entry {key!r}", "is missing")
+        if not isinstance(state[key], kind) or isinstance(state[key], bool):
+            raise bad(f"the entry {key!r}", f"is a {type(state[key]).__name__}")
+    if not 0 <= state["step"] <= iterations:
+        raise bad("the step", f"({state['step']}) is outside 0..{iterations}")
+    if not math.isfinite(state["elapsed"]):
+        raise bad("the elapsed time", f"is {state['elapsed']!r}")
+    if not all(isinstance(r, dict) for r in state["metrics"]):
+        raise bad("a metrics row", "is not a mapping")
+    if not all(
+        isinstance(state["optimizer"].get(k), (dict, list)) for k in ("state", "param_groups")
+    ):
+        raise bad("the optimizer state", "lacks 'state' or 'param_groups'")
+    for key, own in sums.items():
+        value = state["sums"].get(key)
+        if not isinstance(value, torch.Tensor) or value.shape != own.shape:
+            raise bad(f"the loss sums ('sums') entry {key!r}", "is missing or of the wrong shape")
+    if not state["rng"] or not all(
+        isinstance(r, dict)
+        and isinstance(r.get("cpu"), torch.Tensor)
+        and r["cpu"].dtype == torch.uint8
+        for r in state["rng"]
+    ):
+        raise bad("the random number generator state ('rng')", "is empty or malformed")
+    for key in ("observers",):
+        if state.get(key) is not None and not isinstance(state[key], list):
+            raise bad(f"the entry {key!r}", f"is a {type(state[key]).__name__}")
 
 
 def apply_values_at(policy: Mapping[str, Any], step: int) -> dict[str, float]:

@@ -297,6 +297,11 @@ def _how_to_get(name: str) -> str:
 
 
 def _not_found(name: str, root: Path, expected: str) -> DataError:
+    if root.exists() and not root.is_dir():
+        return DataError(
+            f"{name} was not found: the data folder {root} is a file, not a folder. Point "
+            f"--data-dir (or {ENV_VAR}) at the folder that holds the data sets."
+        )
     where = f"{root}" + ("" if root.is_dir() else " (the folder does not exist)")
     return DataError(f"{name} was not found in {where}. Expected {expected}. {_how_to_get(name)}")
 
