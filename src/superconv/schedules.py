@@ -957,7 +957,7 @@ def one_cycle_aliases(params: Mapping[str, Any]) -> dict[str, Any]:
     for key in out:
         if key not in known:
             raise UserError(
-                f"unknown 1cycle parameter {key!r}{did_you_mean(key, sorted(known))} "
+                f"unknown parameter {key!r} for policy 'one_cycle'{did_you_mean(key, sorted(known))} "
                 f"(accepted: {', '.join(sorted(known))})"
             )
     for theirs, ours in _TORCH_ONE_CYCLE_NAMES.items():
