@@ -14,7 +14,15 @@ import pytest
 from superconv import suggest_bench as sb
 from superconv.errors import UserError
 from superconv.range_test import RangeTestCurve
-from superconv.suggest import CYCLE, RULES, Suggestion, suggest, suggest_all, valley_index
+from superconv.suggest import (
+    CYCLE,
+    RULES,
+    Suggestion,
+    suggest,
+    suggest_all,
+    suggest_each,
+    valley_index,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,3 +363,14 @@ def test_the_fair_comparisons_committed_runs_are_reused_where_the_shape_matches(
         make_policy(sb.get_task("t2-lenet-12ep").trial_config(0.1))
     )
     assert sb._same_shape(sb.get_task("t2-lenet-12ep"), json.loads(json.dumps(mine))) == 0.1
+
+
+def test_suggest_each_reads_once_and_agrees_with_suggest():
+    curve = exp_curve(edge=0.2, noise=0.03)
+    asks = [("loss_edge", {"fraction": f}) for f in (0.5, 0.25)] + [("valley", {}), ("steepest", {})]
+    many = suggest_each(curve, asks, budget=1000)
+    for (rule, params), got in zip(asks, many):
+        assert got == suggest(curve, rule, 1000, **params)
+    short = RangeTestCurve(lrs=[0.1, 0.2], losses=[2.0, 9.0], smoothed_losses=[2.0, 9.0],
+                           num_steps=100)
+    assert all("needs at least 3" in m for m in suggest_each(short, asks))

@@ -50,6 +50,7 @@ __all__ = [
     "rule_names",
     "suggest",
     "suggest_all",
+    "suggest_each",
 ]
 
 
@@ -271,7 +272,7 @@ def _steepest(
     idx = int(np.argmin(np.gradient(losses)))
     return _Pick(
         float(lrs[idx]),
-        _loss_edge_lr(view),
+        _loss_edge_lr(view, r),
         "train_loss",
         f"steepest descent of the smoothed train loss per step, at step {idx + skip_start} "
         "(torch-lr-finder's suggestion)",
@@ -295,7 +296,7 @@ def _lightning(
     idx = int(np.argmin(_gradient_spacing(losses, lrs)))
     return _Pick(
         float(view.lrs[index[idx]]),
-        _loss_edge_lr(view),
+        _loss_edge_lr(view, r),
         "train_loss",
         f"steepest descent of the smoothed train loss per unit of LR, at step {int(index[idx])} "
         "(Lightning's lr_find suggestion)",
@@ -362,7 +363,7 @@ def _valley(view: _View, budget: int | None, r: _Readings | None) -> _Pick:
     idx = valley_index(losses)
     return _Pick(
         float(lrs[idx]),
-        _loss_edge_lr(view),
+        _loss_edge_lr(view, r),
         "train_loss",
         "two thirds down the longest valley of the smoothed train loss (fastai's valley)",
     )
@@ -430,12 +431,14 @@ def _read(view: _View, smooth_window: int | None, tolerance: float) -> _Readings
     )
 
 
-def _loss_edge_lr(view: _View) -> float:
+def _loss_edge_lr(view: _View, r: _Readings | None = None) -> float:
     """The LR at the minimum of the (centred) smoothed train loss after a 5% burn-in, or NaN."""
-    try:
-        r = _read(_with_default_burn_in(view), None, 0.1)
-    except UserError:
-        return math.nan
+    default = _with_default_burn_in(view)
+    if r is None or r.skip != default.skip:
+        try:
+            r = _read(default, None, 0.1)
+        except UserError:
+            return math.nan
     return float(r.loss_lrs[r.after][int(np.argmin(r.log_loss[r.after]))])
 
 
@@ -617,15 +620,54 @@ def suggest(
         params = {**{k: v for k, v in DEFAULT.items() if k != "rule"}, **params}
         rule = DEFAULT["rule"]
     check_rule(rule)
+    _check_budget(budget)
+    view = _View.of(curve, burn_in)
+    readings = _read(view, smooth_window, tolerance)
+    return _apply(rule, params, view, readings, budget)
+
+
+def suggest_each(
+    curve: RangeTestCurve,
+    rules: Sequence[tuple[str, Mapping[str, Any]]],
+    budget: int | None = None,
+) -> list[Suggestion | str]:
+    """:func:`suggest` for several ``(rule, constants)`` on one curve, reading it once.
+
+    Each entry is the :class:`Suggestion` or, where that rule cannot read the
+    curve, the reason (the benchmark scores hundreds of settings per curve).
+    """
+    _check_budget(budget)
+    for rule, _ in rules:
+        check_rule(rule)
+    view = _View.of(curve, 0.05)
+    try:
+        readings = _read(view, None, 0.1)
+    except UserError as exc:
+        return [str(exc)] * len(rules)
+    out: list[Suggestion | str] = []
+    for rule, params in rules:
+        if rule == "default":
+            params = {**{k: v for k, v in DEFAULT.items() if k != "rule"}, **params}
+            rule = DEFAULT["rule"]
+        try:
+            out.append(_apply(rule, dict(params), view, readings, budget))
+        except UserError as exc:
+            out.append(str(exc))
+    return out
+
+
+def _check_budget(budget: Any) -> None:
     if budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
     ):
         raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
-    view = _View.of(curve, burn_in)
-    readings = _read(view, smooth_window, tolerance)
-    spec = RULES[rule]
+
+
+def _apply(
+    rule: str, params: Mapping[str, Any], view: _View, readings: _Readings, budget
+) -> Suggestion:
     try:
-        pick = spec.pick(view, budget, readings, **params)
+        pick = RULES[rule].pick(view, budget, readings, **params)
     except TypeError as exc:  # a constant the rule does not take
         raise UserError(f"rule {rule!r} got an unknown setting: {exc}.") from exc
     return _result(rule, pick, readings)
@@ -718,7 +760,11 @@ def _centered_mean(y: np.ndarray, window: int) -> np.ndarray:
 def _centered_median(y: np.ndarray, window: int) -> np.ndarray:
     """Centred moving median (shrinking at the ends): removes isolated outliers."""
     half = window // 2
-    return np.array([np.median(y[max(i - half, 0) : i + half + 1]) for i in range(len(y))])
+    if len(y) == 0:
+        return y
+    padded = np.concatenate([np.full(half, np.nan), y, np.full(half, np.nan)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1)
+    return np.nanmedian(windows, axis=1)
 
 
 def _smooth(y: np.ndarray, window: int) -> np.ndarray:

@@ -572,13 +572,16 @@ def tolerance(grid: Grid) -> float:
 def score_curve(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any]) -> Score:
     """Score one setting on one recorded range test (pure: reads the stored curve only)."""
     from superconv.range_test import RangeTestCurve
-    from superconv.suggest import suggest
+    from superconv.suggest import suggest_each
 
-    curve = RangeTestCurve.from_dict(run["curve"])
-    try:
-        s = suggest(curve, setting.rule, task.budget, **dict(setting.params))
-    except UserError as exc:
-        return Score(task.name, setting, run["seed"], None, None, None, False, False, str(exc))
+    curve = run.get("parsed") or RangeTestCurve.from_dict(run["curve"])
+    (s,) = suggest_each(curve, [(setting.rule, dict(setting.params))], task.budget)
+    return _score(task, grid, setting, run, s)
+
+
+def _score(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any], s: Any) -> Score:
+    if isinstance(s, str):  # the rule could not read this curve: no suggestion
+        return Score(task.name, setting, run["seed"], None, None, None, False, False, s)
     acc = grid.accuracy_at(s.max_lr)
     ratio = s.max_lr / grid.best_lr
     diverged = grid.diverges_at(s.max_lr)
@@ -603,15 +606,28 @@ def collect(results: str | Path, names: Sequence[str] | None = None) -> dict[str
 
 
 def score_all(data: Mapping[str, Any], chosen: Sequence[Setting] | None = None) -> list[Score]:
-    """Every setting on every matching range test of every task in ``data``."""
+    """Every setting on every matching range test of every task in ``data``.
+
+    Each stored curve is parsed and read once, and every setting for its ramp and
+    length applied to that reading (:func:`superconv.suggest.suggest_each`).
+    """
+    from superconv.range_test import RangeTestCurve
+    from superconv.suggest import suggest_each
+
+    chosen = list(chosen or settings())
     out = []
     for entry in data.values():
         task, grid = entry["task"], entry["grid"]
         lengths = task.range_lengths()
-        for setting in chosen or settings():
-            for run in entry["runs"]:
-                if run["mode"] == setting.mode and run["steps"] == lengths[setting.length]:
-                    out.append(score_curve(task, grid, setting, run))
+        for run in entry["runs"]:
+            mine = [
+                s for s in chosen if run["mode"] == s.mode and run["steps"] == lengths[s.length]
+            ]
+            if not mine:
+                continue
+            curve = RangeTestCurve.from_dict(run["curve"])
+            picks = suggest_each(curve, [(s.rule, dict(s.params)) for s in mine], task.budget)
+            out += [_score(task, grid, s, run, p) for s, p in zip(mine, picks)]
     return out
 
 
