@@ -393,3 +393,29 @@ def test_lr_find_under_torchrun_matches_one_process(tmp_path):
     assert len(ddp["losses"]) == len(single["losses"]) == 20
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-4, abs=1e-5)
     assert ddp["val_accs"] == pytest.approx(single["val_accs"], abs=1e-6)
+
+
+def test_building_the_parser_imports_neither_torch_nor_matplotlib():
+    """`superconv --help` must be instant: the parser is built from torch-free data."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from superconv.cli import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_torch_free_config_names_match_the_library():
+    import torch
+
+    from superconv import config, schedules
+
+    assert config.POLICY_NAMES == schedules.POLICY_NAMES
+    assert config.FLOAT32_MAX == float(torch.finfo(torch.float32).max)

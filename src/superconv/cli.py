@@ -226,8 +226,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | No
     An absent flag leaves no attribute on the namespace, so the caller knows
     exactly which fields the user set (and lets them override a config file).
     """
-    from superconv.schedules import POLICY_NAMES
-    from superconv.train import TrainConfig
+    from superconv.config import POLICY_NAMES, TrainConfig
 
     wanted = set(names) if names is not None else None
     defaults = TrainConfig()
@@ -641,7 +640,7 @@ def _flags_given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, An
 
 
 def _config_fields() -> tuple[str, ...]:
-    from superconv.train import TrainConfig
+    from superconv.config import TrainConfig
 
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -680,7 +679,7 @@ def config_from_args(
     same, none when ``--policy`` names another one; ``--policy-param`` pairs are
     added on top.
     """
-    from superconv.train import TrainConfig
+    from superconv.config import TrainConfig
 
     file = dict(file or {})
     defaults = TrainConfig()
@@ -838,8 +837,8 @@ def _is_main() -> bool:
 
 
 def _recorded_config(run_dir: Path) -> Any:
+    from superconv.config import TrainConfig
     from superconv.records import RunDir
-    from superconv.train import TrainConfig
 
     run = RunDir(run_dir)
     if not run.config_path.is_file():
@@ -917,8 +916,8 @@ _FIT_OPTIONS = ("epochs", "tune_budget", "repeats", "range_steps", "start_lr", "
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from superconv.config import TrainConfig
     from superconv.fit import RangePlan, fit_run
-    from superconv.train import TrainConfig
 
     if args.resume:
         given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, FIT_FIELDS)]
