@@ -419,3 +419,28 @@ def test_the_torch_free_config_names_match_the_library():
 
     assert config.POLICY_NAMES == schedules.POLICY_NAMES
     assert config.FLOAT32_MAX == float(torch.finfo(torch.float32).max)
+
+
+def test_every_help_line_names_its_default_once_and_val_size_as_resolved():
+    import argparse
+
+    from superconv.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("superconv", parser), *subs.choices.items()]:
+        for action in sub._actions:
+            text = action.help or ""
+            assert text.count("(default:") <= 1, (name, action.option_strings, text)
+    for name in ("lr-find", "fit"):
+        val = next(a for a in subs.choices[name]._actions if "--val-size" in a.option_strings)
+        assert "(default: 1,000 for mnist-demo, 5,000 for the other data sets)" in val.help
+
+
+def test_durations_read_in_hours_and_minutes():
+    from superconv.experiments import format_duration
+
+    assert format_duration(42) == "42 s"
+    assert format_duration(12 * 60) == "12 min"
+    assert format_duration(3 * 3600 + 25 * 60) == "3 h 25 min"
+    assert format_duration(13736 * 3600) == "13,736 h (572 days)"

@@ -57,7 +57,8 @@ FIELD_HELP = {
     "model": "model name: resnet20/32/44/56/110 or resnet{6n+2} (the paper's), bottleneck56, "
     "resnext, densenet, lenet",
     "dataset": "cifar10, cifar100, mnist, fashion-mnist or mnist-demo (ships in the package)",
-    "data_dir": "folder holding the data sets (else $SUPERCONV_DATA, else ~/.cache/superconv/data)",
+    "data_dir": "folder holding the data sets (default: $SUPERCONV_DATA, else "
+    "~/.cache/superconv/data)",
     "train_subset": "train on a class-balanced subset of this many images (Table 1: 40k..10k)",
     "val_size": "images held out of the training set for validation (never the test set)",
     "split_seed": "seed of the subset / validation split (fixed across runs)",
@@ -105,6 +106,11 @@ LR_FIND_FIELDS = (
 # Validation images held out for the range test when --val-size is not given.
 DEFAULT_VAL_SIZE = {"mnist-demo": 1000}
 DEFAULT_VAL_SIZE_OTHER = 5000
+# What lr-find and fit's --help say of --val-size: the sizes they resolve, not 0.
+_VAL_SIZE_SHOWN = {
+    "val_size": ", ".join(f"{v:,} for {k}" for k, v in DEFAULT_VAL_SIZE.items())
+    + f", {DEFAULT_VAL_SIZE_OTHER:,} for the other data sets"
+}
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -220,8 +226,16 @@ def _key_value(text: str) -> tuple[str, Any]:
 _METAVARS = {"int": "N", "float": "X", "str": "NAME", "data_dir": "DIR", "device": "DEVICE"}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+def _add_config_flags(
+    parser: argparse.ArgumentParser,
+    names: Iterable[str] | None = None,
+    shown_defaults: dict[str, str] | None = None,
+) -> None:
     """One flag per TrainConfig field (all, or ``names``); defaults are SUPPRESSed.
+
+    Each help line ends in one "(default: ...)": TrainConfig's value, or the
+    subcommand's own where it resolves another (``shown_defaults``), or none where
+    the help text already says it.
 
     An absent flag leaves no attribute on the namespace, so the caller knows
     exactly which fields the user set (and lets them override a config file).
@@ -240,7 +254,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | No
         text = FIELD_HELP.get(field.name, f"TrainConfig.{field.name}")
         if field.name == "policy":
             text += ": " + ", ".join(POLICY_NAMES)
-        text = f"{text} (default: {shown})"
+        if shown_defaults and field.name in shown_defaults:
+            shown = shown_defaults[field.name]
+        elif shown is None:
+            shown = "none"
+        if "(default:" not in text:
+            text = f"{text} (default: {shown})"
         flag = "--" + field.name.replace("_", "-")
         if field.name == "policy_params":
             group.add_argument(
@@ -371,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
     _no_progress(sub)
-    _add_config_flags(sub, LR_FIND_FIELDS)
+    _add_config_flags(sub, LR_FIND_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_lr_find)
 
     # train
@@ -418,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
     _no_progress(sub)
-    _add_config_flags(sub, FIT_FIELDS)
+    _add_config_flags(sub, FIT_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_fit)
 
     # demo
