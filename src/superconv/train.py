@@ -595,6 +595,7 @@ def train(
                 summary = _summary(config, rows, elapsed, status="diverged", step=bad)
                 summary["diverged_lr"] = lr
                 run.write_summary(summary)
+                _write_curves(run, rows, config, "diverged", policy)
             kept = (
                 "the last good checkpoint is kept"
                 if checkpoint_path.is_file()
@@ -616,6 +617,9 @@ def train(
                 summary["diverged_lr"] = lr
                 summary["collapse"] = found.what
                 run.write_summary(summary)
+                _write_curves(
+                    run, rows, config, f"collapsed at iteration {found.iteration:,}", policy
+                )
             kept = (
                 "the last checkpoint, from before the blow-up, is kept"
                 if checkpoint_path.is_file()
@@ -712,6 +716,7 @@ def train(
         summary["world_size"] = world.world_size
         if run is not None:
             run.write_summary(summary)
+            _write_curves(run, rows, config, "finished", policy)
         return RunResult(RunDir(run_dir).path, rows, summary)
     finally:
         if run is not None:
@@ -813,6 +818,38 @@ def _summary(
         "model": config.model,
         "policy": config.policy,
     }
+
+
+CURVES_FILE = "curves.png"
+
+
+def _write_curves(
+    run: RunDir,
+    rows: Sequence[Mapping[str, Any]],
+    config: TrainConfig,
+    how: str,
+    policy: Mapping[str, Any] | None = None,
+):
+    """``curves.png``: loss and accuracy against the iteration, the schedule beneath.
+
+    A figure is a convenience: a failure to draw it (no matplotlib, say) warns and
+    leaves the run's records as they are.
+    """
+    if not rows:
+        return
+    try:
+        from superconv.plots import plot_run_curves
+
+        title = f"{config.model} on {config.dataset}, {config.policy}: {how}"
+        plot_run_curves(
+            {run.path.name: rows},
+            run.path / CURVES_FILE,
+            title=title,
+            policy=policy,
+            total_steps=config.iterations,
+        )
+    except Exception as exc:  # noqa: BLE001 - the run's numbers matter, not its picture
+        warnings.warn(f"could not draw {CURVES_FILE}: {exc}", stacklevel=2)
 
 
 def _write_estimates(run: RunDir, estimator: Any) -> None:
