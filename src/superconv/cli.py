@@ -550,12 +550,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=_cmd_reproduce)
 
     sub = command(
-        "report", "Markdown tables (with the paper's numbers beside ours) from a results folder"
+        "report",
+        "Markdown tables (with the paper's numbers beside ours) from a results folder; "
+        "or any run folder's summary (train, lr-find, fit, reproduce), several compared",
     )
     sub.add_argument(
-        "results", nargs="?", default="results", help="results folder (default: ./results)"
+        "results",
+        nargs="*",
+        default=["results"],
+        metavar="FOLDER",
+        help="a results folder (default: ./results), or one or more run folders: one gives "
+        "its summary, several a comparison table and their curves overlaid",
     )
-    sub.add_argument("--out", help="Markdown file to write (default: inside the results folder)")
+    sub.add_argument(
+        "--out",
+        help="Markdown file to write (default: inside the results folder); with several run "
+        "folders, the image of their overlaid curves (default: ./compare.png)",
+    )
     sub.add_argument(
         "--readme",
         metavar="FILE",
@@ -1130,9 +1141,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from superconv.report import update_readme, write_index, write_report
+    from superconv.report import is_run_folder, update_readme, write_index, write_report
 
-    root = Path(args.results)
+    folders = [Path(p) for p in args.results]
+    if any(is_run_folder(p) for p in folders) or len(folders) > 1:
+        if args.readme:
+            raise UserError("--readme reads a results folder, not run folders.")
+        return _report_runs(folders, args.out)
+    root = folders[0]
     if not root.is_dir():
         raise UserError(
             f"no results folder at {root}: run `superconv reproduce EXPERIMENT` first, "
@@ -1150,6 +1166,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"Wrote {write_index(root, folders)}")
     if args.readme:
         print(f"Updated {update_readme(args.readme, folders)}")
+    return 0
+
+
+def _report_runs(folders: Sequence[Path], out: str | None) -> int:
+    """``report RUN [RUN...]``: one run's summary; several runs compared, curves overlaid."""
+    from superconv.report import compare_runs_table, read_any_run, run_summary_text
+
+    missing = [str(p) for p in folders if not p.is_dir()]
+    if missing:
+        raise UserError(f"no such folder: {', '.join(missing)}.")
+    views = [read_any_run(p) for p in folders]
+    for view in views:
+        print(run_summary_text(view))
+    if len(views) == 1:
+        return 0
+    print()
+    print(compare_runs_table(views))
+    with_rows = {str(v.path): v.metrics for v in views if v.metrics}
+    if with_rows:
+        from superconv.plots import plot_run_curves
+
+        path = Path(out or "compare.png")
+        print(f"Wrote {plot_run_curves(with_rows, path, title='runs compared')}")
     return 0
 
 
