@@ -444,3 +444,30 @@ def test_durations_read_in_hours_and_minutes():
     assert format_duration(12 * 60) == "12 min"
     assert format_duration(3 * 3600 + 25 * 60) == "3 h 25 min"
     assert format_duration(13736 * 3600) == "13,736 h (572 days)"
+
+
+def test_lr_find_next_command_carries_the_settings_and_runs(tmp_path, capsys):
+    """The printed Next: command, parsed and run as printed (issue 23 item 2)."""
+    import shlex
+
+    from helpers import DATA
+
+    lr = tmp_path / "lr"
+    args = ["lr-find", *DATA, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4"]
+    assert main([*args, "--end-lr", "1", "--budget", "40", "--out", str(lr)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((lr / "range_test.json").read_text())
+    safe = record["suggestion"]["safe_max_lr"]
+    lines = out.splitlines()
+    command = lines[next(i for i, line in enumerate(lines) if line.startswith("Next")) + 1]
+    words = shlex.split(command)
+    assert words[:2] == ["superconv", "train"]
+    for flag in ("--model", "--dataset", "--val-size", "--batch-size", "--normalize", "--no-flip"):
+        assert flag in words, flag
+    assert words[words.index("--val-size") + 1] == "1000"  # what lr-find used, not 0
+    assert f"max_lr={safe:.4g}" in words and "--iterations" in words
+    run = tmp_path / "run"
+    assert main([*words[1:], "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["normalize"] == "unit" and config["flip"] is False and config["val_size"] == 1000
+    assert config["policy"] == "one_cycle" and config["iterations"] == 40

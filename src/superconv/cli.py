@@ -103,6 +103,9 @@ LR_FIND_FIELDS = (
     "channels_last", "threads",
 )  # fmt: skip
 
+# The budget of lr-find's Next: command when --budget is not given (iterations).
+NEXT_BUDGET = 1000
+
 # Validation images held out for the range test when --val-size is not given.
 DEFAULT_VAL_SIZE = {"mnist-demo": 1000}
 DEFAULT_VAL_SIZE_OTHER = 5000
@@ -804,13 +807,52 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
                     if name != s.rule
                 )
             )
+        budget = args.budget or NEXT_BUDGET
+        how = (
+            "the --budget given"
+            if args.budget
+            else "no --budget given: set --iterations to what you can afford"
+        )
         print(
-            f"Next: superconv train --model {config.model} --dataset {config.dataset} --policy one_cycle "
-            f"--policy-param max_lr={s.max_lr:.3g}  (or --policy clr --policy-param min_lr={s.min_lr:.3g} "
-            f"--policy-param max_lr={s.max_lr:.3g})"
+            f"Next (the safe max_lr {s.safe_max_lr:.3g}; a 1cycle of {budget:,} iterations, "
+            f"{how}):\n  {next_command(config, s.safe_max_lr, budget)}"
         )
     print(f"Wrote {result.files['plot']} and {result.files['json']}")
     return 0
+
+
+# ----------------------------------------------------------------------------- Next:
+def next_command(config: Any, max_lr: float, iterations: int) -> str:
+    """The ``superconv train`` command that trains the suggested 1cycle: one function for
+    lr-find, fit and the docs.
+
+    It carries every setting of ``config`` (a TrainConfig) that the range test used
+    and that differs from TrainConfig's defaults (model, data, subset, validation
+    size, batch, normalisation, flip, crop, optimizer, weight decay, BN settings,
+    precision, ...), the 1cycle of :data:`superconv.suggest.CYCLE` at ``max_lr``
+    (give the suggestion's ``safe_max_lr``) and ``iterations`` as the budget.
+    """
+    import shlex
+
+    from superconv.config import TrainConfig
+    from superconv.suggest import CYCLE
+
+    defaults = TrainConfig()
+    words = ["superconv", "train"]
+    for name in LR_FIND_FIELDS:
+        value, default = getattr(config, name), getattr(defaults, name)
+        if value == default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            words += [flag, "none" if value is None else str(value)]
+    words += ["--iterations", str(iterations), "--policy", "one_cycle"]
+    for key, value in CYCLE.policy_params(max_lr).items():
+        text = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+        words += ["--policy-param", f"{key}={text}"]
+    return shlex.join(words)
 
 
 # ----------------------------------------------------------------------------- train
