@@ -270,7 +270,7 @@ def test_lr_find_writes_plot_and_json_and_prints_suggestions(capsys, tmp_path):
     suggestion = record["suggestion"]
     assert f"max_lr             {suggestion['max_lr']:.4g}" in printed
     assert suggestion["reasons"]["max_lr"] in printed
-    assert "Next: superconv train" in printed
+    assert "Next (the safe max_lr" in printed and "\n  superconv train --model lenet" in printed
 
 
 def test_lr_find_by_a_named_rule_shows_its_cost_and_the_other_rules(capsys, tmp_path):
@@ -284,7 +284,12 @@ def test_lr_find_by_a_named_rule_shows_its_cost_and_the_other_rules(capsys, tmp_
     ran = record["curve"]["steps_run"]
     assert f"{ran:,} steps in all: {ran / 400:.0%} of the 400-iteration budget" in printed
     assert set(record["rules"]) == {
-        "steepest", "lightning", "min_loss_10", "valley", "plateau_edge", "loss_edge",
+        "steepest",
+        "lightning",
+        "min_loss_10",
+        "valley",
+        "plateau_edge",
+        "loss_edge",
         "val_loss_edge",
     }
     assert "Other rules' max_lr (marked on the plot): steepest" in printed
@@ -471,3 +476,44 @@ def test_lr_find_next_command_carries_the_settings_and_runs(tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert config["normalize"] == "unit" and config["flip"] is False and config["val_size"] == 1000
     assert config["policy"] == "one_cycle" and config["iterations"] == 40
+
+
+def test_dataset_defaults_preset_and_precedence():
+    """preset < data set < TOML < flags; --preset paper is TrainConfig's defaults."""
+    from superconv.cli import build_parser, resolve_train_config
+    from superconv.config import TrainConfig
+
+    def resolve(argv, file=None):
+        args = build_parser().parse_args(["train", *argv])
+        return resolve_train_config(args, file or {})
+
+    mnist = resolve(["--dataset", "mnist"])
+    assert (mnist.model, mnist.batch_size, mnist.normalize, mnist.flip) == (
+        "lenet",
+        64,
+        "unit",
+        False,
+    )
+    assert mnist.iterations == 1875  # 2 epochs of 60,000 at batch 64
+    cifar = resolve(["--dataset", "cifar10"])
+    assert (cifar.model, cifar.batch_size, cifar.flip, cifar.crop_pad, cifar.val_size) == (
+        "resnet20",
+        128,
+        True,
+        4,
+        5000,
+    )
+    assert resolve(["--preset", "paper", "--dataset", "cifar10"]) == TrainConfig()
+    # TOML over the data set, flags over TOML
+    assert resolve(["--dataset", "mnist"], {"batch_size": 32}).batch_size == 32
+    assert (
+        resolve(["--dataset", "mnist", "--batch-size", "16"], {"batch_size": 32}).batch_size == 16
+    )
+    # --epochs beside --iterations
+    assert resolve(["--dataset", "mnist-demo", "--epochs", "1"]).iterations == 157  # 10,000 / 64
+    assert TrainConfig().model == "resnet56" and TrainConfig().batch_size == 1000  # unchanged
+
+
+def test_epochs_and_iterations_together_are_refused(capsys):
+    assert main(["train", "--dataset", "mnist-demo", "--epochs", "1", "--iterations", "5"]) == 2
+    assert "--epochs or --iterations" in capsys.readouterr().err

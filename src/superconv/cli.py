@@ -402,6 +402,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", metavar="TOML", help="TrainConfig fields from a TOML file (flags override it)"
     )
     sub.add_argument(
+        "--preset",
+        choices=("auto", "paper"),
+        default="auto",
+        help="auto: the data set's defaults (MNIST family: lenet, batch 64, unit "
+        "normalisation, no flip, 2-3 epochs; CIFAR: resnet20, batch 128, flip + pad-4 crop, "
+        "5,000 validation images, 5 epochs); paper: the paper's full settings (TrainConfig's "
+        "defaults). Precedence: preset < data set < TOML < flags (default: auto)",
+    )
+    sub.add_argument(
+        "--epochs",
+        type=float,
+        metavar="E",
+        help="training budget in epochs of the training split (instead of --iterations)",
+    )
+    sub.add_argument(
         "--out", metavar="DIR", help="run folder (default: runs/MODEL-DATASET-POLICY-seedSEED)"
     )
     sub.add_argument(
@@ -567,8 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument(
         "--out",
-        help="Markdown file to write (default: inside the results folder); with several run "
-        "folders, the image of their overlaid curves (default: ./compare.png)",
+        help="Markdown file to write, or with several run folders the image of their "
+        "overlaid curves (default: inside the results folder; ./compare.png for run folders)",
     )
     sub.add_argument(
         "--readme",
@@ -730,6 +745,40 @@ def config_from_args(
     return TrainConfig.from_dict({**file, **flags, "policy_params": params})
 
 
+def resolve_train_config(args: argparse.Namespace, file: dict[str, Any]) -> Any:
+    """``train``'s config: preset < the data set's defaults < TOML ``file`` < flags, and
+    ``--epochs`` turned into iterations. TrainConfig's own defaults are not changed."""
+    from superconv.config import TrainConfig, dataset_layer, iterations_for_epochs
+
+    flags = _flags_given(args, _config_fields())
+    given = {**file, **flags}
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and "iterations" in given:
+        raise UserError("give --epochs or --iterations, not both.")
+    layer: dict[str, Any] = {}
+    if getattr(args, "preset", "paper") == "auto":
+        dataset = given.get("dataset", TrainConfig().dataset)
+        layer = dataset_layer(dataset, given.get("batch_size"))
+        if (
+            "iterations" in given
+            or epochs is not None
+            or {"eval_every", "checkpoint_every"} & set(given)
+        ):
+            layer.pop("eval_every", None)
+            layer.pop("checkpoint_every", None)
+    config = config_from_args(args, {**layer, **file})
+    if epochs is not None:
+        iterations = iterations_for_epochs(
+            epochs, config.dataset, config.batch_size, config.val_size, config.train_subset
+        )
+        changes: dict[str, Any] = {"iterations": iterations}
+        if not {"eval_every", "checkpoint_every"} & set(given):
+            every = max(1, iterations // 10)
+            changes.update(eval_every=every, checkpoint_every=2 * every)
+        config = config.replace(**changes)
+    return config
+
+
 def _check_early(config: Any) -> None:
     """Refuse bad names and values before loading any data (cheap checks only)."""
     import torch
@@ -879,7 +928,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 TrainConfig.from_dict(file)  # name the file in errors about its own content
             except UserError as exc:
                 raise UserError(f"{args.config}: {exc}") from exc
-        config = config_from_args(args, file)
+        config = resolve_train_config(args, file)
         _check_early(config)
         run_dir = Path(
             args.out or f"runs/{config.model}-{config.dataset}-{config.policy}-seed{config.seed}"
@@ -889,6 +938,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{json.dumps(dict(config.policy_params))}, {config.iterations:,} iterations at batch "
             f"{config.batch_size} -> {run_dir}"
         )
+        from superconv.config import describe_config
+
+        _say(f"Settings (preset {args.preset}):\n" + "\n".join(describe_config(config)))
     result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
     if _is_main():  # under torchrun, rank 0 alone writes and reports
         _train_plots(config, result.run_dir)

@@ -261,3 +261,74 @@ def resolve_device(name: str) -> torch.device:
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Use --device cpu."
         )
     return device
+
+
+# ---------------------------------------------------------------------- CLI defaults
+# What `superconv train` and `fit` start from for each data set (issue 23): a newcomer's
+# run that fits a laptop. Resolved in the CLI only, preset < data set < TOML < flags;
+# TrainConfig's own defaults (the paper's ResNet-56 CLR setting) stay as they are, so
+# committed runs keep their identity. `--preset paper` skips this layer.
+_MNIST = {
+    "model": "lenet",  # Caffe's LeNet example
+    "batch_size": 64,  # Caffe's lenet_solver: batch 64
+    "normalize": "unit",  # Caffe's LeNet: scale 0.00390625, no mean
+    "flip": False,  # digits are not mirror-symmetric
+    "crop_pad": 0,
+}
+_CIFAR = {
+    "model": "resnet20",
+    "batch_size": 128,
+    "flip": True,
+    "crop_pad": 4,  # the usual CIFAR pad-4 random crop
+    "val_size": 5000,
+}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mnist": {**_MNIST, "epochs": 2},
+    "fashion-mnist": {**_MNIST, "epochs": 2},
+    "mnist-demo": {**_MNIST, "epochs": 3},
+    "cifar10": {**_CIFAR, "epochs": 5},
+    "cifar100": {**_CIFAR, "epochs": 5},
+}
+TRAIN_IMAGES = {"mnist": 60_000, "fashion-mnist": 60_000, "mnist-demo": 10_000,
+                "cifar10": 50_000, "cifar100": 50_000}  # fmt: skip
+PRESETS = ("auto", "paper")
+
+
+def iterations_for_epochs(epochs: float, dataset: str, batch_size: int, val_size: int = 0,
+                          train_subset: int | None = None) -> int:  # fmt: skip
+    """Iterations of ``epochs`` passes over the training split (after the validation
+    images are held out, or the subset): ``ceil(epochs * images / batch_size)``."""
+    if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise UserError(f"--epochs must be a number > 0, got {epochs!r}.")
+    images = train_subset or (TRAIN_IMAGES.get(dataset, 50_000) - val_size)
+    return max(1, math.ceil(epochs * images / batch_size))
+
+
+def dataset_layer(dataset: str, batch_size: int | None = None) -> dict[str, Any]:
+    """The TrainConfig fields the data set's defaults set (``epochs`` resolved to
+    iterations, evaluations every tenth of the run, a checkpoint every other one)."""
+    layer = dict(DATASET_DEFAULTS.get(dataset, {}))
+    epochs = layer.pop("epochs", None)
+    if epochs is not None:
+        batch = batch_size or layer.get("batch_size", 1000)
+        iterations = iterations_for_epochs(epochs, dataset, batch, layer.get("val_size", 0))
+        every = max(1, iterations // 10)
+        layer.update(iterations=iterations, eval_every=every, checkpoint_every=2 * every)
+    return layer
+
+
+def describe_config(config: TrainConfig) -> list[str]:
+    """The resolved config, one line per group (printed when a run starts)."""
+    c = config
+    subset = f", subset {c.train_subset:,}" if c.train_subset else ""
+    return [
+        f"  model:     {c.model} (dropout {c.dropout:g})",
+        f"  data:      {c.dataset}{subset}, {c.val_size:,} held out for validation, "
+        f"normalize {c.normalize}, flip {'on' if c.flip else 'off'}, crop pad {c.crop_pad}",
+        f"  schedule:  {c.policy} {dict(c.policy_params)}, {c.iterations:,} iterations at "
+        f"batch {c.batch_size}",
+        f"  optimizer: {c.optimizer}, momentum {c.momentum:g}, weight decay {c.weight_decay:g}",
+        f"  batchnorm: {c.bn_mode}, MAF {c.bn_maf:g}, ghost batch {c.ghost_batch or 'none'}",
+        f"  run:       seed {c.seed}, evaluate every {c.eval_every:,}, checkpoint every "
+        f"{c.checkpoint_every:,}, device {c.device}, precision {c.precision}",
+    ]
