@@ -270,7 +270,7 @@ def test_lr_find_writes_plot_and_json_and_prints_suggestions(capsys, tmp_path):
     suggestion = record["suggestion"]
     assert f"max_lr             {suggestion['max_lr']:.4g}" in printed
     assert suggestion["reasons"]["max_lr"] in printed
-    assert "Next: superconv train" in printed
+    assert "Next (the safe max_lr" in printed and "\n  superconv train --model lenet" in printed
 
 
 def test_lr_find_by_a_named_rule_shows_its_cost_and_the_other_rules(capsys, tmp_path):
@@ -284,7 +284,12 @@ def test_lr_find_by_a_named_rule_shows_its_cost_and_the_other_rules(capsys, tmp_
     ran = record["curve"]["steps_run"]
     assert f"{ran:,} steps in all: {ran / 400:.0%} of the 400-iteration budget" in printed
     assert set(record["rules"]) == {
-        "steepest", "lightning", "min_loss_10", "valley", "plateau_edge", "loss_edge",
+        "steepest",
+        "lightning",
+        "min_loss_10",
+        "valley",
+        "plateau_edge",
+        "loss_edge",
         "val_loss_edge",
     }
     assert "Other rules' max_lr (marked on the plot): steepest" in printed
@@ -393,3 +398,122 @@ def test_lr_find_under_torchrun_matches_one_process(tmp_path):
     assert len(ddp["losses"]) == len(single["losses"]) == 20
     assert ddp["losses"] == pytest.approx(single["losses"], rel=1e-4, abs=1e-5)
     assert ddp["val_accs"] == pytest.approx(single["val_accs"], abs=1e-6)
+
+
+def test_building_the_parser_imports_neither_torch_nor_matplotlib():
+    """`superconv --help` must be instant: the parser is built from torch-free data."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; from superconv.cli import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'matplotlib', 'numpy') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_torch_free_config_names_match_the_library():
+    import torch
+
+    from superconv import config, schedules
+
+    assert config.POLICY_NAMES == schedules.POLICY_NAMES
+    assert config.FLOAT32_MAX == float(torch.finfo(torch.float32).max)
+
+
+def test_every_help_line_names_its_default_once_and_val_size_as_resolved():
+    import argparse
+
+    from superconv.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("superconv", parser), *subs.choices.items()]:
+        for action in sub._actions:
+            text = action.help or ""
+            assert text.count("(default:") <= 1, (name, action.option_strings, text)
+    for name in ("lr-find", "fit"):
+        val = next(a for a in subs.choices[name]._actions if "--val-size" in a.option_strings)
+        assert "(default: 1,000 for mnist-demo, 5,000 for the other data sets)" in val.help
+
+
+def test_durations_read_in_hours_and_minutes():
+    from superconv.experiments import format_duration
+
+    assert format_duration(42) == "42 s"
+    assert format_duration(12 * 60) == "12 min"
+    assert format_duration(3 * 3600 + 25 * 60) == "3 h 25 min"
+    assert format_duration(13736 * 3600) == "13,736 h (572 days)"
+
+
+def test_lr_find_next_command_carries_the_settings_and_runs(tmp_path, capsys):
+    """The printed Next: command, parsed and run as printed (issue 23 item 2)."""
+    import shlex
+
+    from helpers import DATA
+
+    lr = tmp_path / "lr"
+    args = ["lr-find", *DATA, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4"]
+    assert main([*args, "--end-lr", "1", "--budget", "40", "--out", str(lr)]) == 0
+    out = capsys.readouterr().out
+    record = json.loads((lr / "range_test.json").read_text())
+    safe = record["suggestion"]["safe_max_lr"]
+    lines = out.splitlines()
+    command = lines[next(i for i, line in enumerate(lines) if line.startswith("Next")) + 1]
+    words = shlex.split(command)
+    assert words[:2] == ["superconv", "train"]
+    for flag in ("--model", "--dataset", "--val-size", "--batch-size", "--normalize", "--no-flip"):
+        assert flag in words, flag
+    assert words[words.index("--val-size") + 1] == "1000"  # what lr-find used, not 0
+    assert f"max_lr={safe:.4g}" in words and "--iterations" in words
+    run = tmp_path / "run"
+    assert main([*words[1:], "--out", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["normalize"] == "unit" and config["flip"] is False and config["val_size"] == 1000
+    assert config["policy"] == "one_cycle" and config["iterations"] == 40
+
+
+def test_dataset_defaults_preset_and_precedence():
+    """preset < data set < TOML < flags; --preset paper is TrainConfig's defaults."""
+    from superconv.cli import build_parser, resolve_train_config
+    from superconv.config import TrainConfig
+
+    def resolve(argv, file=None):
+        args = build_parser().parse_args(["train", *argv])
+        return resolve_train_config(args, file or {})
+
+    mnist = resolve(["--dataset", "mnist"])
+    assert (mnist.model, mnist.batch_size, mnist.normalize, mnist.flip) == (
+        "lenet",
+        64,
+        "unit",
+        False,
+    )
+    assert mnist.iterations == 1875  # 2 epochs of 60,000 at batch 64
+    cifar = resolve(["--dataset", "cifar10"])
+    assert (cifar.model, cifar.batch_size, cifar.flip, cifar.crop_pad, cifar.val_size) == (
+        "resnet20",
+        128,
+        True,
+        4,
+        5000,
+    )
+    assert resolve(["--preset", "paper", "--dataset", "cifar10"]) == TrainConfig()
+    # TOML over the data set, flags over TOML
+    assert resolve(["--dataset", "mnist"], {"batch_size": 32}).batch_size == 32
+    assert (
+        resolve(["--dataset", "mnist", "--batch-size", "16"], {"batch_size": 32}).batch_size == 16
+    )
+    # --epochs beside --iterations
+    assert resolve(["--dataset", "mnist-demo", "--epochs", "1"]).iterations == 157  # 10,000 / 64
+    assert TrainConfig().model == "resnet56" and TrainConfig().batch_size == 1000  # unchanged
+
+
+def test_epochs_and_iterations_together_are_refused(capsys):
+    assert main(["train", "--dataset", "mnist-demo", "--epochs", "1", "--iterations", "5"]) == 2
+    assert "--epochs or --iterations" in capsys.readouterr().err

@@ -358,3 +358,42 @@ def test_limited_data_section_puts_each_policy_by_training_set_size(tmp_path):
 def test_no_limited_data_section_without_two_sizes(mnist):
     _, report = mnist
     assert "## Training-set size" not in report
+
+
+# ---------------------------------------------------------------- report RUN [RUN...] (issue 23)
+def test_report_of_run_folders_summary_comparison_and_curves(tmp_path, capsys):
+    from helpers import DATA, tiny_train
+
+    from superconv.cli import main
+
+    a, b, lr = tmp_path / "a", tmp_path / "b", tmp_path / "lr"
+    assert main(tiny_train(a)) == 0
+    assert main(tiny_train(b, "--seed", "1")) == 0
+    # train writes curves.png: loss and accuracy, the schedule beneath
+    assert (a / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    args = ["lr-find", *DATA, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4"]
+    assert main([*args, "--end-lr", "0.1", "--out", str(lr)]) == 0
+    capsys.readouterr()
+
+    assert main(["report", str(a)]) == 0
+    out = capsys.readouterr().out
+    assert f"{a} (train)" in out and "status: finished" in out and "final test acc" in out
+
+    assert main(["report", str(lr)]) == 0
+    assert f"{lr} (lr-find)" in capsys.readouterr().out
+
+    image = tmp_path / "cmp.png"
+    assert main(["report", str(a), str(b), str(lr), "--out", str(image)]) == 0
+    out = capsys.readouterr().out
+    assert "| run | kind |" in out and f"| {a} | train |" in out and f"| {lr} | lr-find |" in out
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_a_folder_that_is_no_run_says_so(tmp_path, capsys):
+    from superconv.cli import main
+
+    (tmp_path / "x").mkdir()
+    assert main(["report", str(tmp_path / "x"), str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "x"), str(tmp_path / "x")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err

@@ -57,7 +57,8 @@ FIELD_HELP = {
     "model": "model name: resnet20/32/44/56/110 or resnet{6n+2} (the paper's), bottleneck56, "
     "resnext, densenet, lenet",
     "dataset": "cifar10, cifar100, mnist, fashion-mnist or mnist-demo (ships in the package)",
-    "data_dir": "folder holding the data sets (else $SUPERCONV_DATA, else ~/.cache/superconv/data)",
+    "data_dir": "folder holding the data sets (default: $SUPERCONV_DATA, else "
+    "~/.cache/superconv/data)",
     "train_subset": "train on a class-balanced subset of this many images (Table 1: 40k..10k)",
     "val_size": "images held out of the training set for validation (never the test set)",
     "split_seed": "seed of the subset / validation split (fixed across runs)",
@@ -102,9 +103,17 @@ LR_FIND_FIELDS = (
     "channels_last", "threads",
 )  # fmt: skip
 
+# The budget of lr-find's Next: command when --budget is not given (iterations).
+NEXT_BUDGET = 1000
+
 # Validation images held out for the range test when --val-size is not given.
 DEFAULT_VAL_SIZE = {"mnist-demo": 1000}
 DEFAULT_VAL_SIZE_OTHER = 5000
+# What lr-find and fit's --help say of --val-size: the sizes they resolve, not 0.
+_VAL_SIZE_SHOWN = {
+    "val_size": ", ".join(f"{v:,} for {k}" for k, v in DEFAULT_VAL_SIZE.items())
+    + f", {DEFAULT_VAL_SIZE_OTHER:,} for the other data sets"
+}
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -220,14 +229,21 @@ def _key_value(text: str) -> tuple[str, Any]:
 _METAVARS = {"int": "N", "float": "X", "str": "NAME", "data_dir": "DIR", "device": "DEVICE"}
 
 
-def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | None = None) -> None:
+def _add_config_flags(
+    parser: argparse.ArgumentParser,
+    names: Iterable[str] | None = None,
+    shown_defaults: dict[str, str] | None = None,
+) -> None:
     """One flag per TrainConfig field (all, or ``names``); defaults are SUPPRESSed.
+
+    Each help line ends in one "(default: ...)": TrainConfig's value, or the
+    subcommand's own where it resolves another (``shown_defaults``), or none where
+    the help text already says it.
 
     An absent flag leaves no attribute on the namespace, so the caller knows
     exactly which fields the user set (and lets them override a config file).
     """
-    from superconv.schedules import POLICY_NAMES
-    from superconv.train import TrainConfig
+    from superconv.config import POLICY_NAMES, TrainConfig
 
     wanted = set(names) if names is not None else None
     defaults = TrainConfig()
@@ -241,7 +257,12 @@ def _add_config_flags(parser: argparse.ArgumentParser, names: Iterable[str] | No
         text = FIELD_HELP.get(field.name, f"TrainConfig.{field.name}")
         if field.name == "policy":
             text += ": " + ", ".join(POLICY_NAMES)
-        text = f"{text} (default: {shown})"
+        if shown_defaults and field.name in shown_defaults:
+            shown = shown_defaults[field.name]
+        elif shown is None:
+            shown = "none"
+        if "(default:" not in text:
+            text = f"{text} (default: {shown})"
         flag = "--" + field.name.replace("_", "-")
         if field.name == "policy_params":
             group.add_argument(
@@ -372,13 +393,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
     _no_progress(sub)
-    _add_config_flags(sub, LR_FIND_FIELDS)
+    _add_config_flags(sub, LR_FIND_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_lr_find)
 
     # train
     sub = command("train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES)
     sub.add_argument(
         "--config", metavar="TOML", help="TrainConfig fields from a TOML file (flags override it)"
+    )
+    sub.add_argument(
+        "--preset",
+        choices=("auto", "paper"),
+        default="auto",
+        help="auto: the data set's defaults (MNIST family: lenet, batch 64, unit "
+        "normalisation, no flip, 2-3 epochs; CIFAR: resnet20, batch 128, flip + pad-4 crop, "
+        "5,000 validation images, 5 epochs); paper: the paper's full settings (TrainConfig's "
+        "defaults). Precedence: preset < data set < TOML < flags (default: auto)",
+    )
+    sub.add_argument(
+        "--epochs",
+        type=float,
+        metavar="E",
+        help="training budget in epochs of the training split (instead of --iterations)",
     )
     sub.add_argument(
         "--out", metavar="DIR", help="run folder (default: runs/MODEL-DATASET-POLICY-seedSEED)"
@@ -419,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
     _no_progress(sub)
-    _add_config_flags(sub, FIT_FIELDS)
+    _add_config_flags(sub, FIT_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_fit)
 
     # demo
@@ -532,12 +568,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.set_defaults(handler=_cmd_reproduce)
 
     sub = command(
-        "report", "Markdown tables (with the paper's numbers beside ours) from a results folder"
+        "report",
+        "Markdown tables (with the paper's numbers beside ours) from a results folder; "
+        "or any run folder's summary (train, lr-find, fit, reproduce), several compared",
     )
     sub.add_argument(
-        "results", nargs="?", default="results", help="results folder (default: ./results)"
+        "results",
+        nargs="*",
+        default=["results"],
+        metavar="FOLDER",
+        help="a results folder (default: ./results), or one or more run folders: one gives "
+        "its summary, several a comparison table and their curves overlaid",
     )
-    sub.add_argument("--out", help="Markdown file to write (default: inside the results folder)")
+    sub.add_argument(
+        "--out",
+        help="Markdown file to write, or with several run folders the image of their "
+        "overlaid curves (default: inside the results folder; ./compare.png for run folders)",
+    )
     sub.add_argument(
         "--readme",
         metavar="FILE",
@@ -641,7 +688,7 @@ def _flags_given(args: argparse.Namespace, names: Iterable[str]) -> dict[str, An
 
 
 def _config_fields() -> tuple[str, ...]:
-    from superconv.train import TrainConfig
+    from superconv.config import TrainConfig
 
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
@@ -680,7 +727,7 @@ def config_from_args(
     same, none when ``--policy`` names another one; ``--policy-param`` pairs are
     added on top.
     """
-    from superconv.train import TrainConfig
+    from superconv.config import TrainConfig
 
     file = dict(file or {})
     defaults = TrainConfig()
@@ -696,6 +743,40 @@ def config_from_args(
         params = dict(defaults.policy_params)
     params.update(pairs)
     return TrainConfig.from_dict({**file, **flags, "policy_params": params})
+
+
+def resolve_train_config(args: argparse.Namespace, file: dict[str, Any]) -> Any:
+    """``train``'s config: preset < the data set's defaults < TOML ``file`` < flags, and
+    ``--epochs`` turned into iterations. TrainConfig's own defaults are not changed."""
+    from superconv.config import TrainConfig, dataset_layer, iterations_for_epochs
+
+    flags = _flags_given(args, _config_fields())
+    given = {**file, **flags}
+    epochs = getattr(args, "epochs", None)
+    if epochs is not None and "iterations" in given:
+        raise UserError("give --epochs or --iterations, not both.")
+    layer: dict[str, Any] = {}
+    if getattr(args, "preset", "paper") == "auto":
+        dataset = given.get("dataset", TrainConfig().dataset)
+        layer = dataset_layer(dataset, given.get("batch_size"))
+        if (
+            "iterations" in given
+            or epochs is not None
+            or {"eval_every", "checkpoint_every"} & set(given)
+        ):
+            layer.pop("eval_every", None)
+            layer.pop("checkpoint_every", None)
+    config = config_from_args(args, {**layer, **file})
+    if epochs is not None:
+        iterations = iterations_for_epochs(
+            epochs, config.dataset, config.batch_size, config.val_size, config.train_subset
+        )
+        changes: dict[str, Any] = {"iterations": iterations}
+        if not {"eval_every", "checkpoint_every"} & set(given):
+            every = max(1, iterations // 10)
+            changes.update(eval_every=every, checkpoint_every=2 * every)
+        config = config.replace(**changes)
+    return config
 
 
 def _check_early(config: Any) -> None:
@@ -775,13 +856,52 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
                     if name != s.rule
                 )
             )
+        budget = args.budget or NEXT_BUDGET
+        how = (
+            "the --budget given"
+            if args.budget
+            else "no --budget given: set --iterations to what you can afford"
+        )
         print(
-            f"Next: superconv train --model {config.model} --dataset {config.dataset} --policy one_cycle "
-            f"--policy-param max_lr={s.max_lr:.3g}  (or --policy clr --policy-param min_lr={s.min_lr:.3g} "
-            f"--policy-param max_lr={s.max_lr:.3g})"
+            f"Next (the safe max_lr {s.safe_max_lr:.3g}; a 1cycle of {budget:,} iterations, "
+            f"{how}):\n  {next_command(config, s.safe_max_lr, budget)}"
         )
     print(f"Wrote {result.files['plot']} and {result.files['json']}")
     return 0
+
+
+# ----------------------------------------------------------------------------- Next:
+def next_command(config: Any, max_lr: float, iterations: int) -> str:
+    """The ``superconv train`` command that trains the suggested 1cycle: one function for
+    lr-find, fit and the docs.
+
+    It carries every setting of ``config`` (a TrainConfig) that the range test used
+    and that differs from TrainConfig's defaults (model, data, subset, validation
+    size, batch, normalisation, flip, crop, optimizer, weight decay, BN settings,
+    precision, ...), the 1cycle of :data:`superconv.suggest.CYCLE` at ``max_lr``
+    (give the suggestion's ``safe_max_lr``) and ``iterations`` as the budget.
+    """
+    import shlex
+
+    from superconv.config import TrainConfig
+    from superconv.suggest import CYCLE
+
+    defaults = TrainConfig()
+    words = ["superconv", "train"]
+    for name in LR_FIND_FIELDS:
+        value, default = getattr(config, name), getattr(defaults, name)
+        if value == default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            words += [flag, "none" if value is None else str(value)]
+    words += ["--iterations", str(iterations), "--policy", "one_cycle"]
+    for key, value in CYCLE.policy_params(max_lr).items():
+        text = f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+        words += ["--policy-param", f"{key}={text}"]
+    return shlex.join(words)
 
 
 # ----------------------------------------------------------------------------- train
@@ -808,7 +928,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 TrainConfig.from_dict(file)  # name the file in errors about its own content
             except UserError as exc:
                 raise UserError(f"{args.config}: {exc}") from exc
-        config = config_from_args(args, file)
+        config = resolve_train_config(args, file)
         _check_early(config)
         run_dir = Path(
             args.out or f"runs/{config.model}-{config.dataset}-{config.policy}-seed{config.seed}"
@@ -818,6 +938,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{json.dumps(dict(config.policy_params))}, {config.iterations:,} iterations at batch "
             f"{config.batch_size} -> {run_dir}"
         )
+        from superconv.config import describe_config
+
+        _say(f"Settings (preset {args.preset}):\n" + "\n".join(describe_config(config)))
     result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
     if _is_main():  # under torchrun, rank 0 alone writes and reports
         _train_plots(config, result.run_dir)
@@ -838,8 +961,8 @@ def _is_main() -> bool:
 
 
 def _recorded_config(run_dir: Path) -> Any:
+    from superconv.config import TrainConfig
     from superconv.records import RunDir
-    from superconv.train import TrainConfig
 
     run = RunDir(run_dir)
     if not run.config_path.is_file():
@@ -917,8 +1040,8 @@ _FIT_OPTIONS = ("epochs", "tune_budget", "repeats", "range_steps", "start_lr", "
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
+    from superconv.config import TrainConfig
     from superconv.fit import RangePlan, fit_run
-    from superconv.train import TrainConfig
 
     if args.resume:
         given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, FIT_FIELDS)]
@@ -1112,9 +1235,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from superconv.report import update_readme, write_index, write_report
+    from superconv.report import is_run_folder, update_readme, write_index, write_report
 
-    root = Path(args.results)
+    folders = [Path(p) for p in args.results]
+    if any(is_run_folder(p) for p in folders) or len(folders) > 1:
+        if args.readme:
+            raise UserError("--readme reads a results folder, not run folders.")
+        return _report_runs(folders, args.out)
+    root = folders[0]
     if not root.is_dir():
         raise UserError(
             f"no results folder at {root}: run `superconv reproduce EXPERIMENT` first, "
@@ -1132,6 +1260,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"Wrote {write_index(root, folders)}")
     if args.readme:
         print(f"Updated {update_readme(args.readme, folders)}")
+    return 0
+
+
+def _report_runs(folders: Sequence[Path], out: str | None) -> int:
+    """``report RUN [RUN...]``: one run's summary; several runs compared, curves overlaid."""
+    from superconv.report import compare_runs_table, read_any_run, run_summary_text
+
+    missing = [str(p) for p in folders if not p.is_dir()]
+    if missing:
+        raise UserError(f"no such folder: {', '.join(missing)}.")
+    views = [read_any_run(p) for p in folders]
+    for view in views:
+        print(run_summary_text(view))
+    if len(views) == 1:
+        return 0
+    print()
+    print(compare_runs_table(views))
+    with_rows = {str(v.path): v.metrics for v in views if v.metrics}
+    if with_rows:
+        from superconv.plots import plot_run_curves
+
+        path = Path(out or "compare.png")
+        print(f"Wrote {plot_run_curves(with_rows, path, title='runs compared')}")
     return 0
 
 

@@ -767,9 +767,7 @@ def _mnist(s: _Scale) -> Plan:
         Train(
             "onecycle-12ep",
             cfg(short, policy="one_cycle", policy_params={}),
-            Reference(
-                99.3, None, "follow-up practice notes: 'near 99.3% in as few as 12 epochs'"
-            ),
+            Reference(99.3, None, "follow-up practice notes: 'near 99.3% in as few as 12 epochs'"),
             tuned=(Tuned("max_lr", "sweep-onecycle"),),
             note="1cycle, max_lr by the validation sweep",
         ),
@@ -1337,12 +1335,22 @@ def _cpu_contention(device: Any, load: float | None = None) -> str:
 
 
 def format_duration(seconds: float) -> str:
-    """``"42 s"``, ``"12 min"``, ``"3.4 h"``."""
+    """A time a person reads at a glance, in s, min or h and min.
+
+    >>> format_duration(42), format_duration(720), format_duration(12_300)
+    ('42 s', '12 min', '3 h 25 min')
+    >>> format_duration(49_449_600)
+    '13,736 h (572 days)'
+    """
     if seconds < 90:
         return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes:02d} min"
+    return f"{hours:,} h ({hours / 24:,.0f} days)"
 
 
 # ----------------------------------------------------------------------------- reproduce
@@ -1734,8 +1742,7 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
         shown,
         path=run.path / "range_test.png",
         title=_wrap(
-            f"{step.name}: LR range test, evaluated on the {step.evaluate_on} set "
-            f"({_ended(curve)})"
+            f"{step.name}: LR range test, evaluated on the {step.evaluate_on} set ({_ended(curve)})"
         ),
         eval_name=step.evaluate_on,
         marks=marks,

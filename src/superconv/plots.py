@@ -319,6 +319,96 @@ def plot_curves(
     return _save(fig, path)
 
 
+def plot_run_curves(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    policy: Mapping[str, Callable[[int], float]] | None = None,
+    total_steps: int | None = None,
+) -> Path:
+    """Loss and accuracy (train, validation, test) against the iteration, with the LR
+    and momentum schedule beneath: ``curves.png`` of a run, or several runs overlaid.
+
+    ``runs`` maps a run's label to its ``metrics.csv`` rows. One run: a colour per
+    split; several: a colour per run, a line style per split (train solid,
+    validation dashed, test dotted). The LR is drawn from ``policy`` (name ->
+    schedule of the step) over ``total_steps`` where given, else from the rows (the
+    value at each evaluation); momentum on a twin axis.
+    """
+    if not runs:
+        raise UserError("runs is empty: give at least one run's metric rows.")
+    fig = _figure((7.5, 8.0))
+    loss_ax, acc_ax, lr_ax = fig.subplots(3, 1, sharex=True, height_ratios=(2, 2, 1.2))
+    styles = {"train": "-", "val": "--", "test": ":"}
+    split_colors = {"train": "C0", "val": "C1", "test": "C2"}
+    single = len(runs) == 1
+    mom_ax = None
+    for i, (label, rows) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        for split in ("train", "val", "test"):
+            for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+                pts = [
+                    (_number(r.get("iteration")), _number(r.get(f"{split}_{metric}"))) for r in rows
+                ]
+                pts = [(x, y) for x, y in pts if x is not None and y is not None]
+                if not pts:
+                    continue
+                xs, ys = zip(*pts)
+                name = split if single else f"{label} {split}"
+                ax.plot(
+                    xs,
+                    ys,
+                    styles[split],
+                    color=split_colors[split] if single else color,
+                    lw=1.5,
+                    label=name if metric == "loss" else None,
+                    marker="." if len(xs) < 30 else None,
+                )
+        for key, axis in (("lr", lr_ax), ("momentum", None)):
+            pts = [(_number(r.get("iteration")), _number(r.get(key))) for r in rows]
+            if policy is not None and total_steps and key in policy:
+                grid = np.unique(np.linspace(0, total_steps - 1, min(total_steps, 1000)))
+                pts = [(int(t) + 1, float(policy[key](int(t)))) for t in grid.round()]
+            pts = [(x, y) for x, y in pts if x is not None and y is not None]
+            if not pts:
+                continue
+            if axis is None:
+                mom_ax = mom_ax or lr_ax.twinx()
+                axis = mom_ax
+            xs, ys = zip(*pts)
+            axis.plot(
+                xs,
+                ys,
+                "-" if key == "lr" else "--",
+                color=(("C3" if key == "lr" else "C4") if single else color),
+                lw=1.2,
+                drawstyle="steps-post",
+                label=(key if single else f"{label} {key}"),
+            )
+    loss_ax.set_ylabel("loss")
+    finite = [
+        y
+        for line in loss_ax.get_lines()
+        for y in np.asarray(line.get_ydata(), dtype=float)
+        if np.isfinite(y) and y > 0
+    ]
+    if finite and max(finite) / min(finite) > 100:  # a blown-up loss: a log axis shows both
+        loss_ax.set_yscale("log")
+    acc_ax.set_ylabel("accuracy (%)")
+    lr_ax.set_ylabel("learning rate")
+    lr_ax.set_xlabel("iteration")
+    if mom_ax is not None:
+        mom_ax.set_ylabel("momentum")
+    loss_ax.legend(loc="upper right", fontsize="small", ncol=1 if single else 2)
+    handles = lr_ax.get_lines() + (mom_ax.get_lines() if mom_ax is not None else [])
+    lr_ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize="small")
+    for ax in (loss_ax, acc_ax, lr_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.set_title(title or "training curves", fontsize="medium")
+    return _save(fig, path)
+
+
 def plot_by_size(
     series: Mapping[str, Mapping[int, Sequence[float]]],
     *,

@@ -1195,3 +1195,118 @@ def _schedule_rows(names: Sequence[str], rows) -> dict[str, dict[str, list[dict[
 
 def _row(cells: Iterable[str]) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+# ----------------------------------------------------------------------------- any run folder
+@dataclass
+class RunView:
+    """One run folder of any kind, as ``superconv report RUN`` reads it: ``kind`` is
+    ``train`` (train, reproduce), ``fit`` or ``lr-find``; ``metrics`` the training
+    rows (a fit's final run; none for an LR range test)."""
+
+    path: Path
+    kind: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]]
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Does ``path`` hold one run (train, reproduce seed, fit or lr-find), not a results tree?"""
+    path = Path(path)
+    return any((path / name).is_file() for name in ("config.json", "fit.json", "range_test.json"))
+
+
+def read_any_run(path: str | Path) -> RunView:
+    """Read a run folder of any kind (see :class:`RunView`); a UserError names what is missing."""
+    path = Path(path)
+    if (path / "fit.json").is_file():
+        fit = _read_json(path / "fit.json") or {}
+        train = path / "train"
+        config = _read_json(train / "config.json") or {}
+        summary = _read_json(train / "summary.json") or {}
+        chosen = fit.get("chosen")
+        if isinstance(chosen, dict):
+            summary = {**summary, "chosen_max_lr": chosen.get("max_lr")}
+        return RunView(path, "fit", config, summary, _read_table(train / "metrics.csv"))
+    if (path / "range_test.json").is_file():
+        record = _read_json(path / "range_test.json") or {}
+        settings = record.get("settings") or {}
+        suggestion = record.get("suggestion") or {}
+        summary = {
+            "status": "lr-find",
+            "max_lr": suggestion.get("max_lr"),
+            "safe_max_lr": suggestion.get("safe_max_lr"),
+            "rule": suggestion.get("rule"),
+            "steps": len((record.get("curve") or {}).get("losses") or []),
+        }
+        if record.get("suggestion_error"):
+            summary["note"] = record["suggestion_error"]
+        config = _read_json(path / "config.json") or (
+            settings if isinstance(settings, dict) else {}
+        )
+        return RunView(path, "lr-find", config, summary, [])
+    if (path / "config.json").is_file():
+        run = read_run(path)
+        return RunView(path, "train", run.config, dict(run.summary or {}), run.metrics)
+    raise UserError(
+        f"{path} is not a run folder: it holds no config.json (train, reproduce), fit.json "
+        "(fit) or range_test.json (lr-find)."
+    )
+
+
+_SUMMARY_KEYS = (
+    "status", "iterations", "final_test_acc", "best_test_acc", "final_val_acc",
+    "final_train_loss", "wall_time", "collapse", "max_lr", "safe_max_lr", "rule",
+    "chosen_max_lr", "note",
+)  # fmt: skip
+
+
+def run_summary_text(view: RunView) -> str:
+    """The summary of one run, a few lines of text."""
+    c = view.config
+    what = ", ".join(
+        f"{k} {c[k]}" for k in ("model", "dataset", "policy", "batch_size") if c.get(k) is not None
+    )
+    lines = [f"{view.path} ({view.kind}): {what or 'settings not recorded'}"]
+    if c.get("policy_params"):
+        lines.append(f"  policy params: {json.dumps(c['policy_params'])}")
+    for key in _SUMMARY_KEYS:
+        value = view.summary.get(key)
+        if value is None:
+            continue
+        if key == "wall_time":
+            value = _duration(float(value))
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        lines.append(f"  {key.replace('_', ' ')}: {value}")
+    if view.metrics:
+        lines.append(f"  {len(view.metrics)} evaluations in metrics.csv")
+    return "\n".join(lines)
+
+
+def compare_runs_table(views: Sequence[RunView]) -> str:
+    """A Markdown table comparing runs side by side (one row each)."""
+    head = "| run | kind | model | dataset | policy | status | iterations | final test acc | best test acc | time |"
+    lines = [head, "|" + "---|" * 10]
+    for v in views:
+        s, c = v.summary, v.config
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    str(v.path),
+                    v.kind,
+                    str(c.get("model", _DASH)),
+                    str(c.get("dataset", _DASH)),
+                    str(c.get("policy", _DASH)),
+                    str(s.get("status", "unfinished")),
+                    str(s.get("iterations", _DASH)),
+                    _num(s.get("final_test_acc")),
+                    _num(s.get("best_test_acc")),
+                    _duration(float(s["wall_time"])) if s.get("wall_time") is not None else _DASH,
+                ]
+            )
+            + " |"
+        )
+    return "\n".join(lines)

@@ -20,13 +20,12 @@ on the device and read every ``log_every`` steps.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import signal
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,251 +33,32 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
+from superconv.collapse import Collapse, check_collapse, lr_peak_step
+from superconv.config import (  # noqa: F401 - re-exported: the config lives without torch
+    _MOMENTUM_OPTIMIZERS,
+    FLOAT32_MAX,
+    MAX_CROP_PAD,
+    OPTIMIZERS,
+    PRECISIONS,
+    TrainConfig,
+    _balanced_size,
+    _check_type,
+    _float32,
+    _positive_int,
+    _unknown,
+    check_threads,
+    resolve_device,
+)
 from superconv.errors import (
     CheckpointError,
     DivergenceError,
     Interrupted,
     UserError,
-    did_you_mean,
 )
 from superconv.records import RunDir, environment
 from superconv.schedules import apply, build_policy, policy_to_dict
 
 Observer = Callable[[int, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]], None]
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp64")
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta")
-_MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. Defaults are the paper's ResNet-56 / CIFAR-10 CLR setting."""
-
-    # -- what is trained
-    model: str = "resnet56"  # Tables 2-4
-    dataset: str = "cifar10"
-    data_dir: str | None = None  # else $SUPERCONV_DATA, else the user cache folder
-    train_subset: int | None = None  # Table 1 lower rows: 40k/30k/20k/10k, class-balanced
-    val_size: int = 0  # images held out of the training set for tuning (never the test set)
-    split_seed: int = 0  # the subset / validation split is fixed across seeds and policies
-    # -- how long, in iterations (the paper counts iterations, not epochs)
-    iterations: int = 10_000  # Table 1: CLR 0.1-3, stepsize 5,000 -> 10,000 iterations
-    batch_size: int = 1000  # the global batch (section 6: 8 GPUs x 125); split over DDP ranks
-    # -- the policy (superconv.schedules.build_policy)
-    policy: str = "clr"
-    policy_params: Mapping[str, Any] = field(
-        default_factory=lambda: {"min_lr": 0.1, "max_lr": 3.0}  # Table 1: CLR 0.1-3
-    )
-    # -- optimizer
-    optimizer: str = "sgd"
-    momentum: float = 0.9  # Table 6: 0.9 is best
-    weight_decay: float = 1e-4  # section 6: 1e-4 (1e-3 prevents super-convergence)
-    # -- batch norm (superconv.models)
-    bn_maf: float = 0.95  # Table 1: MAF 0.95 for 10k-iteration runs (0.999 for PC-LR)
-    bn_mode: str = "caffe"  # Caffe's debiased moving average; "torch" = momentum 1 - MAF
-    ghost_batch: int | None = None  # 125 mimics the paper's 8 GPUs x 125 unsynchronised BN
-    sync_bn: bool = False  # under DDP: BN over the global batch (the paper: per GPU)
-    dropout: float = 0.0  # Fig. 9b: 0.2 helps a little
-    # -- augmentation: the authors' prototxts mirror only (no pad-and-crop)
-    flip: bool = True
-    crop_pad: int = 0
-    # "mean_std": per-channel standardisation (CIFAR prototxts subtract the mean);
-    # "unit": pixels / 255 only, as Caffe's LeNet example (scale 0.00390625).
-    normalize: str = "mean_std"
-    # -- bookkeeping
-    seed: int = 0
-    eval_every: int = 500  # iterations between evaluations (metrics rows)
-    log_every: int = 10  # iterations between reads of the loss (progress, NaN check)
-    checkpoint_every: int = 1000  # must be a multiple of eval_every
-    eval_batch_size: int = 1000
-    estimator_k: int | None = None  # eq. 8 observer: snapshots every k steps (Fig. 5)
-    # -- speed
-    device: str = "auto"  # "auto" = cuda if available, else cpu
-    precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on the CPU; "fp64" for checks
-    channels_last: bool = True
-    compile: bool = False
-    deterministic: bool = False
-    threads: int | None = None
-
-    # ------------------------------------------------------------------ (de)serialisation
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able dict (config.json)."""
-        d = dataclasses.asdict(self)
-        d["policy_params"] = dict(self.policy_params)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build a config from a dict (TOML / JSON), refusing unknown keys and wrong types."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = [k for k in d if k not in fields]
-        if unknown:
-            hints = [f"{k!r}{did_you_mean(k, fields)}" for k in unknown]
-            raise UserError(
-                f"unknown config key(s): {', '.join(hints)} (known keys: {', '.join(fields)})."
-            )
-        kwargs = {}
-        for key, value in d.items():
-            kwargs[key] = _check_type(key, value, fields[key].type)
-        return cls(**kwargs)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (type-checked like :meth:`from_dict`)."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
-
-    # ------------------------------------------------------------------ validation
-    def validate(self) -> None:
-        """Raise :class:`UserError` naming the first impossible value."""
-        _positive_int("iterations", self.iterations)
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("eval_every", self.eval_every)
-        _positive_int("log_every", self.log_every)
-        _positive_int("checkpoint_every", self.checkpoint_every)
-        _positive_int("eval_batch_size", self.eval_batch_size)
-        if self.checkpoint_every % self.eval_every:
-            raise UserError(
-                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
-                f"({self.eval_every}), so a checkpoint always follows an evaluation."
-            )
-        if self.optimizer not in OPTIMIZERS:
-            raise UserError(_unknown("optimizer", self.optimizer, OPTIMIZERS))
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise UserError(f"weight_decay must be >= 0, got {self.weight_decay}.")
-        if not (0.0 <= self.momentum < 1.0):
-            raise UserError(f"momentum must be in [0, 1), got {self.momentum}.")
-        if not (0.0 <= self.dropout < 1.0):
-            raise UserError(f"dropout must be in [0, 1), got {self.dropout}.")
-        if self.val_size < 0:
-            raise UserError(f"val_size must be >= 0, got {self.val_size}.")
-        if self.val_size:
-            _balanced_size("val_size", self.dataset, self.val_size)
-        if self.train_subset is not None:
-            _positive_int("train_subset", self.train_subset)
-            _balanced_size("train_subset", self.dataset, self.train_subset)
-        if not 0 <= self.crop_pad <= MAX_CROP_PAD:
-            raise UserError(
-                f"crop_pad must be 0..{MAX_CROP_PAD} pixels, got {self.crop_pad} "
-                "(4 is the usual CIFAR margin)."
-            )
-        for name in ("seed", "split_seed"):
-            value = getattr(self, name)
-            if not 0 <= value < 2**32:
-                raise UserError(f"{name} must be an integer in 0..{2**32 - 1:,}, got {value}.")
-        if self.estimator_k is not None:
-            _positive_int("estimator_k", self.estimator_k)
-        if self.ghost_batch is not None:
-            _positive_int("ghost_batch", self.ghost_batch)
-        if self.ghost_batch is not None and self.batch_size % self.ghost_batch:
-            raise UserError(
-                f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."
-            )
-        if self.normalize not in ("mean_std", "unit"):
-            raise UserError(_unknown("normalize", self.normalize, ("mean_std", "unit")))
-        if self.precision not in PRECISIONS:
-            raise UserError(_unknown("precision", self.precision, PRECISIONS))
-        if self.threads is not None:
-            check_threads(self.threads)
-        for name in ("momentum", "weight_decay", "bn_maf", "dropout"):
-            _float32(name, getattr(self, name))
-        resolve_device(self.device)
-
-
-def _positive_int(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{name} must be an integer >= 1, got {value!r}.")
-
-
-def check_threads(threads: int) -> None:
-    """Refuse a CPU thread count below 1 or above this machine's CPUs (torch crashes on
-    huge ones, and more threads than cores only wait on each other)."""
-    import os
-
-    _positive_int("threads", threads)
-    cores = os.cpu_count() or 1
-    if threads > cores:
-        raise UserError(
-            f"threads ({threads:,}) is more than the {cores} CPU core(s) of this machine; "
-            f"choose 1..{cores} (1 is fastest beside other work)."
-        )
-
-
-# A pad-and-crop margin of more than an image's side crops mostly padding.
-MAX_CROP_PAD = 32
-
-# The largest float32: an LR or policy value above it becomes inf in the optimizer.
-FLOAT32_MAX = float(torch.finfo(torch.float32).max)
-
-
-def _float32(name: str, value: Any) -> None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if math.isfinite(value) and abs(value) > FLOAT32_MAX:
-            raise UserError(
-                f"{name} ({value:g}) overflows float32 (largest {FLOAT32_MAX:.4g}); "
-                "choose a smaller value."
-            )
-
-
-def _balanced_size(name: str, dataset: str, n: int) -> None:
-    """Refuse a class-balanced subset size (``train_subset``, ``val_size``) that is not a
-    multiple of the class count."""
-    from superconv.data import DATASETS
-
-    info = DATASETS.get(dataset)
-    if info is None:
-        return  # an unknown data set is refused by name later, with a did-you-mean
-    k = len(info.classes)
-    if n % k:
-        lower, upper = n // k * k, (n // k + 1) * k
-        nearest = f"{lower:,} or {upper:,}" if lower else f"{upper:,}"
-        raise UserError(
-            f"{name} ({n:,}) must be a multiple of the {k} classes of {dataset} "
-            f"(a class-balanced subset takes the same number of images of each class); "
-            f"use {nearest}."
-        )
-
-
-def _unknown(what: str, name: str, known: Sequence[str]) -> str:
-    return f"unknown {what} {name!r}{did_you_mean(name, known)} Choose one of: {', '.join(known)}."
-
-
-def _check_type(key: str, value: Any, annotation: Any) -> Any:
-    """Check a config value against the field's annotation string (from __future__ annotations)."""
-    ann = str(annotation)
-    allowed: list[type] = []
-    if "Mapping" in ann or "dict" in ann:
-        allowed.append(dict)
-    for name, typ in (("bool", bool), ("int", int), ("float", float), ("str", str)):
-        if name in ann.replace("Mapping[str, Any]", ""):
-            allowed.append(typ)
-    if value is None and "None" in ann:
-        return value
-    if isinstance(value, bool) and bool not in allowed:
-        raise UserError(f"config key {key!r} must be {ann}, got the boolean {value!r}.")
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
-        return float(value) if int not in allowed else value
-    if not isinstance(value, tuple(allowed)):
-        raise UserError(f"config key {key!r} must be {ann}, got {type(value).__name__} {value!r}.")
-    return value
-
-
-def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda if available else cpu; refuse CUDA where there is none."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as exc:
-        raise UserError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from exc
-    mps = device.type == "mps" and torch.backends.mps.is_available()
-    if device.type not in ("cpu", "cuda") and not mps:  # meta, xpu...: not what the loop runs on
-        raise UserError(f"device {name!r} is not supported here: use auto, cpu, cuda or cuda:N.")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(
-            f"device {name!r} was requested but this machine has no usable CUDA GPU "
-            f"(torch {torch.__version__}, CUDA build: {torch.version.cuda}). Use --device cpu."
-        )
-    return device
 
 
 # ---------------------------------------------------------------------- building pieces
@@ -355,6 +135,7 @@ class Pieces:
     num_train: int
     world: Any = None  # superconv.distributed.World
     module: torch.nn.Module | None = None  # the model without its DDP wrapper
+    num_classes: int = 10  # chance level for collapse detection
 
 
 def build(config: TrainConfig) -> Pieces:
@@ -495,6 +276,7 @@ def build(config: TrainConfig) -> Pieces:
         len(train_idx),
         world=world,
         module=module,
+        num_classes=len(data.classes),
     )
 
 
@@ -690,7 +472,9 @@ def train(
     ``config.batch_size`` split evenly over the processes.
 
     Raises :class:`~superconv.errors.DivergenceError` (after writing the metrics
-    so far and keeping the last good checkpoint) when the loss becomes NaN/inf,
+    so far and keeping the last good checkpoint) when the loss becomes NaN/inf, or
+    when the run collapses with finite numbers (:func:`superconv.collapse.check_collapse`,
+    checked at every evaluation before its checkpoint),
     and ``KeyboardInterrupt`` after saving a checkpoint on SIGINT.
     """
     from superconv import distributed
@@ -811,6 +595,7 @@ def train(
                 summary = _summary(config, rows, elapsed, status="diverged", step=bad)
                 summary["diverged_lr"] = lr
                 run.write_summary(summary)
+                _write_curves(run, rows, config, "diverged", policy)
             kept = (
                 "the last good checkpoint is kept"
                 if checkpoint_path.is_file()
@@ -824,6 +609,31 @@ def train(
                 lr=lr,
             )
 
+        def collapsed(found: Collapse) -> DivergenceError:
+            lr = found.lr if found.lr is not None else float("nan")
+            if run is not None:
+                run.write_metrics(rows)
+                summary = _summary(config, rows, elapsed, status="diverged", step=found.iteration)
+                summary["diverged_lr"] = lr
+                summary["collapse"] = found.what
+                run.write_summary(summary)
+                _write_curves(
+                    run, rows, config, f"collapsed at iteration {found.iteration:,}", policy
+                )
+            kept = (
+                "the last checkpoint, from before the blow-up, is kept"
+                if checkpoint_path.is_file()
+                else "no checkpoint was written before it"
+            )
+            return DivergenceError(
+                f"the run collapsed: {found.what}. Stopped; metrics are in "
+                f"{RunDir(run_dir).metrics_path}; {kept}. Use a lower max_lr: the "
+                "suggestion band of `superconv lr-find` (its safe value) is the place to start.",
+                step=found.iteration,
+                lr=lr,
+            )
+
+        warmup = lr_peak_step(policy["lr"], iterations) if "lr" in policy else 0
         bar = _progress(progress and world.is_main, start, iterations)
         values: dict[str, float] = {}
         try:
@@ -871,6 +681,16 @@ def train(
                         rows.append(_metrics_row(pieces, step, values, totals, elapsed))
                         for key in ("loss", "correct", "count", "steps"):
                             sums[key].zero_()
+                        # Checked before this evaluation's checkpoint: the one kept
+                        # is from before the blow-up.
+                        collapse = check_collapse(
+                            rows,
+                            iterations=iterations,
+                            num_classes=pieces.num_classes,
+                            warmup_steps=warmup,
+                        )
+                        if collapse is not None:
+                            raise collapsed(collapse)
                         if run is not None:
                             run.write_metrics(rows)
                         if bar is not None:
@@ -896,6 +716,7 @@ def train(
         summary["world_size"] = world.world_size
         if run is not None:
             run.write_summary(summary)
+            _write_curves(run, rows, config, "finished", policy)
         return RunResult(RunDir(run_dir).path, rows, summary)
     finally:
         if run is not None:
@@ -997,6 +818,38 @@ def _summary(
         "model": config.model,
         "policy": config.policy,
     }
+
+
+CURVES_FILE = "curves.png"
+
+
+def _write_curves(
+    run: RunDir,
+    rows: Sequence[Mapping[str, Any]],
+    config: TrainConfig,
+    how: str,
+    policy: Mapping[str, Any] | None = None,
+):
+    """``curves.png``: loss and accuracy against the iteration, the schedule beneath.
+
+    A figure is a convenience: a failure to draw it (no matplotlib, say) warns and
+    leaves the run's records as they are.
+    """
+    if not rows:
+        return
+    try:
+        from superconv.plots import plot_run_curves
+
+        title = f"{config.model} on {config.dataset}, {config.policy}: {how}"
+        plot_run_curves(
+            {run.path.name: rows},
+            run.path / CURVES_FILE,
+            title=title,
+            policy=policy,
+            total_steps=config.iterations,
+        )
+    except Exception as exc:  # noqa: BLE001 - the run's numbers matter, not its picture
+        warnings.warn(f"could not draw {CURVES_FILE}: {exc}", stacklevel=2)
 
 
 def _write_estimates(run: RunDir, estimator: Any) -> None:
