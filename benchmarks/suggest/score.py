@@ -201,7 +201,7 @@ def _plot(data, scores, overall, path: Path) -> Path:
         if s.max_lr is None:
             continue
         if s.setting in {sb.Setting(r, (), "exp", 1) for r in PEERS} or s.setting == overall:
-            label = "chosen default" if s.setting == overall else s.setting.rule
+            label = "chosen on all tasks (in-sample)" if s.setting == overall else s.setting.rule
             points.append((label, s.task, data[s.task]["grid"].best_lr, s.max_lr))
     return plot_suggestions(points, path)
 
