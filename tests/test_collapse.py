@@ -73,7 +73,10 @@ def test_lr_peak_step_is_the_end_of_the_warmup():
 
 
 def _committed_runs():
-    return sorted(p.parent for p in RESULTS.rglob("metrics.csv"))
+    # ended runs only (a run still training in a working tree has no summary.json yet)
+    return sorted(
+        p.parent for p in RESULTS.rglob("metrics.csv") if (p.parent / "summary.json").exists()
+    )
 
 
 def _replay(run: Path):
@@ -102,9 +105,13 @@ def test_replay_of_every_committed_run():
             stopped[str(run.relative_to(RESULTS))] = (summary, found)
         elif summary.get("status") == "finished" and summary.get("final_test_acc") is not None:
             assert summary["final_test_acc"] > 15.0 or "maf0.999" in str(run), run
-    # the one committed run that ended at chance is stopped, at its first evaluation
-    # past the first 10%; no run that finished well would have been
-    assert sorted(stopped) == ["fair-comparison/reduced/sweep-multistep-lr0.8/seed0"]
+    # every run the rule stops ended diverged (NaN) or at chance; none that finished well
+    # (the suggestion benchmark's sweeps add runs above the edge of stability on purpose)
+    for name, (summary, _) in stopped.items():
+        ended = summary.get("final_val_acc", summary.get("final_test_acc"))
+        assert summary.get("status") == "diverged" or (ended is not None and ended <= 15.0), name
+    # the fair comparison's run that ended at chance without a NaN is stopped, at its first
+    # evaluation past the first 10%
     summary, found = stopped["fair-comparison/reduced/sweep-multistep-lr0.8/seed0"]
     assert summary["final_test_acc"] == 10.0 and found.iteration == 294
 
