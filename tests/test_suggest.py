@@ -13,6 +13,7 @@ import pytest
 
 from superconv import suggest_bench as sb
 from superconv.errors import UserError
+from superconv.fit import FACTORS
 from superconv.range_test import RangeTestCurve
 from superconv.suggest import (
     CYCLE,
@@ -127,6 +128,26 @@ def test_divergence_inside_the_burn_in_is_no_suggestion_with_advice():
     )
     with pytest.raises(UserError, match="needs at least 3"):
         suggest(curve, "loss_edge")
+
+
+def test_burn_in_cannot_swallow_a_curve_that_broke_down_early():
+    # A 1,000-step linear test that blew up at step 60: a 5% burn-in of the planned
+    # steps (50) would leave 10 points; it is capped at a fifth of the steps run (12).
+    n, planned = 60, 1000
+    lrs = list(np.linspace(0.0, 0.18, n))
+    losses = [2.3 - 1.5 * (lr / 0.12) if lr < 0.12 else 0.5 + 40 * (lr - 0.12) for lr in lrs]
+    curve = RangeTestCurve(
+        lrs=lrs,
+        losses=losses,
+        smoothed_losses=ema(losses),
+        num_steps=planned,
+        stop_reason="diverged",
+    )
+    s = suggest(curve, "loss_edge", fraction=1.0)
+    assert s.edge_lr == pytest.approx(0.12, rel=0.1)
+    # an explicit step count is the user's choice and is kept
+    with pytest.raises(UserError, match="needs at least 3"):
+        suggest(curve, "loss_edge", burn_in=58)
 
 
 def test_unknown_rule_and_setting_are_clear_errors():
@@ -307,6 +328,13 @@ def test_scorer_on_a_recorded_fixture(tmp_path):
     assert too_high.diverged and not too_high.met
     too_low = sb.score_curve(task, grid, sb.Setting("loss_edge", (("fraction", 1 / 16),)), run)
     assert too_low.ratio < 0.5 and not too_low.met  # 4x too low: a miss even if little is lost
+    # after fit's check (candidates x 2, 1, 1/2, 1/4): the too-high pick's 1/4 candidate
+    # lands at or near the best, the too-low pick's x2 candidate still falls short
+    assert too_high.checked_lost == pytest.approx(
+        95.5 - max(a for a in (grid.accuracy_at(too_high.max_lr * f) for f in FACTORS) if a)
+    )
+    assert sb.checked_lost(grid, 0.1) == 0.0 and sb.checked_lost(grid, 4.0) is None
+    assert sb.checked_lost(grid, 0.4) == 0.0  # 0.4 x 1/4 = 0.1, the best
 
     data = sb.collect(tmp_path, [task.name])
     scores = sb.score_all(data, [hit.setting, too_high.setting, too_low.setting])
@@ -367,10 +395,14 @@ def test_the_fair_comparisons_committed_runs_are_reused_where_the_shape_matches(
 
 def test_suggest_each_reads_once_and_agrees_with_suggest():
     curve = exp_curve(edge=0.2, noise=0.03)
-    asks = [("loss_edge", {"fraction": f}) for f in (0.5, 0.25)] + [("valley", {}), ("steepest", {})]
+    asks = [("loss_edge", {"fraction": f}) for f in (0.5, 0.25)] + [
+        ("valley", {}),
+        ("steepest", {}),
+    ]
     many = suggest_each(curve, asks, budget=1000)
     for (rule, params), got in zip(asks, many):
         assert got == suggest(curve, rule, 1000, **params)
-    short = RangeTestCurve(lrs=[0.1, 0.2], losses=[2.0, 9.0], smoothed_losses=[2.0, 9.0],
-                           num_steps=100)
+    short = RangeTestCurve(
+        lrs=[0.1, 0.2], losses=[2.0, 9.0], smoothed_losses=[2.0, 9.0], num_steps=100
+    )
     assert all("needs at least 3" in m for m in suggest_each(short, asks))

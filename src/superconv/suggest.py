@@ -204,7 +204,7 @@ class _View:
     @classmethod
     def of(cls, curve: RangeTestCurve, burn_in: float | int) -> _View:
         _check_burn_in(burn_in)
-        skip = int(round(burn_in * curve.num_steps)) if isinstance(burn_in, float) else burn_in
+        skip = _burn_in_steps(curve, burn_in)
         n = len(curve.losses)
         smoothed = curve.smoothed_losses if len(curve.smoothed_losses) == n else curve.losses
         return cls(
@@ -225,6 +225,15 @@ class _Pick:
     signal: str
     reason: str
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def _burn_in_steps(curve: RangeTestCurve, burn_in: float | int) -> int:
+    """The steps a fractional burn-in skips: of the planned steps, but never more than a
+    fifth of the steps the test ran, so that a test that broke down early still leaves
+    a curve to read (a burn-in that cannot swallow the curve). A step count is kept."""
+    if not isinstance(burn_in, float):
+        return burn_in
+    return min(int(round(burn_in * curve.num_steps)), len(curve.losses) // 5)
 
 
 def _check_burn_in(burn_in: Any) -> None:
@@ -443,7 +452,7 @@ def _loss_edge_lr(view: _View, r: _Readings | None = None) -> float:
 
 
 def _with_default_burn_in(view: _View) -> _View:
-    skip = int(round(0.05 * view.curve.num_steps))
+    skip = _burn_in_steps(view.curve, 0.05)
     return _View(view.curve, view.lrs, view.losses, view.smoothed, skip)
 
 

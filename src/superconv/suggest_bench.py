@@ -565,6 +565,11 @@ class Score:
     diverged: bool
     met: bool  # every target: lost <= max(1, 2 SE), within 2x, a suggestion, no divergence
     why: str = ""
+    # after ``superconv fit``'s check (candidates max_lr x fit.FACTORS, the best kept),
+    # if its short runs rank the candidates as the full budget does: points lost, and
+    # whether that is within the tolerance. None: no candidate inside the grid.
+    checked_lost: float | None = None
+    checked_met: bool = False
 
 
 def tolerance(grid: Grid) -> float:
@@ -592,7 +597,34 @@ def _score(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any], s: 
     met = (
         lost is not None and lost <= tolerance(grid) + 1e-9 and 0.5 <= ratio <= 2.0 and not diverged
     )
-    return Score(task.name, setting, run["seed"], s.max_lr, lost, ratio, diverged, met)
+    checked = checked_lost(grid, s.max_lr)
+    return Score(
+        task.name,
+        setting,
+        run["seed"],
+        s.max_lr,
+        lost,
+        ratio,
+        diverged,
+        met,
+        checked_lost=checked,
+        checked_met=checked is not None and checked <= tolerance(grid) + 1e-9,
+    )
+
+
+def checked_lost(grid: Grid, max_lr: float) -> float | None:
+    """Points lost after ``fit``'s check: the best candidate ``max_lr x fit.FACTORS`` kept.
+
+    Assumes the check's short runs rank the candidates as the full budget does (the
+    ``fit`` issue measures how often they do). Each candidate's accuracy is interpolated
+    as for the suggestion (a diverged grid point counts as chance); candidates outside
+    the grid are not counted; None if none is inside.
+    """
+    from superconv.fit import FACTORS
+
+    accs = [grid.accuracy_at(max_lr * factor) for factor in FACTORS]
+    inside = [a for a in accs if a is not None]
+    return grid.best - max(inside) if inside else None
 
 
 def collect(results: str | Path, names: Sequence[str] | None = None) -> dict[str, Any]:
@@ -647,6 +679,7 @@ def summarise(scores: Sequence[Score]) -> dict[str, float]:
         "outside_grid": sum(s.max_lr is not None and s.lost is None for s in scores),
         "within_2x": sum(r <= 1 for r in ratios) / n if n else math.nan,
         "median_log2_ratio": float(_median([math.log2(s.ratio) for s in scores if s.ratio])),
+        "checked_met": sum(s.checked_met for s in scores) / n if n else math.nan,
         "diverged": sum(s.diverged for s in scores),
         "no_suggestion": sum(s.max_lr is None for s in scores),
         "seed_spread": _seed_spread(scores),
@@ -681,10 +714,11 @@ def _median(values: Sequence[float]) -> float:
 
 
 def _rank_key(summary: Mapping[str, float]) -> tuple:
-    # Most targets met; then the fewest misses of any kind; then the least accuracy lost.
+    # Most targets met; then the most met after fit's check; then the fewest misses of
+    # any kind; then the least accuracy lost.
     misses = summary["diverged"] + summary["no_suggestion"] + summary["outside_grid"]
     lost = summary["mean_lost"] if math.isfinite(summary["mean_lost"]) else math.inf
-    return (-summary["met"], misses, lost)
+    return (-summary["met"], -summary["checked_met"], misses, lost)
 
 
 def choose(scores: Sequence[Score], exclude: str | None = None) -> Setting | None:
