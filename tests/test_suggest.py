@@ -354,6 +354,22 @@ def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
     out = tmp_path / "suggest"
     text = (out / "score.md").read_text()
     assert "t3-lenet-demo" in text and "Leave one task out" in text
+    assert "No confirmation run has ended yet." in text
+    # two confirmation runs at 0.08 (the default's pick): 0.8x the best, about 1 point lost
+    from superconv.schedules import policy_to_dict
+    from superconv.train import make_policy
+
+    config = sb.get_task("t3-lenet-demo").trial_config(0.08)
+    for seed, acc in ((0, 95.0), (1, 94.6)):
+        record = {**config.to_dict(), "policy_built": policy_to_dict(make_policy(config))}
+        write_run(
+            tmp_path / f"suggest/reduced/t3-lenet-demo-confirm/seed{seed}",
+            {**record, "seed": seed},
+            {"status": "finished", "final_val_acc": acc, "final_test_acc": acc},
+        )
+    assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
+    text = (out / "score.md").read_text()
+    assert "| t3-lenet-demo | 0.08 | 0.8x | 95.00, 94.60 | 95.50 | +0.70 | yes |" in text
     assert (out / "plots" / "suggest-vs-best.png").stat().st_size > 1000
     record = json.loads((out / "score.json").read_text())
     assert record["tasks"] == ["t3-lenet-demo"] and record["seconds"] >= 0
@@ -406,3 +422,32 @@ def test_suggest_each_reads_once_and_agrees_with_suggest():
         lrs=[0.1, 0.2], losses=[2.0, 9.0], smoothed_losses=[2.0, 9.0], num_steps=100
     )
     assert all("needs at least 3" in m for m in suggest_each(short, asks))
+
+
+def test_confirmation_rows_train_at_the_default_rules_suggestion(monkeypatch):
+    from superconv import suggest as suggest_module
+    from superconv.experiments import RangeTest, Train, _Job, _range_pick
+
+    assert not any(s.name.endswith("-confirm") for s in sb.plan_steps())  # no default yet
+    monkeypatch.setattr(suggest_module, "DEFAULT", {"rule": "loss_edge", "fraction": 0.5})
+    monkeypatch.setattr(
+        suggest_module, "DEFAULT_TEST", {"mode": "exp", "fraction": 0.04, "min_steps": 30}
+    )
+    steps = {s.name: s for s in sb.plan_steps()}
+    confirm = steps["t1-lenet-2ep-confirm"]
+    assert isinstance(confirm, Train) and confirm.seeds == 2
+    (tuned,) = confirm.tuned
+    assert tuned.source == "t1-lenet-2ep-rt-exp-69"  # 4% of 1,719 iterations
+    source = steps[tuned.source]
+    assert isinstance(source, RangeTest)
+    assert source.rule == ("loss_edge", (("fraction", 0.5),)) and source.budget == 1719
+    assert steps["t1-lenet-2ep-rt-exp-207"].rule is None  # only the default's test is read
+    # The committed seed-0 curve, read by the rule: the value the row trains at.
+    folder = ROOT / "results/suggest/reduced/t1-lenet-2ep-rt-exp-69/seed0"
+    curve = RangeTestCurve.from_dict(json.loads((folder / "range_test.json").read_text())["curve"])
+    expected = suggest(curve, "loss_edge", 1719, fraction=0.5).max_lr
+    values = _range_pick(source, [_Job(source, source.name, 0, folder)])
+    assert values["max_lr"] == pytest.approx(expected)
+    config = confirm.resolve({tuned.source: values})
+    assert config.policy_params["max_lr"] == pytest.approx(expected)
+    assert config.policy_params["div"] == 4  # the benchmark's cycle shape

@@ -191,10 +191,54 @@ def _markdown(data, scores, loo, overall) -> list[str]:
                 else "– | – | – |"
             )
         )
+    lines += _confirmation(data)
     missing = [t.name for t in sb.tasks() if t.name not in data]
     if missing:
         lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
     return lines
+
+
+def _confirmation(data) -> list[str]:
+    """Runs trained at the library default's suggestion (``<task>-confirm``), per task."""
+    rows = []
+    for name, entry in data.items():
+        grid = entry["grid"]
+        points = sb.confirm_points(entry["task"], entry["results"])
+        if not points:
+            continue
+        accs = [entry["task"].chance if p.diverged else p.val_acc for p in points]
+        mean = sum(accs) / len(accs)
+        lost = grid.best - mean
+        lr = points[0].max_lr
+        ok = lost <= sb.tolerance(grid) + 1e-9 and 0.5 <= lr / grid.best_lr <= 2
+        rows.append(
+            f"| {name} | {lr:.4g} | {lr / grid.best_lr:.3g}x | "
+            + ", ".join("div." if p.diverged else f"{p.val_acc:.2f}" for p in points)
+            + f" | {grid.best:.2f} | {lost:+.2f} | {'yes' if ok else 'no'} |"
+        )
+    if not rows:
+        return ["", "## Confirmed by training", "", "No confirmation run has ended yet."]
+    return [
+        "",
+        "## Confirmed by training",
+        "",
+        f"The library's default ({_default_label()}) read from each task's seed-0 range test, "
+        "then trained (2 seeds) at that max_lr in the benchmark's cycle.",
+        "",
+        "| task | suggested max_lr | ratio to best | val acc % (seeds) | best | lost | targets met |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _default_label() -> str:
+    from superconv.suggest import DEFAULT_TEST
+
+    consts = ", ".join(f"{k}={v:g}" for k, v in DEFAULT.items() if k != "rule")
+    rule = f"{DEFAULT['rule']}({consts})" if consts else DEFAULT["rule"]
+    if DEFAULT_TEST is None:
+        return rule
+    return f"{rule} on {DEFAULT_TEST['mode']} {DEFAULT_TEST['fraction']:.0%}"
 
 
 def _plot(data, scores, overall, path: Path) -> Path:

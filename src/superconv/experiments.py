@@ -98,6 +98,7 @@ class Train:
     ref: Reference = NO_REFERENCE
     tuned: tuple[Tuned, ...] = ()
     note: str = ""
+    seeds: int | None = None  # None: every seed of the call; n: the first n of them
 
     def resolve(self, values: Mapping[str, Mapping[str, float]]) -> TrainConfig:
         """The config with every :class:`Tuned` parameter filled from ``values[source][field]``."""
@@ -137,6 +138,11 @@ class RangeTest:
     eval_batches: int | None = None
     seeds: int | None = None
     note: str = ""
+    # The rule a Tuned row reads this test by: (name, constants) and the training budget
+    # (iterations) for budget-aware rules, applied to seed 0's stored curve. None: the
+    # suggestion recorded with the test (range_test.json), as before.
+    rule: tuple[str, tuple[tuple[str, float], ...]] | None = None
+    budget: int | None = None
 
     @property
     def eval_every(self) -> int:
@@ -1778,6 +1784,16 @@ def _range_pick(step: RangeTest, jobs: Sequence[_Job]) -> dict[str, float]:
     import json
 
     data = json.loads((jobs[0].path / RANGE_TEST_FILE).read_text(encoding="utf-8"))
+    if step.rule is not None:
+        from superconv.range_test import RangeTestCurve
+        from superconv.suggest import suggest
+
+        name, constants = step.rule
+        curve = RangeTestCurve.from_dict(data["curve"])
+        try:
+            return suggestion_values(suggest(curve, name, step.budget, **dict(constants)).to_dict())
+        except UserError as exc:
+            raise UserError(f"range test {step.name!r}, rule {name!r}: {exc}") from exc
     if data.get("suggestion") is None:
         raise UserError(
             f"range test {step.name!r} gave no suggestion ({data.get('no_suggestion')}); "

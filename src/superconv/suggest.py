@@ -43,6 +43,7 @@ from superconv.schedules import CYCLICAL_MOMENTUM
 __all__ = [
     "CYCLE",
     "DEFAULT",
+    "DEFAULT_TEST",
     "RULES",
     "CycleShape",
     "Suggestion",
@@ -580,6 +581,10 @@ RULES: Mapping[str, Rule] = {
 # (benchmarks/suggest/score.py writes results/suggest/score.md); until its sweeps are all in,
 # the default stays superconv 0.1's reading so that committed results keep their meaning.
 DEFAULT: Mapping[str, Any] = {"rule": "plateau_edge"}
+# The range test the default rule was chosen on: its ramp ("exp" or "linear") and its
+# length as a share of the training budget with a floor in steps. None until chosen;
+# the benchmark then trains at the default's suggestion to confirm it.
+DEFAULT_TEST: Mapping[str, Any] | None = None
 
 
 def check_rule(rule: str) -> None:

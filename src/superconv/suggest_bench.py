@@ -270,7 +270,7 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
 
     ``small``: only the mnist-demo task, at a tenth of its grid's cost (the CI-sized plan).
     """
-    from superconv.experiments import RangeTest, Sweep
+    from superconv.experiments import RangeTest, Sweep, Train, Tuned
 
     steps: list[Any] = []
     chosen = [t for t in tasks() if not small or t.name.startswith("t3-")]
@@ -302,9 +302,52 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
                         eval_points=min(20, length // 3),
                         eval_batches=eval_batches,
                         note=f"{task.title}: {ramp.mode} ramp over {length} steps",
+                        **_default_rule_on(task, ramp, length),
                     )
                 )
+        confirm = confirm_source(task)
+        if confirm is not None:
+            # Train at the default's suggestion, read from seed 0's test of the default
+            # ramp and length: 2 seeds per task (the issue's confirmation).
+            steps.append(
+                Train(
+                    f"{task.name}-confirm",
+                    task.config.replace(policy_params=CYCLE.policy_params(task.grid[0])),
+                    tuned=(Tuned("max_lr", confirm, "max_lr"),),
+                    seeds=2,
+                    note=f"{task.title}: 1cycle at the default rule's suggestion",
+                )
+            )
     return tuple(steps)
+
+
+def _default_length(task: Task) -> int | None:
+    """The range-test length (steps) of :data:`superconv.suggest.DEFAULT_TEST` for ``task``."""
+    from superconv.suggest import DEFAULT_TEST
+
+    if DEFAULT_TEST is None:
+        return None
+    return max(int(DEFAULT_TEST["min_steps"]), math.ceil(DEFAULT_TEST["fraction"] * task.budget))
+
+
+def confirm_source(task: Task) -> str | None:
+    """The range-test step whose seed-0 curve the confirmation rows read (None: no default yet)."""
+    from superconv.suggest import DEFAULT_TEST
+
+    length = _default_length(task)
+    if length is None or length not in task.range_lengths():
+        return None
+    return f"{task.name}-rt-{DEFAULT_TEST['mode']}-{length}"
+
+
+def _default_rule_on(task: Task, ramp: RangeRamp, length: int) -> dict[str, Any]:
+    """RangeTest fields that make a Tuned row read this test by the default rule."""
+    from superconv.suggest import DEFAULT
+
+    if confirm_source(task) != f"{task.name}-rt-{ramp.mode}-{length}":
+        return {}
+    params = tuple(sorted((k, v) for k, v in DEFAULT.items() if k != "rule"))
+    return {"rule": (DEFAULT["rule"], params), "budget": task.budget}
 
 
 def _shrunk(task: Task) -> Task:
@@ -365,6 +408,13 @@ def sweep_points(task: Task, results: str | Path) -> list[SweepPoint]:
         if point is not None:
             points.setdefault((round(point.max_lr, 12), point.seed), point)
     return sorted(points.values(), key=lambda p: (p.max_lr, p.seed))
+
+
+def confirm_points(task: Task, results: str | Path) -> list[SweepPoint]:
+    """The ended confirmation runs of ``task``: trained at the default rule's suggestion."""
+    root = Path(results)
+    folders = sorted((root / "suggest" / "reduced").glob(f"{task.name}-confirm/seed*"))
+    return [p for p in (_read_point(task, f, root) for f in folders) if p is not None]
 
 
 def _read_point(task: Task, folder: Path, root: Path) -> SweepPoint | None:
@@ -636,7 +686,7 @@ def collect(results: str | Path, names: Sequence[str] | None = None) -> dict[str
         grid = grid_of(task, sweep_points(task, results))
         runs = range_test_runs(task, results)
         if grid is not None and runs:
-            data[task.name] = {"task": task, "grid": grid, "runs": runs}
+            data[task.name] = {"task": task, "grid": grid, "runs": runs, "results": results}
     return data
 
 
