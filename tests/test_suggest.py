@@ -370,6 +370,24 @@ def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
     assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
     text = (out / "score.md").read_text()
     assert "| t3-lenet-demo | 0.08 | 0.8x | 95.00, 94.60 | 95.50 | +0.70 | yes |" in text
+    # fit's check measured: first-rung runs that pick 0.2 (full budget: 0.1 best, 95.0 at 0.2)
+    task = sb.get_task("t3-lenet-demo")
+    for lr, acc in ((0.05, 80.0), (0.1, 84.0), (0.2, 86.0), (0.4, 12.0)):
+        short = task.check_config(lr)
+        assert short.iterations == task.check_steps < task.budget
+        write_run(
+            tmp_path / f"suggest/reduced/t3-lenet-demo-short-max_lr{lr:g}/seed0",
+            {**short.to_dict(), "seed": 0},
+            {"status": "finished", "final_val_acc": acc},
+        )
+    grid = sb.collect(tmp_path, ["t3-lenet-demo"])["t3-lenet-demo"]["grid"]
+    r = sb.check_ranking(task, grid, tmp_path)
+    assert r["short_pick"] == 0.2 and r["within_2x"] and not r["same_best"]
+    assert r["regret"] == pytest.approx(95.5 - 95.0)
+    assert r["short"][0.4] == task.chance  # 12% <= chance + 5: collapsed, scored as chance
+    assert r["kendall_tau"] == pytest.approx(4 / 6)  # 0.1 vs 0.2 is the one pair out of order
+    assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
+    assert "Does fit's short check rank like the full budget?" in (out / "score.md").read_text()
     assert (out / "plots" / "suggest-vs-best.png").stat().st_size > 1000
     record = json.loads((out / "score.json").read_text())
     assert record["tasks"] == ["t3-lenet-demo"] and record["seconds"] >= 0

@@ -192,6 +192,7 @@ def _markdown(data, scores, loo, overall) -> list[str]:
             )
         )
     lines += _confirmation(data)
+    lines += _check_ranking(data)
     missing = [t.name for t in sb.tasks() if t.name not in data]
     if missing:
         lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
@@ -227,6 +228,37 @@ def _confirmation(data) -> list[str]:
         "",
         "| task | suggested max_lr | ratio to best | val acc % (seeds) | best | lost | targets met |",
         "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def _check_ranking(data) -> list[str]:
+    """Does the first rung of fit's check rank the grid as the full budget does?"""
+    rows = []
+    for name, entry in data.items():
+        r = sb.check_ranking(entry["task"], entry["grid"], entry["results"])
+        if r is None:
+            continue
+        cells = ", ".join(f"{lr:g}: {r['short'][lr]:.2f}" for lr in r["lrs"])
+        rows.append(
+            f"| {name} | {r['steps']:,} ({r['steps'] / entry['task'].budget:.0%}) | {cells} | "
+            f"{r['short_pick']:g} | {entry['grid'].best_lr:g} | "
+            f"{'yes' if r['within_2x'] else 'no'} | {r['kendall_tau']:.2f} | {r['regret']:.2f} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## Does fit's short check rank like the full budget?",
+        "",
+        "Each grid point trained as a fresh 1cycle of the check's first rung (the length "
+        "`superconv fit` gives it at this budget by default), scored on the task's validation "
+        "split; compared with the full-budget grid. Regret: validation points the full budget "
+        "loses at the short runs' pick.",
+        "",
+        "| task | rung (it, share of budget) | short runs: max_lr -> val acc % | short pick | "
+        "full best | within 2x | Kendall tau | regret |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
 

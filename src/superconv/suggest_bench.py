@@ -106,6 +106,17 @@ class Task:
         """The two range-test lengths in steps (fractions of the budget, with floors)."""
         return tuple(max(floor, math.ceil(f * self.budget)) for f, floor in RANGE_FRACTIONS)
 
+    @property
+    def check_steps(self) -> int:
+        """The first rung of ``superconv fit``'s check at this budget (its default split)."""
+        from superconv.fit import plan_budget
+
+        return plan_budget(self.budget).rung_first
+
+    def check_config(self, max_lr: float) -> TrainConfig:
+        """A fresh 1cycle of the first rung's length at ``max_lr``: what the check trains."""
+        return self.trial_config(max_lr).replace(**_cadence(self.check_steps, 4))
+
     def range_config(self, steps: int) -> TrainConfig:
         """The range test's config: the task's model, data, batch and optimizer for ``steps``."""
         return self.config.replace(
@@ -288,6 +299,18 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
                 note=task.title,
             )
         )
+        # fit's check, measured: every grid point trained as a first-rung run (does the
+        # short run rank the LRs as the full budget does? the fit issue's item 5)
+        steps.append(
+            Sweep(
+                f"{task.name}-short",
+                task.check_config(task.grid[0]),
+                "max_lr",
+                task.grid,
+                seeds=1,
+                note=f"{task.title}: first rung of fit's check ({task.check_steps} it)",
+            )
+        )
         eval_batches = max(1, RANGE_EVAL_IMAGES // task.config.eval_batch_size)
         for ramp in task.ramps:
             for length in task.range_lengths():
@@ -408,6 +431,42 @@ def sweep_points(task: Task, results: str | Path) -> list[SweepPoint]:
         if point is not None:
             points.setdefault((round(point.max_lr, 12), point.seed), point)
     return sorted(points.values(), key=lambda p: (p.max_lr, p.seed))
+
+
+def check_ranking(task: Task, grid: Grid, results: str | Path) -> dict[str, Any] | None:
+    """How the first rung of fit's check ranks the grid against the full budget.
+
+    Reads the ended ``<task>-short-max_lr*`` runs (a diverged or collapsed one
+    scores as chance, as in the full grid) and compares them with the full
+    budget's means (:func:`superconv.fit.ranking_agreement`); adds whether the
+    short runs' pick is within 2x of the full budget's best. None: fewer than 2.
+    """
+    from superconv.fit import ranking_agreement
+
+    root = Path(results) / "suggest" / "reduced"
+    short: dict[float, float] = {}
+    for folder in sorted(root.glob(f"{task.name}-short-max_lr*/seed0")):
+        try:
+            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if summary.get("status") not in ("finished", "diverged"):
+            continue
+        val = summary.get("final_val_acc")
+        collapsed = summary.get("status") == "diverged" or val is None
+        collapsed = collapsed or float(val) <= task.chance + CHANCE_MARGIN
+        short[round(float(config["policy_params"]["max_lr"]), 12)] = (
+            task.chance if collapsed else float(val)
+        )
+    full = {round(lr, 12): m for lr, m in zip(grid.lrs, grid.means)}
+    if len([lr for lr in short if lr in full]) < 2:
+        return None
+    out = ranking_agreement(short, full)
+    out["within_2x"] = 0.5 <= out["short_pick"] / grid.best_lr <= 2.0
+    out["short"] = short
+    out["steps"] = task.check_steps
+    return out
 
 
 def confirm_points(task: Task, results: str | Path) -> list[SweepPoint]:
