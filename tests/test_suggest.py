@@ -336,6 +336,19 @@ def test_scorer_on_a_recorded_fixture(tmp_path):
     assert sb.checked_lost(grid, 0.1) == 0.0 and sb.checked_lost(grid, 4.0) is None
     assert sb.checked_lost(grid, 0.4) == 0.0  # 0.4 x 1/4 = 0.1, the best
 
+    # 3 repeats, the median kept (a test with no suggestion is left out of the median)
+    from types import SimpleNamespace
+
+    three = sb.Setting("loss_edge", (("fraction", 0.25),), repeats=3)
+    picks = [({}, SimpleNamespace(max_lr=v)) for v in (0.05, 0.4, 0.1)]
+    median = sb._score_median(task, grid, three, picks)
+    assert median.max_lr == 0.1 and median.seed == -1 and median.met
+    two = sb._score_median(task, grid, three, picks[:2] + [({}, "no suggestion: too short")])
+    assert two.max_lr == pytest.approx(math.sqrt(0.05 * 0.4))
+    none = sb._score_median(task, grid, three, [({}, "no suggestion: too short")] * 3)
+    assert none.max_lr is None and not none.met
+    assert "x3 (median)" in three.label and three in sb.settings()
+
     data = sb.collect(tmp_path, [task.name])
     scores = sb.score_all(data, [hit.setting, too_high.setting, too_low.setting])
     assert sb.choose(scores) == hit.setting

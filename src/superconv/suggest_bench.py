@@ -25,8 +25,9 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from superconv.errors import UserError
@@ -560,16 +561,16 @@ class Setting:
     params: tuple[tuple[str, float], ...] = ()
     mode: str = "exp"
     length: int = 1  # index into RANGE_FRACTIONS: 0 short, 1 long
+    # range tests on this many seeds, the median suggestion kept (fit --repeats K)
+    repeats: int = 1
 
     @property
     def label(self) -> str:
         consts = ", ".join(f"{k}={v:.3g}" for k, v in self.params)
         frac = RANGE_FRACTIONS[self.length][0]
-        return (
-            f"{self.rule}({consts}) on {self.mode} {frac:.0%}"
-            if consts
-            else (f"{self.rule} on {self.mode} {frac:.0%}")
-        )
+        rule = f"{self.rule}({consts})" if consts else self.rule
+        times = f" x{self.repeats} (median)" if self.repeats > 1 else ""
+        return f"{rule} on {self.mode} {frac:.0%}{times}"
 
 
 def settings() -> list[Setting]:
@@ -591,7 +592,11 @@ def settings() -> list[Setting]:
                         out.append(Setting(rule, params, mode, length))
                 else:
                     out.append(Setting(rule, (), mode, length))
-    return out
+    # the same on 3 repeats, the median kept: 3 short tests against one 3x longer
+    return out + [replace(s, repeats=REPEATS) for s in out]
+
+
+REPEATS = 3  # the benchmark's range tests per (ramp, length): 3 seeds
 
 
 @dataclass(frozen=True)
@@ -759,20 +764,44 @@ def score_all(data: Mapping[str, Any], chosen: Sequence[Setting] | None = None) 
     from superconv.suggest import suggest_each
 
     chosen = list(chosen or settings())
+    single = list(dict.fromkeys(replace(s, repeats=1) for s in chosen))
     out = []
     for entry in data.values():
         task, grid = entry["task"], entry["grid"]
         lengths = task.range_lengths()
+        per_setting: dict[Setting, list[tuple[Mapping[str, Any], Any]]] = {}
         for run in entry["runs"]:
             mine = [
-                s for s in chosen if run["mode"] == s.mode and run["steps"] == lengths[s.length]
+                s for s in single if run["mode"] == s.mode and run["steps"] == lengths[s.length]
             ]
             if not mine:
                 continue
             curve = RangeTestCurve.from_dict(run["curve"])
             picks = suggest_each(curve, [(s.rule, dict(s.params)) for s in mine], task.budget)
-            out += [_score(task, grid, s, run, p) for s, p in zip(mine, picks)]
+            for s, p in zip(mine, picks):
+                per_setting.setdefault(s, []).append((run, p))
+        for setting in chosen:
+            found = per_setting.get(replace(setting, repeats=1), [])
+            if setting.repeats == 1:
+                out += [_score(task, grid, setting, run, p) for run, p in found]
+            elif len(found) >= setting.repeats:
+                out.append(_score_median(task, grid, setting, found[: setting.repeats]))
     return out
+
+
+def _score_median(task: Task, grid: Grid, setting: Setting, found: Sequence[tuple]) -> Score:
+    """One score for the median suggestion of ``setting.repeats`` range tests (seed -1).
+
+    A test with no suggestion is left out of the median (fit does the same and says
+    so); with none from any, no suggestion.
+    """
+    lrs = sorted(p.max_lr for _, p in found if not isinstance(p, str))
+    run = {"seed": -1}
+    if not lrs:
+        return _score(task, grid, setting, run, next(p for _, p in found))
+    mid = len(lrs) // 2
+    median = lrs[mid] if len(lrs) % 2 else math.sqrt(lrs[mid - 1] * lrs[mid])
+    return _score(task, grid, setting, run, SimpleNamespace(max_lr=median))
 
 
 def summarise(scores: Sequence[Score]) -> dict[str, float]:
