@@ -193,6 +193,7 @@ def _markdown(data, scores, loo, overall) -> list[str]:
         )
     lines += _confirmation(data)
     lines += _check_ranking(data)
+    lines += _batch_carry(data, scores, overall)
     missing = [t.name for t in sb.tasks() if t.name not in data]
     if missing:
         lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
@@ -259,6 +260,49 @@ def _check_ranking(data) -> list[str]:
         "| task | rung (it, share of budget) | short runs: max_lr -> val acc % | short pick | "
         "full best | within 2x | Kendall tau | regret |",
         "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+CARRY = (("t5-resnet20-5ep", "t9-resnet20-b512"),)  # (batch 128, batch 512), same 5 epochs
+
+
+def _batch_carry(data, scores, overall) -> list[str]:
+    """The LR found at batch 128 carried to batch 512 (scaling.carry_lr), against the sweep
+    at 512 and the range test's own choice there (the integrations issue's measurement)."""
+    from superconv.scaling import carry_lr
+
+    rows = []
+    for small, large in CARRY:
+        if small not in data or large not in data:
+            continue
+        a, b = data[small], data[large]
+        best = b["grid"].best_lr
+        picks = [s.max_lr for s in scores if s.task == large and s.setting == overall and s.max_lr]
+        rt = sorted(picks)[len(picks) // 2] if picks else None
+        for source, lr in (("swept best at 128", a["grid"].best_lr),):
+            for rule in ("linear", "sqrt"):
+                carried = carry_lr(
+                    lr, a["task"].config.batch_size, b["task"].config.batch_size, rule
+                )
+                acc = b["grid"].accuracy_at(carried)
+                rows.append(
+                    f"| {small} -> {large} | {source} {lr:g}, {rule} | {carried:.3g} | {best:g} | "
+                    f"{carried / best:.3g}x | {_fmt(None if acc is None else b['grid'].best - acc)} | "
+                    + (f"{rt:.3g} ({carried / rt:.3g}x) |" if rt else "– |")
+                )
+    if not rows:
+        return []
+    return [
+        "",
+        "## A found LR carried to another batch size",
+        "",
+        "`superconv.scaling.carry_lr` from batch 128 to 512 (5 epochs each), against the "
+        "sweep at 512 and the chosen setting's median suggestion there.",
+        "",
+        "| tasks | carried from | carried max_lr | swept best at 512 | ratio | val points lost | "
+        "range test's choice at 512 (ratio) |",
+        "|---|---|---|---|---|---|---|",
         *rows,
     ]
 
