@@ -482,3 +482,31 @@ def test_confirmation_rows_train_at_the_default_rules_suggestion(monkeypatch):
     config = confirm.resolve({tuned.source: values})
     assert config.policy_params["max_lr"] == pytest.approx(expected)
     assert config.policy_params["div"] == 4  # the benchmark's cycle shape
+
+
+def test_score_reports_the_lr_carried_from_batch_128_to_512():
+    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+
+    def grid(lrs, means, best):
+        n = len(lrs)
+        return sb.Grid(lrs, means, (1,) * n, (False,) * n, best, max(means), math.nan, math.nan)
+
+    data = {
+        "t5-resnet20-5ep": {
+            "task": sb.get_task("t5-resnet20-5ep"),
+            "grid": grid((0.1, 0.2, 0.4), (79.0, 81.0, 80.0), 0.2),
+        },
+        "t9-resnet20-b512": {
+            "task": sb.get_task("t9-resnet20-b512"),
+            "grid": grid((0.2, 0.4, 0.8, 1.6), (70.0, 76.0, 78.0, 74.0), 0.8),
+        },
+    }
+    text = "\n".join(score._batch_carry(data, [], None))
+    # linear: 0.2 x 4 = 0.8, the best at 512; sqrt: 0.2 x 2 = 0.4, half of it, 2 points lost
+    assert "| swept best at 128 0.2, linear | 0.8 | 0.8 | 1x | 0.00 | – |" in text
+    assert "| swept best at 128 0.2, sqrt | 0.4 | 0.8 | 0.5x | 2.00 | – |" in text
+    assert score._batch_carry({"t5-resnet20-5ep": data["t5-resnet20-5ep"]}, [], None) == []
