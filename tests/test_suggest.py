@@ -510,3 +510,24 @@ def test_score_reports_the_lr_carried_from_batch_128_to_512():
     assert "| swept best at 128 0.2, linear | 0.8 | 0.8 | 1x | 0.00 | – |" in text
     assert "| swept best at 128 0.2, sqrt | 0.4 | 0.8 | 0.5x | 2.00 | – |" in text
     assert score._batch_carry({"t5-resnet20-5ep": data["t5-resnet20-5ep"]}, [], None) == []
+
+
+def test_default_range_test_follows_the_chosen_test_and_the_optimizer(monkeypatch):
+    from superconv import suggest as suggest_module
+    from superconv.suggest import RAMPS, default_range_test
+
+    monkeypatch.setattr(
+        suggest_module,
+        "DEFAULT_TEST",
+        {"mode": "exp", "fraction": 0.04, "min_steps": 30, "repeats": 3},
+    )
+    sgd = default_range_test("sgd", 1758)
+    assert (sgd["mode"], sgd["start_lr"], sgd["end_lr"]) == ("exp", *RAMPS["sgd"]["exp"])
+    assert sgd["num_steps"] == 71 and sgd["repeats"] == 3  # ceil(4% of 1,758)
+    assert default_range_test("nesterov", 100)["num_steps"] == 30  # the floor
+    assert default_range_test("sgd")["num_steps"] == 30  # no budget: the floor
+    adamw = default_range_test("adamw", 1719)
+    assert (adamw["start_lr"], adamw["end_lr"]) == RAMPS["adaptive"]["exp"]
+    assert [r.start_lr for r in sb.SGD_RAMPS] == [v[0] for v in RAMPS["sgd"].values()]
+    with pytest.raises(UserError, match="budget"):
+        default_range_test("sgd", 0)

@@ -44,10 +44,12 @@ __all__ = [
     "CYCLE",
     "DEFAULT",
     "DEFAULT_TEST",
+    "RAMPS",
     "RULES",
     "CycleShape",
     "Suggestion",
     "check_rule",
+    "default_range_test",
     "rule_names",
     "suggest",
     "suggest_all",
@@ -581,10 +583,43 @@ RULES: Mapping[str, Rule] = {
 # (benchmarks/suggest/score.py writes results/suggest/score.md); until its sweeps are all in,
 # the default stays superconv 0.1's reading so that committed results keep their meaning.
 DEFAULT: Mapping[str, Any] = {"rule": "plateau_edge"}
-# The range test the default rule was chosen on: its ramp ("exp" or "linear") and its
-# length as a share of the training budget with a floor in steps. None until chosen;
-# the benchmark then trains at the default's suggestion to confirm it.
+# The range test the default rule was chosen on: its ramp ("exp" or "linear"), its
+# length as a share of the training budget with a floor in steps, and how many tests
+# (seeds) the median suggestion is taken over. None until chosen; the benchmark then
+# trains at the default's suggestion to confirm it.
 DEFAULT_TEST: Mapping[str, Any] | None = None
+
+# The ramps the suggestion benchmark records, by optimizer family: exp over five
+# decades, and linear (for SGD the paper's 0 -> 3). A default test reads its ramp here.
+RAMPS: Mapping[str, Mapping[str, tuple[float, float]]] = {
+    "sgd": {"exp": (1e-4, 10.0), "linear": (0.0, 3.0)},
+    "adaptive": {"exp": (1e-6, 1.0), "linear": (0.0, 0.1)},
+}
+ADAPTIVE_OPTIMIZERS = ("adam", "adamw")  # the optimizers the adaptive ramps are for
+
+
+def default_range_test(optimizer: str = "sgd", budget: int | None = None) -> dict[str, Any]:
+    """The range test the default rule reads: mode, start/end LR, steps and repeats.
+
+    ``optimizer``: a :class:`~superconv.train.TrainConfig` optimizer name (Adam
+    and AdamW take the adaptive ramp, every other one SGD's); ``budget``: the
+    training run's iterations, which the test's length is a share of (None: the
+    floor). Pure; ``lr-find`` and ``fit`` start from it.
+    """
+    test = DEFAULT_TEST or {"mode": "exp", "fraction": 0.1, "min_steps": 100, "repeats": 1}
+    family = "adaptive" if optimizer in ADAPTIVE_OPTIMIZERS else "sgd"
+    start, end = RAMPS[family][test["mode"]]
+    steps = int(test["min_steps"])
+    if budget is not None:
+        _check_budget(budget)
+        steps = max(steps, math.ceil(test["fraction"] * budget))
+    return {
+        "mode": test["mode"],
+        "start_lr": start,
+        "end_lr": end,
+        "num_steps": steps,
+        "repeats": int(test.get("repeats", 1)),
+    }
 
 
 def check_rule(rule: str) -> None:

@@ -31,7 +31,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from superconv.errors import UserError
-from superconv.suggest import CYCLE
+from superconv.suggest import CYCLE, RAMPS
 from superconv.train import TrainConfig
 
 __all__ = [
@@ -66,8 +66,8 @@ class RangeRamp:
     end_lr: float
 
 
-SGD_RAMPS = (RangeRamp("exp", 1e-4, 10.0), RangeRamp("linear", 0.0, 3.0))  # linear: the paper's
-ADAM_RAMPS = (RangeRamp("exp", 1e-6, 1.0), RangeRamp("linear", 0.0, 0.1))
+SGD_RAMPS = tuple(RangeRamp(mode, *lrs) for mode, lrs in RAMPS["sgd"].items())
+ADAM_RAMPS = tuple(RangeRamp(mode, *lrs) for mode, lrs in RAMPS["adaptive"].items())
 
 
 @dataclass(frozen=True)
