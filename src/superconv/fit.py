@@ -1076,16 +1076,39 @@ class _ModuleBackend:
         device,
         seed: int,
         eval_every: int | None,
+        *,
+        batch_fn=None,
+        batch_loss=None,
+        accumulation_steps: int = 1,
+        precision: str = "fp32",
+        logger: Any = None,
     ):
+        from superconv import step
+
         self.model, self.train_loader = model, train_loader
         self.val_loader, self.test_loader = val_loader, test_loader
         self.loss_fn, self.make_optimizer = loss_fn, optimizer
         self.device, self.seed, self.eval_every = device, seed, eval_every
+        self.forward = step.make_forward(
+            loss_fn, batch_fn=batch_fn, batch_loss=batch_loss, device=device
+        )
+        self.batch_fn, self.batch_loss = batch_fn, batch_loss
+        self.accumulation_steps, self.precision = accumulation_steps, precision
+        self.autocast_dtype = step.amp(precision, device)[0]
+        self.autocast = step.autocast(device, self.autocast_dtype)
+        self.logger = logger
         self.initial = copy.deepcopy(model)  # every candidate starts from these weights
         self.rows: list[dict[str, Any]] = []
 
+    def _scaler(self) -> Any:
+        """A fresh GradScaler for fp16 (one per training run), else None."""
+        from superconv import step
+
+        return step.amp(self.precision, self.device)[1]
+
     def _batch_size(self) -> int:
-        return int(getattr(self.train_loader, "batch_size", None) or 1)
+        per_batch = int(getattr(self.train_loader, "batch_size", None) or 1)
+        return per_batch * self.accumulation_steps
 
     def _eval_size(self, loader: Any) -> int:
         with contextlib.suppress(TypeError):
@@ -1105,11 +1128,16 @@ class _ModuleBackend:
             self.loss_fn,
             self.train_loader,
             self.val_loader,
+            batch_fn=self.batch_fn,
+            batch_loss=self.batch_loss,
             start_lr=rplan.start_lr,
             end_lr=rplan.end_lr,
             num_steps=steps,
             mode=rplan.mode,
             eval_every=max(1, steps // rplan.evaluations),
+            accumulation_steps=self.accumulation_steps,
+            autocast_dtype=self.autocast_dtype,
+            scaler=self._scaler(),
             device=self.device,
             progress=False,
         )
@@ -1129,27 +1157,27 @@ class _ModuleBackend:
         """
         import torch
 
-        from superconv.range_test import _cycle, _train_step
+        from superconv import step as steps
         from superconv.schedules import apply, build_policy
         from superconv.suggest import CYCLE
 
         torch.manual_seed(self.seed)
         optimizer = self.make_optimizer(model.parameters())
         policy = build_policy("one_cycle", iterations, **CYCLE.policy_params(lr))
-        batches = _cycle(self.train_loader, "train_data")
+        batches = steps.cycle(self.train_loader, "train_data")
+        scaler = self._scaler()
         model.train()
         pending = []
         for step in range(iterations):
             apply(policy, optimizer, step)  # the one writer of lr and momentum
-            loss = _train_step(
+            loss = steps.train_step(
                 model,
                 optimizer,
-                self.loss_fn,
+                self.forward,
                 batches,
-                1,
-                contextlib.nullcontext,
-                None,
-                self.device,
+                self.accumulation_steps,
+                self.autocast,
+                scaler,
             )
             pending.append(loss)
             done = step + 1
@@ -1164,11 +1192,9 @@ class _ModuleBackend:
         return None
 
     def _evaluate(self, model: Any, loader: Any) -> tuple[float, float]:
-        from superconv.range_test import _evaluate
+        from superconv import step
 
-        loss, acc = _evaluate(
-            model, self.loss_fn, loader, None, contextlib.nullcontext, self.device
-        )
+        loss, acc = step.evaluate(model, self.forward, iter(loader), self.autocast, self.device)
         return loss, 100.0 * acc
 
     def trial(self, lr: float, iterations: int, rung: int) -> Trial:
@@ -1281,6 +1307,12 @@ def fit(
     device: Any = None,
     out: str | Path | None = None,
     echo: Echo = print,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    batch_loss: Callable[[Any, Any], Any] | None = None,
+    accumulation_steps: int = 1,
+    precision: str = "fp32",
+    logger: Any = None,
+    tensorboard: str | Path | None = None,
 ) -> FitResult:
     """Range test -> suggestion -> check -> train a 1cycle on ``model``, in place.
 
@@ -1301,6 +1333,18 @@ def fit(
     ``eval_every``: iterations between the final run's validation rows
     (default: 10 rows). ``tune_budget``, ``verify``, ``repeats``,
     ``range_steps``: as ``superconv fit`` (see :func:`plan_budget`).
+
+    Other batches and losses (:mod:`superconv.step`): ``batch_fn(batch) ->
+    (inputs, targets)`` for batches that are not pairs; ``batch_loss(model, batch)
+    -> loss`` instead of ``loss_fn`` (:func:`superconv.step.model_loss` for models
+    that return their own loss, as Hugging Face's do; the choices then rest on the
+    validation loss). ``accumulation_steps`` micro-batches make one optimizer step
+    (iterations count optimizer steps). ``precision``: ``"fp32"``, ``"bf16"``
+    (autocast) or ``"fp16"`` (autocast and a GradScaler). Several param groups keep
+    their LR ratios through ``lr_scale`` (:func:`superconv.step.keep_lr_ratios`).
+    ``tensorboard``: a folder for TensorBoard event files (the range test's curve,
+    its suggestion, the final run's metrics rows), or ``logger``: an open
+    :class:`~superconv.integrations.tensorboard.TensorBoardLogger`.
 
     >>> import torch
     >>> from torch.utils.data import DataLoader, TensorDataset
@@ -1342,16 +1386,21 @@ def fit(
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
+    _check_int("accumulation_steps", accumulation_steps, 1)
     backend = _ModuleBackend(
         model,
         train_data,
         val_data,
         test_data,
-        loss_fn or F.cross_entropy,
+        loss_fn or (None if batch_loss is not None else F.cross_entropy),
         optimizer or _default_optimizer,
         torch.device(device),
         seed,
         eval_every,
+        batch_fn=batch_fn,
+        batch_loss=batch_loss,
+        accumulation_steps=accumulation_steps,
+        precision=precision,
     )
     settings = {
         "model": type(model).__name__,
@@ -1398,6 +1447,10 @@ def find_cycle(
     range_steps: int | None = None,
     seed: int = 0,
     echo: Echo = print,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    batch_loss: Callable[[Any, Any], Any] | None = None,
+    accumulation_steps: int = 1,
+    precision: str = "fp32",
 ) -> FitResult:
     """The cycle :func:`fit` would train for ``budget`` iterations, without training it.
 
@@ -1405,6 +1458,7 @@ def find_cycle(
     (the range test restores it, candidates train on copies). Train it yourself
     with ``superconv.schedules.one_cycle(total_steps=budget, **result.policy_params)``
     (or ``build_policy("one_cycle", budget, **result.policy_params)``).
+    ``batch_fn``, ``batch_loss``, ``accumulation_steps``, ``precision``: as :func:`fit`.
     """
     import torch
     import torch.nn.functional as F
@@ -1417,16 +1471,21 @@ def find_cycle(
     )
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
+    _check_int("accumulation_steps", accumulation_steps, 1)
     backend = _ModuleBackend(
         model,
         train_data,
         val_data,
         None,
-        loss_fn or F.cross_entropy,
+        loss_fn or (None if batch_loss is not None else F.cross_entropy),
         optimizer or _default_optimizer,
         device,
         seed,
         None,
+        batch_fn=batch_fn,
+        batch_loss=batch_loss,
+        accumulation_steps=accumulation_steps,
+        precision=precision,
     )
     record = _Record(None, {"settings": {}, "phases": {}, "notes": [], "split": split})
     return _phases(backend, plan, RangePlan(), record, echo, seed, FACTORS, train=False)
