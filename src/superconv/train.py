@@ -19,7 +19,6 @@ on the device and read every ``log_every`` steps.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
+from superconv import step as steps
 from superconv.collapse import Collapse, check_collapse, lr_peak_step
 from superconv.config import (  # noqa: F401 - re-exported: the config lives without torch
     _MOMENTUM_OPTIMIZERS,
@@ -287,9 +287,14 @@ def _full(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return steps.autocast(device, dtype)()
+
+
+def _cross_entropy(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loop's forward (a :data:`superconv.step.Forward`): cross-entropy on the logits."""
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(_full(logits), y), logits, y
 
 
 @torch.no_grad()
@@ -414,8 +419,7 @@ def _add_step(
 def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
     """Forward, loss and backward of one step (the optimizer step is the caller's)."""
     with _autocast(pieces.device, pieces.autocast_dtype):
-        logits = forward(x)
-        loss = F.cross_entropy(_full(logits), y)
+        loss, logits, _ = _cross_entropy(forward, (x, y))
     pieces.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return logits, loss
