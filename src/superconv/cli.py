@@ -302,6 +302,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tensorboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log to TensorBoard event files in DIR, beside the CSV/JSON records "
+        "(needs pip install 'superconv[tensorboard]')",
+    )
+
+
 def _no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress",
@@ -392,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub, LR_FIND_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_lr_find)
@@ -422,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub)
     sub.set_defaults(handler=_cmd_train)
@@ -454,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub, FIT_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_fit)
@@ -821,6 +833,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         rule=args.rule,
         budget=args.budget,
         adapt=args.adapt,
+        tensorboard=args.tensorboard,
     )
     if not _is_main():
         return 0
@@ -941,7 +954,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from superconv.config import describe_config
 
         _say(f"Settings (preset {args.preset}):\n" + "\n".join(describe_config(config)))
-    result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
+    result = train(
+        config,
+        run_dir,
+        resume=bool(args.resume),
+        progress=args.progress,
+        tensorboard=args.tensorboard,
+    )
     if _is_main():  # under torchrun, rank 0 alone writes and reports
         _train_plots(config, result.run_dir)
         _print_summary(result.summary, result.run_dir)
@@ -1091,7 +1110,13 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         }
         out = Path(args.out or f"fits/{config.model}-{config.dataset}")
     result = fit_run(
-        config, out, resume=bool(args.resume), progress=args.progress, echo=_say, **kwargs
+        config,
+        out,
+        resume=bool(args.resume),
+        progress=args.progress,
+        echo=_say,
+        tensorboard=args.tensorboard,
+        **kwargs,
     )
     if _is_main():
         v = result.record["verdict"]

@@ -849,9 +849,12 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
 class _ConfigBackend:
     """Everything from a TrainConfig: superconv's models and data, ``train.train`` run folders."""
 
-    def __init__(self, config: Any, out: Path, progress: bool, test_images: int):
+    def __init__(
+        self, config: Any, out: Path, progress: bool, test_images: int, board: Any = None
+    ):
         self.config, self.out, self.progress = config, out, progress
         self.val_images, self.test_images = config.val_size, test_images
+        self.board = board  # a TensorBoardLogger, or None
 
     def range_test(self, seed: int, steps: int, rplan: RangePlan):
         import torch.nn.functional as F
@@ -879,9 +882,13 @@ class _ConfigBackend:
             progress=self.progress,
         )
         images = (len(curve.losses) * config.batch_size, len(curve.eval_steps) * self.val_images)
+        if self.board is not None:
+            self.board.log_range_test(curve, prefix=f"range_test/seed{seed}")
         return curve, images
 
-    def _run(self, lr: float, iterations: int, run_dir: Path, **changes: Any) -> dict[str, Any]:
+    def _run(
+        self, lr: float, iterations: int, run_dir: Path, board: Any = None, **changes: Any
+    ) -> dict[str, Any]:
         from superconv.records import RunDir
         from superconv.suggest import CYCLE
         from superconv.train import train
@@ -896,7 +903,9 @@ class _ConfigBackend:
         if summary is not None and summary.get("status") in ("finished", "diverged"):
             return summary  # done before an interruption: read, not retrained
         resume = (run_dir / "config.json").is_file()
-        return train(config, run_dir, resume=resume, progress=self.progress).summary
+        return train(
+            config, run_dir, resume=resume, progress=self.progress, logger=board
+        ).summary
 
     def trial(self, lr: float, iterations: int, rung: int) -> Trial:
         run_dir = self.out / "check" / f"rung{rung}-lr{lr:.4g}"
@@ -923,7 +932,7 @@ class _ConfigBackend:
 
     def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
         name = "train" if attempt == 0 else f"train-retry{attempt}"
-        summary = dict(self._run(lr, iterations, self.out / name))
+        summary = dict(self._run(lr, iterations, self.out / name, board=self.board))
         if summary.get("status") == "diverged":
             raise DivergenceError(
                 f"the chosen 1cycle (max_lr {lr:.4g}) diverged at iteration "
@@ -953,6 +962,8 @@ def fit_run(
     resume: bool = False,
     progress: bool = True,
     echo: Echo = print,
+    tensorboard: str | Path | None = None,
+    logger: Any = None,
 ) -> FitResult:
     """:func:`fit` for a :class:`~superconv.train.TrainConfig` (what ``superconv fit`` runs).
 
@@ -966,6 +977,9 @@ def fit_run(
     interrupted fit in its phase with the settings recorded in ``fit.json``.
     ``evaluations``: metrics rows (and checkpoints) of the training run; ``None``
     keeps ``config.eval_every`` and ``config.checkpoint_every``.
+    ``tensorboard`` (a folder) / ``logger``: TensorBoard event files beside the
+    records: each range test (``range_test/seed<s>/...``), the training run's
+    loss, LR, momentum and metrics rows, and the chosen ``fit/max_lr``.
     """
     from superconv.data import load_dataset
     from superconv.distributed import world_from_env
@@ -1028,21 +1042,41 @@ def fit_run(
             "only reported"
         )
         record.commit()
-    backend = _ConfigBackend(config, out, progress, len(data.test_y))
     echo(
         f"superconv fit: {config.model} on {config.dataset}, {budget.iterations} iterations at "
         f"batch {config.batch_size}; {record.data['split']}."
     )
-    try:
-        result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
-    except KeyboardInterrupt as exc:
-        raise KeyboardInterrupt(
-            f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
-            f"every finished phase is in {out / FIT_FILE}. Continue it with "
-            f"superconv fit --resume {out}"
-        ) from exc
+    with _board(tensorboard, logger, config.log_every) as board:
+        backend = _ConfigBackend(config, out, progress, len(data.test_y), board=board)
+        try:
+            result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(
+                f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
+                f"every finished phase is in {out / FIT_FILE}. Continue it with "
+                f"superconv fit --resume {out}"
+            ) from exc
+        _log_choice(board, result)
     result.files = _write_report(result, f"{config.model} on {config.dataset}")
     return result
+
+
+def _board(tensorboard: Any, logger: Any, every: int = 10) -> Any:
+    """The TensorBoard logger of ``tensorboard=`` / ``logger=`` (a context), or a null one."""
+    if tensorboard is None and logger is None:
+        return contextlib.nullcontext()
+    from superconv.integrations.tensorboard import logging_to
+
+    return logging_to(tensorboard, logger, every=every)
+
+
+def _log_choice(board: Any, result: FitResult) -> None:
+    if board is None:
+        return
+    values = {"max_lr": result.max_lr}
+    if result.suggestion is not None:
+        values["suggested_max_lr"] = result.suggestion.max_lr
+    board.log_row(0, values, prefix="fit")
 
 
 def _current_phase(record: _Record, budget: Budget) -> str:
@@ -1145,6 +1179,8 @@ class _ModuleBackend:
             len(curve.losses) * self._batch_size(),
             len(curve.eval_steps) * self._eval_size(self.val_loader),
         )
+        if self.logger is not None:
+            self.logger.log_range_test(curve, prefix=f"range_test/seed{seed}")
         return curve, images
 
     def _train(
@@ -1229,6 +1265,8 @@ class _ModuleBackend:
                     row[f"{name}_loss"], row[f"{name}_acc"] = self._evaluate(self.model, loader)
                     evals[0] += self._eval_size(loader)
             rows.append(row)
+            if self.logger is not None:
+                self.logger.log_row(done, row, prefix="metrics")
             since[:] = [0.0, 0]
 
         bad = self._train(self.model, lr, iterations, every, on_eval)
@@ -1421,7 +1459,10 @@ def fit(
         out_path.mkdir(parents=True, exist_ok=True)
     record.data["split"] = split
     echo(f"superconv fit: {type(model).__name__}, {iterations} iterations; {split}.")
-    result = _phases(backend, budget, range_plan, record, echo, seed, factors)
+    with _board(tensorboard, logger) as board:
+        backend.logger = board
+        result = _phases(backend, budget, range_plan, record, echo, seed, factors)
+        _log_choice(board, result)
     if out_path is not None:
         from superconv.records import RunDir
 

@@ -468,8 +468,17 @@ def train(
     observers: Sequence[Observer] = (),
     resume: bool = False,
     progress: bool = True,
+    tensorboard: str | Path | None = None,
+    logger: Any = None,
 ) -> RunResult:
     """Train one run of ``config`` into ``run_dir``; resume it if ``resume``.
+
+    ``tensorboard``: a folder for TensorBoard event files (``pip install
+    'superconv[tensorboard]'``), beside ``metrics.csv`` (which stays the record):
+    the loss, LR and momentum every ``config.log_every`` steps (``train/...``) and
+    every metrics row (``metrics/...``). Or ``logger``: an open
+    :class:`~superconv.integrations.tensorboard.TensorBoardLogger` (yours to close).
+    Under ``torchrun``, rank 0 alone logs.
 
     Under ``torchrun`` every process calls this; rank 0 alone writes files and
     shows progress, metrics are all-reduced, and the global batch is
@@ -481,6 +490,26 @@ def train(
     checked at every evaluation before its checkpoint),
     and ``KeyboardInterrupt`` after saving a checkpoint on SIGINT.
     """
+    from superconv import distributed
+
+    kwargs = dict(observers=observers, resume=resume, progress=progress)
+    if (tensorboard is None and logger is None) or not distributed.world_from_env().is_main:
+        return _train(config, run_dir, board=None, **kwargs)
+    from superconv.integrations.tensorboard import logging_to
+
+    with logging_to(tensorboard, logger, every=config.log_every) as board:
+        return _train(config, run_dir, board=board, **kwargs)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    observers: Sequence[Observer],
+    resume: bool,
+    progress: bool,
+    board: Any,
+) -> RunResult:
     from superconv import distributed
     from superconv.estimator import LREstimator
 
@@ -504,6 +533,8 @@ def train(
         # Weights are identical on every rank: the eq. 8 estimate is computed once.
         estimator = LREstimator(k=config.estimator_k)
         observers.append(estimator)
+    if board is not None:  # not one of the caller's observers: no state in the checkpoint
+        observers.append(board)
 
     sums = _new_sums(device)
     rows: list[dict[str, Any]] = []
@@ -697,6 +728,8 @@ def train(
                             raise collapsed(collapse)
                         if run is not None:
                             run.write_metrics(rows)
+                        if board is not None:
+                            board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
                         if bar is not None:
                             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
                         if done % config.checkpoint_every == 0 or done == iterations:
