@@ -56,7 +56,9 @@ DEBUG_ENV = "SUPERCONV_DEBUG"
 FIELD_HELP = {
     "model": "model name: resnet20/32/44/56/110 or resnet{6n+2} (the paper's), bottleneck56, "
     "resnext, densenet, lenet",
-    "dataset": "cifar10, cifar100, mnist, fashion-mnist or mnist-demo (ships in the package)",
+    "dataset": "cifar10, cifar100, mnist, fashion-mnist, mnist-demo (ships in the package), or "
+    "folder:PATH: your own images, PATH/<class>/*.jpg|png (or PATH/train and PATH/val so laid "
+    "out), streamed and decoded with Pillow (pip install 'superconv[images]')",
     "data_dir": "folder holding the data sets (default: $SUPERCONV_DATA, else "
     "~/.cache/superconv/data)",
     "train_subset": "train on a class-balanced subset of this many images (Table 1: 40k..10k)",
@@ -79,6 +81,8 @@ FIELD_HELP = {
     "flip": "mirror half the training images (the authors' only augmentation)",
     "crop_pad": "pad-and-random-crop margin in pixels (0: none, as the paper)",
     "normalize": "mean_std (per-channel standardisation) or unit (pixels / 255, Caffe's LeNet)",
+    "image_size": "folder:PATH only: side of the square crops, random-resized (8-100%% of the "
+    "area) and flipped for training, centre crops for evaluation (default: 224)",
     "seed": "random seed of the weights, data order and augmentation",
     "eval_every": "iterations between evaluations (rows of metrics.csv)",
     "log_every": "iterations between reads of the loss (progress bar, NaN check)",
@@ -100,7 +104,7 @@ LR_FIND_FIELDS = (
     "model", "dataset", "data_dir", "train_subset", "val_size", "split_seed", "batch_size",
     "optimizer", "momentum", "weight_decay", "bn_maf", "bn_mode", "ghost_batch", "dropout",
     "flip", "crop_pad", "normalize", "seed", "eval_batch_size", "device", "precision",
-    "channels_last", "threads",
+    "channels_last", "threads", "image_size",
 )  # fmt: skip
 
 # The budget of lr-find's Next: command when --budget is not given (iterations).
@@ -804,6 +808,14 @@ def _check_early(config: Any) -> None:
         build_model(config.model)
 
 
+def _default_val_size(dataset: str) -> int:
+    """lr-find's and fit's --val-size when not given; none for your own images (their size
+    is unknown until scanned: say --val-size N, a multiple of the class count)."""
+    if dataset.startswith("folder:"):
+        return 0
+    return DEFAULT_VAL_SIZE.get(dataset, DEFAULT_VAL_SIZE_OTHER)
+
+
 # ----------------------------------------------------------------------------- lr-find
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from superconv.demo import lr_find
@@ -811,7 +823,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     config = config_from_args(args, fields=LR_FIND_FIELDS)
     if not hasattr(args, "val_size"):
         config = config.replace(
-            val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
+            val_size=_default_val_size(config.dataset)
         )
     _check_early(config)
     start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
@@ -1087,7 +1099,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         config = config_from_args(args, fields=FIT_FIELDS)
         if not hasattr(args, "val_size"):
             config = config.replace(
-                val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
+                val_size=_default_val_size(config.dataset)
             )
         _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
         plan = RangePlan()

@@ -996,8 +996,15 @@ def fit_run(
             "of the training set; the test set is never used for a choice)."
         )
     config.validate()
-    data = load_dataset(config.dataset, config.data_dir)
-    num_train = len(data.train_y) - config.val_size
+    if config.dataset.startswith("folder:"):  # your own images: counted, not loaded
+        from superconv.data.folder import folder_splits
+
+        train_images, test_set = folder_splits(config.dataset, check=False)
+        sizes = (len(train_images), len(test_set) if test_set is not None else 0)
+    else:
+        data = load_dataset(config.dataset, config.data_dir)
+        sizes = (len(data.train_y), len(data.test_y))
+    num_train = sizes[0] - config.val_size
     if config.train_subset is not None:
         num_train = min(num_train, config.train_subset)
     if epochs is not None:
@@ -1037,8 +1044,8 @@ def fit_run(
         out.mkdir(parents=True, exist_ok=True)
         record.data["environment"] = environment(str(resolve_device(config.device)), config.seed)
         record.data["split"] = (
-            f"{config.val_size} images held out of the {len(data.train_y)} training images for "
-            f"validation (split seed {config.split_seed}); {len(data.test_y)} test images are "
+            f"{config.val_size} images held out of the {sizes[0]} training images for "
+            f"validation (split seed {config.split_seed}); {sizes[1]} test images are "
             "only reported"
         )
         record.commit()
@@ -1047,7 +1054,7 @@ def fit_run(
         f"batch {config.batch_size}; {record.data['split']}."
     )
     with _board(tensorboard, logger, config.log_every) as board:
-        backend = _ConfigBackend(config, out, progress, len(data.test_y), board=board)
+        backend = _ConfigBackend(config, out, progress, sizes[1], board=board)
         try:
             result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
         except KeyboardInterrupt as exc:

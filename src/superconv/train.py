@@ -142,7 +142,6 @@ def build(config: TrainConfig) -> Pieces:
     """Build model, data, optimizer and policy from ``config`` (validated first)."""
     from superconv import distributed
     from superconv.data import DeviceLoader, balanced_subset, load_dataset, train_val_split
-    from superconv.models import build_model
 
     config.validate()
     world = distributed.world_from_env()
@@ -164,6 +163,19 @@ def build(config: TrainConfig) -> Pieces:
         torch.backends.cudnn.benchmark = False
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    autocast_dtype = None
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        autocast_dtype = torch.bfloat16
+    if config.dataset.startswith("folder:"):
+        loader, eval_loaders, num_train, classes = _folder_loaders(config, world, device)
+        model, module, optimizer, policy = _model_and_optimizer(
+            config, world, device, len(classes), 3, loader.image_size, torch.float32,
+            memory_format,
+        )  # fmt: skip
+        return Pieces(config, device, model, optimizer, policy, loader, eval_loaders,
+                      autocast_dtype, num_train, world=world, module=module,
+                      num_classes=len(classes))  # fmt: skip
     data = load_dataset(config.dataset, config.data_dir)
 
     train_idx = torch.arange(len(data.train_y))
@@ -200,11 +212,6 @@ def build(config: TrainConfig) -> Pieces:
             f"({len(train_idx)} images); use a smaller batch."
         )
 
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    autocast_dtype = None
-    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        autocast_dtype = torch.bfloat16
-
     mean, std = data.mean, data.std
     if config.normalize == "unit":
         mean, std = tuple(0.0 for _ in mean), tuple(1.0 for _ in std)
@@ -237,17 +244,50 @@ def build(config: TrainConfig) -> Pieces:
         data.test_x, data.test_y, config.eval_batch_size, train=False, **common
     )
 
+    model, module, optimizer, policy = _model_and_optimizer(
+        config, world, device, len(data.classes), int(data.train_x.shape[1]),
+        int(data.train_x.shape[-1]), dtype, memory_format,
+    )  # fmt: skip
+    return Pieces(
+        config,
+        device,
+        model,
+        optimizer,
+        policy,
+        loader,
+        eval_loaders,
+        autocast_dtype,
+        len(train_idx),
+        world=world,
+        module=module,
+        num_classes=len(data.classes),
+    )
+
+
+def _model_and_optimizer(
+    config: TrainConfig,
+    world: Any,
+    device: torch.device,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]]:
+    """The model (DDP-wrapped under torchrun), the bare module, its optimizer and policy."""
+    from superconv.models import build_model
+
     # Seed before building the model: its initial weights depend only on the seed.
     torch.manual_seed(config.seed)
     model = build_model(
         config.model,
-        num_classes=len(data.classes),
-        in_channels=int(data.train_x.shape[1]),
+        num_classes=num_classes,
+        in_channels=in_channels,
         bn_maf=config.bn_maf,
         bn_mode=config.bn_mode,
         ghost_batch=config.ghost_batch,
         dropout=config.dropout,
-        image_size=int(data.train_x.shape[-1]),
+        image_size=image_size,
         sync_bn=config.sync_bn,
     ).to(device=device, dtype=dtype, memory_format=memory_format)
     module = model
@@ -264,20 +304,74 @@ def build(config: TrainConfig) -> Pieces:
             )
     optimizer = make_optimizer(config, module.parameters())
     policy = make_policy(config)
-    return Pieces(
-        config,
-        device,
-        model,
-        optimizer,
-        policy,
-        loader,
-        eval_loaders,
-        autocast_dtype,
-        len(train_idx),
-        world=world,
-        module=module,
-        num_classes=len(data.classes),
+    return model, module, optimizer, policy
+
+
+def _folder_loaders(
+    config: TrainConfig, world: Any, device: torch.device
+) -> tuple[Any, dict[str, Any], int, tuple[str, ...]]:
+    """Loaders of a ``folder:PATH`` data set: images streamed and decoded by DataLoader
+    workers (:class:`superconv.data.folder.FolderLoader`), random-resized crops and flips
+    for training, centre crops for evaluation. ``val_size`` images (class-balanced) are
+    held out of the training images; ``PATH/val`` (or ``PATH/test``), if there is one,
+    is the test set."""
+    import os
+
+    from superconv.data import train_val_split
+    from superconv.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, folder_splits
+    from superconv.data.folder import subset as folder_subset
+
+    if world.distributed:
+        raise UserError(
+            "folder:PATH data sets run in one process for now (their loader does not shard "
+            "the images over torchrun's processes); run without torchrun."
+        )
+    if config.precision == "fp64":
+        raise UserError("precision fp64 is for the built-in data sets; use fp32 or bf16.")
+    if config.train_subset is not None:
+        raise UserError("train_subset is for the built-in data sets; point folder: at a subset.")
+    train_folder, test_folder = folder_splits(config.dataset)
+    val_folder = None
+    if config.val_size:
+        labels = torch.tensor([label for _, label in train_folder.samples])
+        if config.val_size >= len(labels):
+            raise UserError(
+                f"val_size ({config.val_size}) must be smaller than the image folder "
+                f"({len(labels)} images)."
+            )
+        try:
+            train_idx, val_idx = train_val_split(labels, config.val_size, config.split_seed)
+        except ValueError as exc:  # not a multiple of the classes, or a class too small
+            raise UserError(
+                f"val_size ({config.val_size:,}): {str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
+        train_folder, val_folder = (
+            folder_subset(train_folder, train_idx.tolist()),
+            folder_subset(train_folder, val_idx.tolist()),
+        )
+    if config.batch_size > len(train_folder):
+        raise UserError(
+            f"batch_size ({config.batch_size}) is larger than the training images "
+            f"({len(train_folder)}); use a smaller batch."
+        )
+    unit = config.normalize == "unit"
+    common = dict(
+        image_size=config.image_size or 224,
+        # Pillow decoding is the bottleneck: a few worker processes (not more than the cores)
+        workers=min(4, os.cpu_count() or 1),
+        mean=(0.0, 0.0, 0.0) if unit else IMAGENET_MEAN,
+        std=(1.0, 1.0, 1.0) if unit else IMAGENET_STD,
+        device=device,
+        channels_last=config.channels_last,
     )
+    loader = FolderLoader(train_folder, config.batch_size, train=True, seed=config.seed, **common)
+    eval_loaders = {}
+    for name, folder in (("val", val_folder), ("test", test_folder)):
+        if folder is not None:
+            eval_loaders[name] = FolderLoader(
+                folder, config.eval_batch_size, train=False, **common
+            )
+    return loader, eval_loaders, len(train_folder), train_folder.classes
 
 
 # ---------------------------------------------------------------------- evaluation
