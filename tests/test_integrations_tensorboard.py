@@ -152,3 +152,24 @@ def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch, ca
     assert main(args) == 2
     assert "pip install 'superconv[tensorboard]'" in capsys.readouterr().err
     assert not (tmp_path / "find").exists()  # refused before any work
+
+
+def test_the_fit_api_logs_to_a_tensorboard_folder(tmp_path):
+    from superconv.fit import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long()), batch_size=32, shuffle=True
+    )
+    result = fit(torch.nn.Linear(8, 2), data, iterations=100, verify=False,
+                 tensorboard=tmp_path / "tb", echo=lambda s: None)  # fmt: skip
+    events = read(tmp_path / "tb")
+    rows = result.summary["metrics"]
+    assert [s for s, _ in scalars(events, "metrics/val_loss")] == [r["iteration"] for r in rows]
+    (chosen,) = scalars(events, "fit/max_lr")
+    assert chosen[1] == pytest.approx(result.max_lr, rel=1e-6)
+    assert scalars(events, "range_test/seed0/lr")
+    with pytest.raises(UserError, match="give tensorboard= .* or logger=, not both"):
+        fit(torch.nn.Linear(8, 2), data, iterations=100, verify=False, echo=lambda s: None,
+            tensorboard=tmp_path / "a", logger=object())  # fmt: skip

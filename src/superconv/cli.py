@@ -816,15 +816,20 @@ def _default_val_size(dataset: str) -> int:
     return DEFAULT_VAL_SIZE.get(dataset, DEFAULT_VAL_SIZE_OTHER)
 
 
+def _dataset_tag(dataset: str) -> str:
+    """The data set's part of a default output folder name (folder:PATH -> folder-NAME)."""
+    if dataset.startswith("folder:"):
+        return "folder-" + (Path(dataset[len("folder:") :]).name or "images")
+    return dataset
+
+
 # ----------------------------------------------------------------------------- lr-find
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from superconv.demo import lr_find
 
     config = config_from_args(args, fields=LR_FIND_FIELDS)
     if not hasattr(args, "val_size"):
-        config = config.replace(
-            val_size=_default_val_size(config.dataset)
-        )
+        config = config.replace(val_size=_default_val_size(config.dataset))
     _check_early(config)
     start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
     _say(
@@ -956,7 +961,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resolve_train_config(args, file)
         _check_early(config)
         run_dir = Path(
-            args.out or f"runs/{config.model}-{config.dataset}-{config.policy}-seed{config.seed}"
+            args.out
+            or f"runs/{config.model}-{_dataset_tag(config.dataset)}-{config.policy}-seed{config.seed}"
         )
         _say(
             f"Training {config.model} on {config.dataset}: policy {config.policy} "
@@ -1098,9 +1104,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             raise UserError("give the training budget: --epochs E or --iterations N (not both).")
         config = config_from_args(args, fields=FIT_FIELDS)
         if not hasattr(args, "val_size"):
-            config = config.replace(
-                val_size=_default_val_size(config.dataset)
-            )
+            config = config.replace(val_size=_default_val_size(config.dataset))
         _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
         plan = RangePlan()
         plan = RangePlan(
@@ -1120,7 +1124,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
             "evaluations": None if hasattr(args, "eval_every") else 10,
         }
-        out = Path(args.out or f"fits/{config.model}-{config.dataset}")
+        out = Path(args.out or f"fits/{config.model}-{_dataset_tag(config.dataset)}")
     result = fit_run(
         config,
         out,

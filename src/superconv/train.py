@@ -136,6 +136,11 @@ class Pieces:
     world: Any = None  # superconv.distributed.World
     module: torch.nn.Module | None = None  # the model without its DDP wrapper
     num_classes: int = 10  # chance level for collapse detection
+    autocast: Callable[[], Any] | None = None  # the autocast context factory (superconv.step)
+
+    def __post_init__(self) -> None:
+        if self.autocast is None:  # built once here: a step only calls it
+            self.autocast = steps.autocast(self.device, self.autocast_dtype)
 
 
 def build(config: TrainConfig) -> Pieces:
@@ -512,7 +517,7 @@ def _add_step(
 
 def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
     """Forward, loss and backward of one step (the optimizer step is the caller's)."""
-    with _autocast(pieces.device, pieces.autocast_dtype):
+    with pieces.autocast():
         loss, logits, _ = _cross_entropy(forward, (x, y))
     pieces.optimizer.zero_grad(set_to_none=True)
     loss.backward()
