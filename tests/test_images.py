@@ -9,6 +9,8 @@ truncated JPEG (replaced when decoded, with a warning naming it) and a text file
 from __future__ import annotations
 
 import io
+import json
+import math
 
 import numpy as np
 import pytest
@@ -115,3 +117,82 @@ def test_imagenet_resnets_have_torchvisions_parameter_counts():
     assert all(not b.bn3.weight.detach().any() for b in zero.blocks)
     with pytest.raises(UserError, match="ImageNet ResNet depth must be 18 or 50, got 34"):
         ImageNetResNet(34)
+
+
+# ----------------------------------------------------------------------------- the CLI
+def _cli_folder(tmp_path, layout_train_val=False):
+    """Two classes of 6 PNGs (several sizes), one corrupt file; optionally PATH/train + PATH/val."""
+    root = tmp_path / "own-images"
+    splits = ("train", "val") if layout_train_val else ("",)
+    for split in splits:
+        for c, name in enumerate(["cat", "dog"]):
+            (root / split / name).mkdir(parents=True)
+            for i in range(6 if split != "val" else 2):
+                _image(SIZES[i % len(SIZES)], 100 * c + i).save(root / split / name / f"{i}.png")
+    (root / splits[0] / "dog" / "corrupt.png").write_bytes(b"\x89PNG but not really")
+    return root
+
+
+FOLDER_FLAGS = ["--model", "resnet8", "--image-size", "32", "--batch-size", "4",
+                "--eval-batch-size", "8", "--device", "cpu", "--threads", "1", "--no-progress"]  # fmt: skip
+
+
+def test_cli_trains_on_an_image_folder_skipping_the_corrupt_file(tmp_path):
+    from superconv.cli import main
+    from superconv.records import read_csv
+
+    root = _cli_folder(tmp_path)
+    run = tmp_path / "run"
+    args = ["train", "--dataset", f"folder:{root}", *FOLDER_FLAGS, "--val-size", "2",
+            "--iterations", "5", "--eval-every", "5", "--checkpoint-every", "5",
+            "--policy", "one_cycle", "--policy-param", "max_lr=0.05", "--out", str(run)]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\) in .*dog/corrupt\.png"):
+        assert main(args) == 0
+    (row,) = read_csv(run / "metrics.csv")
+    assert row["iteration"] == 5 and math.isfinite(row["train_loss"])
+    assert row["val_acc"] in (0.0, 50.0, 100.0)  # 2 held-out images, one per class
+    assert row["test_acc"] is None  # a plain class folder has no test set
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == f"folder:{root}" and config["image_size"] == 32
+    assert row["epoch"] == pytest.approx(5 * 4 / 10)  # 12 readable images, 2 held out
+
+
+def test_cli_lr_find_on_a_train_val_layout(tmp_path, capsys):
+    from superconv.cli import main
+    from superconv.data.folder import folder_splits
+
+    root = _cli_folder(tmp_path, layout_train_val=True)
+    with pytest.warns(UserWarning):
+        train, test = folder_splits(f"folder:{root}")
+    assert (len(train), len(test), test.classes) == (12, 4, train.classes)  # val/: the test set
+    out = tmp_path / "find"
+    args = ["lr-find", "--dataset", f"folder:{root}", *FOLDER_FLAGS, "--steps", "12",
+            "--mode", "exp", "--start-lr", "1e-4", "--out", str(out)]  # fmt: skip
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable image\(s\)"):
+        assert main(args) == 0
+    record = json.loads((out / "range_test.json").read_text())
+    assert len(record["curve"]["losses"]) >= 1
+    said = capsys.readouterr().out
+    assert f"folder:{root}" in said
+    assert "--image-size 32" in said  # the Next: command carries it
+
+
+def test_cli_refuses_image_size_without_a_folder_and_a_missing_folder(tmp_path, capsys):
+    from superconv.cli import main
+
+    assert main(["train", "--dataset", "mnist-demo", "--image-size", "32", "--iterations", "1",
+                 "--out", str(tmp_path / "a")]) == 2  # fmt: skip
+    assert "image_size (32) sets the crops of folder:PATH data sets" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert main(["train", "--dataset", f"folder:{missing}", *FOLDER_FLAGS, "--iterations", "1",
+                 "--out", str(tmp_path / "b")]) == 2  # fmt: skip
+    assert f"image folder {missing} cannot be used: it does not exist" in capsys.readouterr().err
+
+
+def test_train_fit_and_lr_find_help_name_the_folder_flags(capsys):
+    from superconv.cli import main
+
+    for command in ("train", "fit", "lr-find"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "folder:PATH" in text and "--image-size" in text and "--tensorboard DIR" in text

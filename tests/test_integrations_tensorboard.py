@@ -74,3 +74,102 @@ def test_bad_settings_say_what_is_wrong(tmp_path):
         UserError, match="cannot write TensorBoard logs to .*file/tb.*Choose a folder"
     ):
         TensorBoardLogger(tmp_path / "file" / "tb")
+
+
+# ----------------------------------------------------------------------------- the CLI
+# LeNet on the bundled MNIST subset, a handful of iterations (as tests/helpers.py's DATA).
+MNIST = [
+    "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
+    "--batch-size", "32", "--eval-batch-size", "500", "--val-size", "500", "--device", "cpu",
+    "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+def test_lr_find_logs_its_curve_and_suggestion(tmp_path, capsys):
+    from superconv.cli import main
+
+    tb = tmp_path / "tb"
+    args = ["lr-find", *MNIST, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4",
+            "--eval-every", "10", "--out", str(tmp_path / "find"), "--tensorboard", str(tb)]  # fmt: skip
+    assert main(args) == 0
+    record = __import__("json").loads((tmp_path / "find" / "range_test.json").read_text())
+    events = read(tb)
+    loss = scalars(events, "range_test/loss")
+    assert [s for s, _ in loss] == list(range(len(record["curve"]["losses"])))
+    assert [v for _, v in loss] == pytest.approx(record["curve"]["losses"], rel=1e-6)
+    assert [s for s, _ in scalars(events, "range_test/val_loss")] == record["curve"]["eval_steps"]
+    if record["suggestion"] is not None:
+        (max_lr,) = scalars(events, "range_test/suggestion/max_lr")
+        assert max_lr[1] == pytest.approx(record["suggestion"]["max_lr"], rel=1e-6)
+
+
+def test_train_logs_loss_lr_and_metrics_rows(tmp_path):
+    from superconv.cli import main
+    from superconv.records import read_csv
+
+    tb, run = tmp_path / "tb", tmp_path / "run"
+    args = ["train", *MNIST, "--iterations", "12", "--eval-every", "6", "--checkpoint-every", "6",
+            "--log-every", "3", "--policy", "one_cycle", "--policy-param", "max_lr=0.05",
+            "--out", str(run), "--tensorboard", str(tb)]  # fmt: skip
+    assert main(args) == 0
+    events = read(tb)
+    rows = read_csv(run / "metrics.csv")
+    assert [s for s, _ in scalars(events, "metrics/test_acc")] == [r["iteration"] for r in rows]
+    assert [v for _, v in scalars(events, "metrics/test_acc")] == pytest.approx(
+        [r["test_acc"] for r in rows], rel=1e-6
+    )
+    lr = scalars(events, "train/lr")
+    assert [s for s, _ in lr] == [0, 3, 6, 9]
+    assert [v for _, v in scalars(events, "train/momentum")][0] == pytest.approx(0.95)
+    assert len(scalars(events, "train/loss")) == 4
+
+
+def test_fit_logs_its_range_test_run_and_choice(tmp_path):
+    from superconv.cli import main
+
+    tb, out = tmp_path / "tb", tmp_path / "fit"
+    args = ["fit", *MNIST, "--iterations", "100", "--range-steps", "10", "--no-verify",
+            "--out", str(out), "--tensorboard", str(tb)]  # fmt: skip
+    assert main(args) == 0
+    fit_record = __import__("json").loads((out / "fit.json").read_text())
+    events = read(tb)
+    (curve,) = fit_record["phases"]["range_test"]["curves"]
+    logged = scalars(events, "range_test/seed0/loss")
+    assert [v for _, v in logged] == pytest.approx(curve["losses"], rel=1e-6)
+    (chosen,) = scalars(events, "fit/max_lr")
+    assert chosen[1] == pytest.approx(fit_record["max_lr"], rel=1e-6)
+    assert [s for s, _ in scalars(events, "metrics/val_acc")][-1] == 100
+
+
+def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from superconv.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    args = ["lr-find", *MNIST, "--steps", "20", "--out", str(tmp_path / "find"),
+            "--tensorboard", str(tmp_path / "tb")]  # fmt: skip
+    assert main(args) == 2
+    assert "pip install 'superconv[tensorboard]'" in capsys.readouterr().err
+    assert not (tmp_path / "find").exists()  # refused before any work
+
+
+def test_the_fit_api_logs_to_a_tensorboard_folder(tmp_path):
+    from superconv.fit import fit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 8, generator=g)
+    data = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, (x[:, 0] > 0).long()), batch_size=32, shuffle=True
+    )
+    result = fit(torch.nn.Linear(8, 2), data, iterations=100, verify=False,
+                 tensorboard=tmp_path / "tb", echo=lambda s: None)  # fmt: skip
+    events = read(tmp_path / "tb")
+    rows = result.summary["metrics"]
+    assert [s for s, _ in scalars(events, "metrics/val_loss")] == [r["iteration"] for r in rows]
+    (chosen,) = scalars(events, "fit/max_lr")
+    assert chosen[1] == pytest.approx(result.max_lr, rel=1e-6)
+    assert scalars(events, "range_test/seed0/lr")
+    with pytest.raises(UserError, match="give tensorboard= .* or logger=, not both"):
+        fit(torch.nn.Linear(8, 2), data, iterations=100, verify=False, echo=lambda s: None,
+            tensorboard=tmp_path / "a", logger=object())  # fmt: skip

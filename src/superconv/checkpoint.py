@@ -32,6 +32,11 @@ def save(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def discard(path: str | os.PathLike) -> None:
+    """Remove a scratch file written by :func:`save` (the range test's disk copy); gone is fine."""
+    Path(path).unlink(missing_ok=True)
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint written by :func:`save`, refusing anything but plain tensors and data.
 

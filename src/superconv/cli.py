@@ -56,7 +56,9 @@ DEBUG_ENV = "SUPERCONV_DEBUG"
 FIELD_HELP = {
     "model": "model name: resnet20/32/44/56/110 or resnet{6n+2} (the paper's), bottleneck56, "
     "resnext, densenet, lenet",
-    "dataset": "cifar10, cifar100, mnist, fashion-mnist or mnist-demo (ships in the package)",
+    "dataset": "cifar10, cifar100, mnist, fashion-mnist, mnist-demo (ships in the package), or "
+    "folder:PATH: your own images, PATH/<class>/*.jpg|png (or PATH/train and PATH/val so laid "
+    "out), streamed and decoded with Pillow (pip install 'superconv[images]')",
     "data_dir": "folder holding the data sets (default: $SUPERCONV_DATA, else "
     "~/.cache/superconv/data)",
     "train_subset": "train on a class-balanced subset of this many images (Table 1: 40k..10k)",
@@ -79,6 +81,8 @@ FIELD_HELP = {
     "flip": "mirror half the training images (the authors' only augmentation)",
     "crop_pad": "pad-and-random-crop margin in pixels (0: none, as the paper)",
     "normalize": "mean_std (per-channel standardisation) or unit (pixels / 255, Caffe's LeNet)",
+    "image_size": "folder:PATH only: side of the square crops, random-resized (8-100%% of the "
+    "area) and flipped for training, centre crops for evaluation (default: 224)",
     "seed": "random seed of the weights, data order and augmentation",
     "eval_every": "iterations between evaluations (rows of metrics.csv)",
     "log_every": "iterations between reads of the loss (progress bar, NaN check)",
@@ -100,7 +104,7 @@ LR_FIND_FIELDS = (
     "model", "dataset", "data_dir", "train_subset", "val_size", "split_seed", "batch_size",
     "optimizer", "momentum", "weight_decay", "bn_maf", "bn_mode", "ghost_batch", "dropout",
     "flip", "crop_pad", "normalize", "seed", "eval_batch_size", "device", "precision",
-    "channels_last", "threads",
+    "channels_last", "threads", "image_size",
 )  # fmt: skip
 
 # The budget of lr-find's Next: command when --budget is not given (iterations).
@@ -302,6 +306,15 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tensorboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also log to TensorBoard event files in DIR, beside the CSV/JSON records "
+        "(needs pip install 'superconv[tensorboard]')",
+    )
+
+
 def _no_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress",
@@ -392,6 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub, LR_FIND_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_lr_find)
@@ -422,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub)
     sub.set_defaults(handler=_cmd_train)
@@ -454,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
+    _tensorboard(sub)
     _no_progress(sub)
     _add_config_flags(sub, FIT_FIELDS, _VAL_SIZE_SHOWN)
     sub.set_defaults(handler=_cmd_fit)
@@ -792,15 +808,28 @@ def _check_early(config: Any) -> None:
         build_model(config.model)
 
 
+def _default_val_size(dataset: str) -> int:
+    """lr-find's and fit's --val-size when not given; none for your own images (their size
+    is unknown until scanned: say --val-size N, a multiple of the class count)."""
+    if dataset.startswith("folder:"):
+        return 0
+    return DEFAULT_VAL_SIZE.get(dataset, DEFAULT_VAL_SIZE_OTHER)
+
+
+def _dataset_tag(dataset: str) -> str:
+    """The data set's part of a default output folder name (folder:PATH -> folder-NAME)."""
+    if dataset.startswith("folder:"):
+        return "folder-" + (Path(dataset[len("folder:") :]).name or "images")
+    return dataset
+
+
 # ----------------------------------------------------------------------------- lr-find
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from superconv.demo import lr_find
 
     config = config_from_args(args, fields=LR_FIND_FIELDS)
     if not hasattr(args, "val_size"):
-        config = config.replace(
-            val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
-        )
+        config = config.replace(val_size=_default_val_size(config.dataset))
     _check_early(config)
     start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
     _say(
@@ -821,6 +850,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         rule=args.rule,
         budget=args.budget,
         adapt=args.adapt,
+        tensorboard=args.tensorboard,
     )
     if not _is_main():
         return 0
@@ -931,7 +961,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resolve_train_config(args, file)
         _check_early(config)
         run_dir = Path(
-            args.out or f"runs/{config.model}-{config.dataset}-{config.policy}-seed{config.seed}"
+            args.out
+            or f"runs/{config.model}-{_dataset_tag(config.dataset)}-{config.policy}-seed{config.seed}"
         )
         _say(
             f"Training {config.model} on {config.dataset}: policy {config.policy} "
@@ -941,7 +972,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from superconv.config import describe_config
 
         _say(f"Settings (preset {args.preset}):\n" + "\n".join(describe_config(config)))
-    result = train(config, run_dir, resume=bool(args.resume), progress=args.progress)
+    result = train(
+        config,
+        run_dir,
+        resume=bool(args.resume),
+        progress=args.progress,
+        tensorboard=args.tensorboard,
+    )
     if _is_main():  # under torchrun, rank 0 alone writes and reports
         _train_plots(config, result.run_dir)
         _print_summary(result.summary, result.run_dir)
@@ -1067,9 +1104,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             raise UserError("give the training budget: --epochs E or --iterations N (not both).")
         config = config_from_args(args, fields=FIT_FIELDS)
         if not hasattr(args, "val_size"):
-            config = config.replace(
-                val_size=DEFAULT_VAL_SIZE.get(config.dataset, DEFAULT_VAL_SIZE_OTHER)
-            )
+            config = config.replace(val_size=_default_val_size(config.dataset))
         _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
         plan = RangePlan()
         plan = RangePlan(
@@ -1089,9 +1124,15 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
             "evaluations": None if hasattr(args, "eval_every") else 10,
         }
-        out = Path(args.out or f"fits/{config.model}-{config.dataset}")
+        out = Path(args.out or f"fits/{config.model}-{_dataset_tag(config.dataset)}")
     result = fit_run(
-        config, out, resume=bool(args.resume), progress=args.progress, echo=_say, **kwargs
+        config,
+        out,
+        resume=bool(args.resume),
+        progress=args.progress,
+        echo=_say,
+        tensorboard=args.tensorboard,
+        **kwargs,
     )
     if _is_main():
         v = result.record["verdict"]

@@ -66,6 +66,9 @@ class TrainConfig:
     # "mean_std": per-channel standardisation (CIFAR prototxts subtract the mean);
     # "unit": pixels / 255 only, as Caffe's LeNet example (scale 0.00390625).
     normalize: str = "mean_std"
+    # --dataset folder:PATH only: side of the square crops (random-resized for training,
+    # centre for evaluation); None = 224, ImageNet's. The built-in sets keep their size.
+    image_size: int | None = None
     # -- bookkeeping
     seed: int = 0
     eval_every: int = 500  # iterations between evaluations (metrics rows)
@@ -153,6 +156,14 @@ class TrainConfig:
             raise UserError(
                 f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."
             )
+        if self.image_size is not None:
+            if not self.dataset.startswith("folder:"):
+                raise UserError(
+                    f"image_size ({self.image_size}) sets the crops of folder:PATH data sets; "
+                    f"{self.dataset} keeps its own size: drop it."
+                )
+            if isinstance(self.image_size, bool) or self.image_size < 8:
+                raise UserError(f"image_size must be an integer >= 8, got {self.image_size!r}.")
         if self.normalize not in ("mean_std", "unit"):
             raise UserError(_unknown("normalize", self.normalize, ("mean_std", "unit")))
         if self.precision not in PRECISIONS:
@@ -300,7 +311,13 @@ def iterations_for_epochs(epochs: float, dataset: str, batch_size: int, val_size
     images are held out, or the subset): ``ceil(epochs * images / batch_size)``."""
     if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
         raise UserError(f"--epochs must be a number > 0, got {epochs!r}.")
-    images = train_subset or (TRAIN_IMAGES.get(dataset, 50_000) - val_size)
+    if dataset.startswith("folder:"):
+        from superconv.data.folder import folder_splits
+
+        count = len(folder_splits(dataset, check=False)[0])  # headers unread: a fast count
+        images = train_subset or (count - val_size)
+    else:
+        images = train_subset or (TRAIN_IMAGES.get(dataset, 50_000) - val_size)
     return max(1, math.ceil(epochs * images / batch_size))
 
 
@@ -321,10 +338,13 @@ def describe_config(config: TrainConfig) -> list[str]:
     """The resolved config, one line per group (printed when a run starts)."""
     c = config
     subset = f", subset {c.train_subset:,}" if c.train_subset else ""
+    augment = f"flip {'on' if c.flip else 'off'}, crop pad {c.crop_pad}"
+    if c.dataset.startswith("folder:"):
+        augment = f"random-resized crops of {c.image_size or 224} px + flip, centre crops to evaluate"
     return [
         f"  model:     {c.model} (dropout {c.dropout:g})",
         f"  data:      {c.dataset}{subset}, {c.val_size:,} held out for validation, "
-        f"normalize {c.normalize}, flip {'on' if c.flip else 'off'}, crop pad {c.crop_pad}",
+        f"normalize {c.normalize}, {augment}",
         f"  schedule:  {c.policy} {dict(c.policy_params)}, {c.iterations:,} iterations at "
         f"batch {c.batch_size}",
         f"  optimizer: {c.optimizer}, momentum {c.momentum:g}, weight decay {c.weight_decay:g}",

@@ -69,6 +69,8 @@ def lr_find(
     rule: str = "default",
     budget: int | None = None,
     adapt: bool = True,
+    tensorboard: str | os.PathLike | None = None,
+    logger: Any = None,
 ) -> LRFindResult:
     """LR range test of ``config``'s model, data and optimizer; files into ``out``.
 
@@ -88,7 +90,44 @@ def lr_find(
     ``range_test.json`` (curve, suggestion and settings) and ``range_test.png``.
     Under ``torchrun`` every process calls this with the DDP model; the curve is
     averaged over ranks and rank 0 alone writes (``files`` is empty elsewhere).
+
+    ``tensorboard``: a folder for TensorBoard event files (``pip install
+    'superconv[tensorboard]'``): the curve (``range_test/...``: LR, loss and smoothed
+    loss per step, validation per evaluation) and the suggestion, beside
+    ``range_test.json``. Or ``logger``: an open
+    :class:`~superconv.integrations.tensorboard.TensorBoardLogger`.
     """
+    settings = dict(
+        start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, mode=mode, eval_every=eval_every,
+        eval_batches=eval_batches, progress=progress, rule=rule, budget=budget, adapt=adapt,
+    )  # fmt: skip
+    from superconv.distributed import world_from_env
+
+    if (tensorboard is None and logger is None) or not world_from_env().is_main:
+        return _lr_find(config, out, **settings)
+    from superconv.integrations.tensorboard import logging_to
+
+    with logging_to(tensorboard, logger) as board:
+        result = _lr_find(config, out, **settings)
+        board.log_range_test(result.curve, result.suggestion)
+        return result
+
+
+def _lr_find(
+    config: Any,
+    out: str | os.PathLike,
+    *,
+    start_lr: float,
+    end_lr: float,
+    num_steps: int,
+    mode: str,
+    eval_every: int | None,
+    eval_batches: int | None,
+    progress: bool,
+    rule: str,
+    budget: int | None,
+    adapt: bool,
+) -> LRFindResult:
     import torch.nn.functional as F
 
     from superconv import distributed

@@ -849,9 +849,12 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
 class _ConfigBackend:
     """Everything from a TrainConfig: superconv's models and data, ``train.train`` run folders."""
 
-    def __init__(self, config: Any, out: Path, progress: bool, test_images: int):
+    def __init__(
+        self, config: Any, out: Path, progress: bool, test_images: int, board: Any = None
+    ):
         self.config, self.out, self.progress = config, out, progress
         self.val_images, self.test_images = config.val_size, test_images
+        self.board = board  # a TensorBoardLogger, or None
 
     def range_test(self, seed: int, steps: int, rplan: RangePlan):
         import torch.nn.functional as F
@@ -879,9 +882,13 @@ class _ConfigBackend:
             progress=self.progress,
         )
         images = (len(curve.losses) * config.batch_size, len(curve.eval_steps) * self.val_images)
+        if self.board is not None:
+            self.board.log_range_test(curve, prefix=f"range_test/seed{seed}")
         return curve, images
 
-    def _run(self, lr: float, iterations: int, run_dir: Path, **changes: Any) -> dict[str, Any]:
+    def _run(
+        self, lr: float, iterations: int, run_dir: Path, board: Any = None, **changes: Any
+    ) -> dict[str, Any]:
         from superconv.records import RunDir
         from superconv.suggest import CYCLE
         from superconv.train import train
@@ -896,7 +903,9 @@ class _ConfigBackend:
         if summary is not None and summary.get("status") in ("finished", "diverged"):
             return summary  # done before an interruption: read, not retrained
         resume = (run_dir / "config.json").is_file()
-        return train(config, run_dir, resume=resume, progress=self.progress).summary
+        return train(
+            config, run_dir, resume=resume, progress=self.progress, logger=board
+        ).summary
 
     def trial(self, lr: float, iterations: int, rung: int) -> Trial:
         run_dir = self.out / "check" / f"rung{rung}-lr{lr:.4g}"
@@ -923,7 +932,7 @@ class _ConfigBackend:
 
     def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
         name = "train" if attempt == 0 else f"train-retry{attempt}"
-        summary = dict(self._run(lr, iterations, self.out / name))
+        summary = dict(self._run(lr, iterations, self.out / name, board=self.board))
         if summary.get("status") == "diverged":
             raise DivergenceError(
                 f"the chosen 1cycle (max_lr {lr:.4g}) diverged at iteration "
@@ -953,6 +962,8 @@ def fit_run(
     resume: bool = False,
     progress: bool = True,
     echo: Echo = print,
+    tensorboard: str | Path | None = None,
+    logger: Any = None,
 ) -> FitResult:
     """:func:`fit` for a :class:`~superconv.train.TrainConfig` (what ``superconv fit`` runs).
 
@@ -966,6 +977,9 @@ def fit_run(
     interrupted fit in its phase with the settings recorded in ``fit.json``.
     ``evaluations``: metrics rows (and checkpoints) of the training run; ``None``
     keeps ``config.eval_every`` and ``config.checkpoint_every``.
+    ``tensorboard`` (a folder) / ``logger``: TensorBoard event files beside the
+    records: each range test (``range_test/seed<s>/...``), the training run's
+    loss, LR, momentum and metrics rows, and the chosen ``fit/max_lr``.
     """
     from superconv.data import load_dataset
     from superconv.distributed import world_from_env
@@ -982,8 +996,15 @@ def fit_run(
             "of the training set; the test set is never used for a choice)."
         )
     config.validate()
-    data = load_dataset(config.dataset, config.data_dir)
-    num_train = len(data.train_y) - config.val_size
+    if config.dataset.startswith("folder:"):  # your own images: counted, not loaded
+        from superconv.data.folder import folder_splits
+
+        train_images, test_set = folder_splits(config.dataset, check=False)
+        sizes = (len(train_images), len(test_set) if test_set is not None else 0)
+    else:
+        data = load_dataset(config.dataset, config.data_dir)
+        sizes = (len(data.train_y), len(data.test_y))
+    num_train = sizes[0] - config.val_size
     if config.train_subset is not None:
         num_train = min(num_train, config.train_subset)
     if epochs is not None:
@@ -1023,26 +1044,46 @@ def fit_run(
         out.mkdir(parents=True, exist_ok=True)
         record.data["environment"] = environment(str(resolve_device(config.device)), config.seed)
         record.data["split"] = (
-            f"{config.val_size} images held out of the {len(data.train_y)} training images for "
-            f"validation (split seed {config.split_seed}); {len(data.test_y)} test images are "
+            f"{config.val_size} images held out of the {sizes[0]} training images for "
+            f"validation (split seed {config.split_seed}); {sizes[1]} test images are "
             "only reported"
         )
         record.commit()
-    backend = _ConfigBackend(config, out, progress, len(data.test_y))
     echo(
         f"superconv fit: {config.model} on {config.dataset}, {budget.iterations} iterations at "
         f"batch {config.batch_size}; {record.data['split']}."
     )
-    try:
-        result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
-    except KeyboardInterrupt as exc:
-        raise KeyboardInterrupt(
-            f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
-            f"every finished phase is in {out / FIT_FILE}. Continue it with "
-            f"superconv fit --resume {out}"
-        ) from exc
+    with _board(tensorboard, logger, config.log_every) as board:
+        backend = _ConfigBackend(config, out, progress, sizes[1], board=board)
+        try:
+            result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
+        except KeyboardInterrupt as exc:
+            raise KeyboardInterrupt(
+                f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
+                f"every finished phase is in {out / FIT_FILE}. Continue it with "
+                f"superconv fit --resume {out}"
+            ) from exc
+        _log_choice(board, result)
     result.files = _write_report(result, f"{config.model} on {config.dataset}")
     return result
+
+
+def _board(tensorboard: Any, logger: Any, every: int = 10) -> Any:
+    """The TensorBoard logger of ``tensorboard=`` / ``logger=`` (a context), or a null one."""
+    if tensorboard is None and logger is None:
+        return contextlib.nullcontext()
+    from superconv.integrations.tensorboard import logging_to
+
+    return logging_to(tensorboard, logger, every=every)
+
+
+def _log_choice(board: Any, result: FitResult) -> None:
+    if board is None:
+        return
+    values = {"max_lr": result.max_lr}
+    if result.suggestion is not None:
+        values["suggested_max_lr"] = result.suggestion.max_lr
+    board.log_row(0, values, prefix="fit")
 
 
 def _current_phase(record: _Record, budget: Budget) -> str:
@@ -1076,16 +1117,39 @@ class _ModuleBackend:
         device,
         seed: int,
         eval_every: int | None,
+        *,
+        batch_fn=None,
+        batch_loss=None,
+        accumulation_steps: int = 1,
+        precision: str = "fp32",
+        logger: Any = None,
     ):
+        from superconv import step
+
         self.model, self.train_loader = model, train_loader
         self.val_loader, self.test_loader = val_loader, test_loader
         self.loss_fn, self.make_optimizer = loss_fn, optimizer
         self.device, self.seed, self.eval_every = device, seed, eval_every
+        self.forward = step.make_forward(
+            loss_fn, batch_fn=batch_fn, batch_loss=batch_loss, device=device
+        )
+        self.batch_fn, self.batch_loss = batch_fn, batch_loss
+        self.accumulation_steps, self.precision = accumulation_steps, precision
+        self.autocast_dtype = step.amp(precision, device)[0]
+        self.autocast = step.autocast(device, self.autocast_dtype)
+        self.logger = logger
         self.initial = copy.deepcopy(model)  # every candidate starts from these weights
         self.rows: list[dict[str, Any]] = []
 
+    def _scaler(self) -> Any:
+        """A fresh GradScaler for fp16 (one per training run), else None."""
+        from superconv import step
+
+        return step.amp(self.precision, self.device)[1]
+
     def _batch_size(self) -> int:
-        return int(getattr(self.train_loader, "batch_size", None) or 1)
+        per_batch = int(getattr(self.train_loader, "batch_size", None) or 1)
+        return per_batch * self.accumulation_steps
 
     def _eval_size(self, loader: Any) -> int:
         with contextlib.suppress(TypeError):
@@ -1105,11 +1169,16 @@ class _ModuleBackend:
             self.loss_fn,
             self.train_loader,
             self.val_loader,
+            batch_fn=self.batch_fn,
+            batch_loss=self.batch_loss,
             start_lr=rplan.start_lr,
             end_lr=rplan.end_lr,
             num_steps=steps,
             mode=rplan.mode,
             eval_every=max(1, steps // rplan.evaluations),
+            accumulation_steps=self.accumulation_steps,
+            autocast_dtype=self.autocast_dtype,
+            scaler=self._scaler(),
             device=self.device,
             progress=False,
         )
@@ -1117,6 +1186,8 @@ class _ModuleBackend:
             len(curve.losses) * self._batch_size(),
             len(curve.eval_steps) * self._eval_size(self.val_loader),
         )
+        if self.logger is not None:
+            self.logger.log_range_test(curve, prefix=f"range_test/seed{seed}")
         return curve, images
 
     def _train(
@@ -1129,27 +1200,27 @@ class _ModuleBackend:
         """
         import torch
 
-        from superconv.range_test import _cycle, _train_step
+        from superconv import step as steps
         from superconv.schedules import apply, build_policy
         from superconv.suggest import CYCLE
 
         torch.manual_seed(self.seed)
         optimizer = self.make_optimizer(model.parameters())
         policy = build_policy("one_cycle", iterations, **CYCLE.policy_params(lr))
-        batches = _cycle(self.train_loader, "train_data")
+        batches = steps.cycle(self.train_loader, "train_data")
+        scaler = self._scaler()
         model.train()
         pending = []
         for step in range(iterations):
             apply(policy, optimizer, step)  # the one writer of lr and momentum
-            loss = _train_step(
+            loss = steps.train_step(
                 model,
                 optimizer,
-                self.loss_fn,
+                self.forward,
                 batches,
-                1,
-                contextlib.nullcontext,
-                None,
-                self.device,
+                self.accumulation_steps,
+                self.autocast,
+                scaler,
             )
             pending.append(loss)
             done = step + 1
@@ -1164,11 +1235,9 @@ class _ModuleBackend:
         return None
 
     def _evaluate(self, model: Any, loader: Any) -> tuple[float, float]:
-        from superconv.range_test import _evaluate
+        from superconv import step
 
-        loss, acc = _evaluate(
-            model, self.loss_fn, loader, None, contextlib.nullcontext, self.device
-        )
+        loss, acc = step.evaluate(model, self.forward, iter(loader), self.autocast, self.device)
         return loss, 100.0 * acc
 
     def trial(self, lr: float, iterations: int, rung: int) -> Trial:
@@ -1203,6 +1272,8 @@ class _ModuleBackend:
                     row[f"{name}_loss"], row[f"{name}_acc"] = self._evaluate(self.model, loader)
                     evals[0] += self._eval_size(loader)
             rows.append(row)
+            if self.logger is not None:
+                self.logger.log_row(done, row, prefix="metrics")
             since[:] = [0.0, 0]
 
         bad = self._train(self.model, lr, iterations, every, on_eval)
@@ -1281,6 +1352,12 @@ def fit(
     device: Any = None,
     out: str | Path | None = None,
     echo: Echo = print,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    batch_loss: Callable[[Any, Any], Any] | None = None,
+    accumulation_steps: int = 1,
+    precision: str = "fp32",
+    logger: Any = None,
+    tensorboard: str | Path | None = None,
 ) -> FitResult:
     """Range test -> suggestion -> check -> train a 1cycle on ``model``, in place.
 
@@ -1301,6 +1378,18 @@ def fit(
     ``eval_every``: iterations between the final run's validation rows
     (default: 10 rows). ``tune_budget``, ``verify``, ``repeats``,
     ``range_steps``: as ``superconv fit`` (see :func:`plan_budget`).
+
+    Other batches and losses (:mod:`superconv.step`): ``batch_fn(batch) ->
+    (inputs, targets)`` for batches that are not pairs; ``batch_loss(model, batch)
+    -> loss`` instead of ``loss_fn`` (:func:`superconv.step.model_loss` for models
+    that return their own loss, as Hugging Face's do; the choices then rest on the
+    validation loss). ``accumulation_steps`` micro-batches make one optimizer step
+    (iterations count optimizer steps). ``precision``: ``"fp32"``, ``"bf16"``
+    (autocast) or ``"fp16"`` (autocast and a GradScaler). Several param groups keep
+    their LR ratios through ``lr_scale`` (:func:`superconv.step.keep_lr_ratios`).
+    ``tensorboard``: a folder for TensorBoard event files (the range test's curve,
+    its suggestion, the final run's metrics rows), or ``logger``: an open
+    :class:`~superconv.integrations.tensorboard.TensorBoardLogger`.
 
     >>> import torch
     >>> from torch.utils.data import DataLoader, TensorDataset
@@ -1342,16 +1431,21 @@ def fit(
     if device is None:
         first = next(model.parameters(), None)
         device = first.device if first is not None else torch.device("cpu")
+    _check_int("accumulation_steps", accumulation_steps, 1)
     backend = _ModuleBackend(
         model,
         train_data,
         val_data,
         test_data,
-        loss_fn or F.cross_entropy,
+        loss_fn or (None if batch_loss is not None else F.cross_entropy),
         optimizer or _default_optimizer,
         torch.device(device),
         seed,
         eval_every,
+        batch_fn=batch_fn,
+        batch_loss=batch_loss,
+        accumulation_steps=accumulation_steps,
+        precision=precision,
     )
     settings = {
         "model": type(model).__name__,
@@ -1372,7 +1466,10 @@ def fit(
         out_path.mkdir(parents=True, exist_ok=True)
     record.data["split"] = split
     echo(f"superconv fit: {type(model).__name__}, {iterations} iterations; {split}.")
-    result = _phases(backend, budget, range_plan, record, echo, seed, factors)
+    with _board(tensorboard, logger) as board:
+        backend.logger = board
+        result = _phases(backend, budget, range_plan, record, echo, seed, factors)
+        _log_choice(board, result)
     if out_path is not None:
         from superconv.records import RunDir
 
@@ -1398,6 +1495,10 @@ def find_cycle(
     range_steps: int | None = None,
     seed: int = 0,
     echo: Echo = print,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    batch_loss: Callable[[Any, Any], Any] | None = None,
+    accumulation_steps: int = 1,
+    precision: str = "fp32",
 ) -> FitResult:
     """The cycle :func:`fit` would train for ``budget`` iterations, without training it.
 
@@ -1405,6 +1506,7 @@ def find_cycle(
     (the range test restores it, candidates train on copies). Train it yourself
     with ``superconv.schedules.one_cycle(total_steps=budget, **result.policy_params)``
     (or ``build_policy("one_cycle", budget, **result.policy_params)``).
+    ``batch_fn``, ``batch_loss``, ``accumulation_steps``, ``precision``: as :func:`fit`.
     """
     import torch
     import torch.nn.functional as F
@@ -1417,16 +1519,21 @@ def find_cycle(
     )
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
+    _check_int("accumulation_steps", accumulation_steps, 1)
     backend = _ModuleBackend(
         model,
         train_data,
         val_data,
         None,
-        loss_fn or F.cross_entropy,
+        loss_fn or (None if batch_loss is not None else F.cross_entropy),
         optimizer or _default_optimizer,
         device,
         seed,
         None,
+        batch_fn=batch_fn,
+        batch_loss=batch_loss,
+        accumulation_steps=accumulation_steps,
+        precision=precision,
     )
     record = _Record(None, {"settings": {}, "phases": {}, "notes": [], "split": split})
     return _phases(backend, plan, RangePlan(), record, echo, seed, FACTORS, train=False)

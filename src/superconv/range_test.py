@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import itertools
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -27,11 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from superconv import step as steps
 from superconv.errors import UserError
 from superconv.schedules import ExpRamp, LinearRamp, apply
 
 MODES = ("linear", "exp")
 COMPLETED = "completed"
+# Where preserved_state keeps the state it restores: as it is (on the model's device),
+# in host memory, or in a file (large models whose copy does not fit beside them).
+STATE_TO = ("memory", "cpu", "disk")
 
 
 # ----------------------------------------------------------------------------- records
@@ -95,7 +99,12 @@ def _json_list(values: list) -> list:
 # ----------------------------------------------------------------------------- state
 @contextlib.contextmanager
 def preserved_state(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any = None
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any = None,
+    *,
+    state_to: str = "memory",
+    state_dir: str | os.PathLike | None = None,
 ) -> Iterator[None]:
     """Restore model, optimizer, scaler and RNG states bit-identically on exit.
 
@@ -105,26 +114,62 @@ def preserved_state(
     the optimizer's per-parameter state and param-group hyper-parameters (lr,
     momentum, ...), the GradScaler state, and the RNG states of torch (CPU and,
     when available, CUDA), numpy and Python's ``random``.
+
+    ``state_to`` says where the copy of the tensors (weights, gradients, buffers,
+    optimizer state) waits: ``"memory"`` beside them (on their device), ``"cpu"``
+    in host memory (a large model on a GPU), or ``"disk"``: a file in
+    ``state_dir`` (default: the system's temporary folder) written atomically by
+    :func:`superconv.checkpoint.save` and removed after the restore. Each restores
+    every bit; the small rest (modes, hyper-parameters, RNG states) stays in memory.
     """
-    saved = _capture(model, optimizer, scaler)
+    saved = _capture(model, optimizer, scaler, state_to, state_dir)
     try:
         yield
     finally:
         _restore(model, optimizer, scaler, saved)
 
 
+def _check_state_to(state_to: Any) -> None:
+    if state_to not in STATE_TO:
+        raise UserError(f"state_to must be one of {', '.join(STATE_TO)}, got {state_to!r}.")
+
+
+def _to_host(value: Any) -> tuple[Any, Any]:
+    """``value`` with every tensor copied to the CPU, and where each tensor was."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True), value.device
+    if isinstance(value, dict):
+        pairs = {k: _to_host(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in pairs.items()}, {k: w for k, (_, w) in pairs.items()}
+    if isinstance(value, (list, tuple)):
+        pairs = [_to_host(v) for v in value]
+        return type(value)(v for v, _ in pairs), [w for _, w in pairs]
+    return copy.deepcopy(value), None
+
+
+def _from_host(value: Any, where: Any) -> Any:
+    """Inverse of :func:`_to_host`: every tensor back on its device (same bits)."""
+    if isinstance(value, torch.Tensor):
+        return value.to(where, copy=True)
+    if isinstance(value, dict):
+        return {k: _from_host(v, where[k]) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_from_host(v, w) for v, w in zip(value, where))
+    return value
+
+
 def _capture(
-    model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: Any,
+    state_to: str = "memory",
+    state_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
+    _check_state_to(state_to)
     params = dict(model.named_parameters())
-    return {
-        "params": {n: p.detach().clone() for n, p in params.items()},
-        "grads": {
-            n: None if p.grad is None else p.grad.detach().clone() for n, p in params.items()
-        },
-        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
+    small = {
+        "state_to": state_to,
         "modes": [(m, m.training) for m in model.modules()],
-        "opt_state": {p: copy.deepcopy(s) for p, s in optimizer.state.items()},
         "opt_groups": [
             copy.deepcopy({k: v for k, v in g.items() if k != "params"})
             for g in optimizer.param_groups
@@ -135,21 +180,88 @@ def _capture(
         "rng_numpy": np.random.get_state(),
         "rng_python": random.getstate(),
     }
+    if state_to == "memory":
+        return {
+            **small,
+            "params": {n: p.detach().clone() for n, p in params.items()},
+            "grads": {
+                n: None if p.grad is None else p.grad.detach().clone() for n, p in params.items()
+            },
+            "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
+            "opt_state": {p: copy.deepcopy(s) for p, s in optimizer.state.items()},
+        }
+    # Off the device: tensors by name (the optimizer's state by parameter position), so
+    # that the disk copy is plain tensors and data (read back with weights_only=True).
+    order = [p for g in optimizer.param_groups for p in g["params"]]
+    position = {p: i for i, p in enumerate(order)}
+    opt_state, opt_where = _to_host(
+        {position[p]: dict(s) for p, s in optimizer.state.items() if p in position}
+    )
+    tensors = {
+        "params": {n: p.detach().to("cpu", copy=True) for n, p in params.items()},
+        "grads": {
+            n: None if p.grad is None else p.grad.detach().to("cpu", copy=True)
+            for n, p in params.items()
+        },
+        "buffers": {n: b.detach().to("cpu", copy=True) for n, b in model.named_buffers()},
+        "opt_state": opt_state,
+    }
+    small.update(
+        order=order,
+        opt_where=opt_where,
+        grad_where={n: None if p.grad is None else p.grad.device for n, p in params.items()},
+    )
+    if state_to == "cpu":
+        return {**small, "tensors": tensors}
+    from superconv import checkpoint
+
+    folder = state_dir if state_dir is not None else _temp_dir()
+    path = os.path.join(os.fspath(folder), f"superconv-restore-{os.getpid()}-{id(small):x}.pt")
+    checkpoint.save(path, tensors)
+    return {**small, "path": path}
+
+
+def _temp_dir() -> str:
+    import tempfile
+
+    return tempfile.gettempdir()
 
 
 def _restore(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any, saved: dict[str, Any]
 ) -> None:
+    state_to = saved.get("state_to", "memory")
+    if state_to == "memory":
+        tensors = saved
+        opt_state = saved["opt_state"]
+        grads = saved["grads"]
+    else:
+        if state_to == "disk":
+            from superconv import checkpoint
+
+            try:
+                tensors = checkpoint.load(saved["path"], map_location="cpu")
+            finally:
+                checkpoint.discard(saved["path"])
+        else:
+            tensors = saved["tensors"]
+        order = saved["order"]
+        restored = _from_host(tensors["opt_state"], saved["opt_where"])
+        opt_state = {order[int(i)]: s for i, s in restored.items()}
+        grads = {
+            n: None if g is None else g.to(saved["grad_where"][n], copy=True)
+            for n, g in tensors["grads"].items()
+        }
     with torch.no_grad():
         for name, p in model.named_parameters():
-            p.copy_(saved["params"][name])
-            p.grad = saved["grads"][name]
+            p.copy_(tensors["params"][name])
+            p.grad = grads[name]
         for name, b in model.named_buffers():
-            b.copy_(saved["buffers"][name])
+            b.copy_(tensors["buffers"][name])
     for module, mode in saved["modes"]:
         module.training = mode
     optimizer.state.clear()
-    optimizer.state.update(saved["opt_state"])
+    optimizer.state.update(opt_state)
     for group, hyper in zip(optimizer.param_groups, saved["opt_groups"]):
         for key in [k for k in group if k != "params" and k not in hyper]:
             del group[key]
@@ -172,10 +284,12 @@ def _restore(
 def range_test(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None,
     train_loader: Iterable,
     val_loader: Iterable | None = None,
     *,
+    batch_fn: Callable[[Any], tuple[Any, Any]] | None = None,
+    batch_loss: Callable[[torch.nn.Module, Any], torch.Tensor] | None = None,
     start_lr: float = 0.0,
     end_lr: float = 3.0,
     num_steps: int = 100,
@@ -194,6 +308,8 @@ def range_test(
     reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
     adapt: bool = False,
     max_restarts: int = 2,
+    state_to: str = "memory",
+    state_dir: str | os.PathLike | None = None,
 ) -> RangeTestCurve:
     """Run an LR range test and return the recorded curve; all state is restored after.
 
@@ -203,6 +319,15 @@ def range_test(
     :func:`superconv.schedules.apply`. Each step draws ``accumulation_steps``
     micro-batches from ``train_loader`` (re-iterated when exhausted) and makes
     one optimizer step. ``loss_fn(outputs, targets)`` must average over the batch.
+
+    Batches (see :mod:`superconv.step`): ``(inputs, targets)`` pairs by default;
+    ``batch_fn(batch) -> (inputs, targets)`` for any other shape (a dict...); or
+    ``batch_loss(model, batch) -> loss`` (with ``loss_fn=None``) when the loss is
+    computed another way; ``loss_fn=None`` alone means the model returns its own
+    loss (:func:`superconv.step.model_loss`, Hugging Face's ``model(**batch).loss``).
+    Without outputs and targets, evaluations record the loss and no accuracy.
+    Param groups with an ``lr_scale`` (:func:`superconv.step.keep_lr_ratios`) get
+    that multiple of the ramp's LR, so their ratios hold.
 
     Every ``eval_every`` steps (default: 50 evaluations per test when a
     ``val_loader`` is given) the model is evaluated in ``model.eval()`` mode on
@@ -241,6 +366,10 @@ def range_test(
     it did. The paper's linear 0 -> 3 on a net without batch norm (LeNet) breaks
     down within a few steps; this turns that into a readable curve.
 
+    ``state_to`` (``"memory"``, ``"cpu"``, ``"disk"``; with ``state_dir``): where
+    the copy that restores the state waits (see :func:`preserved_state`); the
+    restore is bit-identical in each case.
+
     Raises ``ValueError`` (:class:`~superconv.errors.UserError`) for impossible
     parameters. ``KeyboardInterrupt`` and loader errors propagate after the state
     is restored.
@@ -268,11 +397,9 @@ def range_test(
     device = torch.device(device)
     if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
         raise UserError(f"max_restarts must be an integer >= 0, got {max_restarts!r}.")
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=autocast_dtype)
+    _check_state_to(state_to)
+    forward = steps.make_forward(loss_fn, batch_fn=batch_fn, batch_loss=batch_loss, device=device)
+    autocast = steps.autocast(device, autocast_dtype)
 
     def run(start_lr: float, end_lr: float, mode: str) -> RangeTestCurve:
         ramp = (LinearRamp if mode == "linear" else ExpRamp)(start_lr, end_lr, num_steps)
@@ -284,13 +411,15 @@ def range_test(
         pending: list[torch.Tensor] = []
         bar = _progress_bar(progress, num_steps)
         try:
-            with preserved_state(model, optimizer, scaler):
+            with preserved_state(
+                model, optimizer, scaler, state_to=state_to, state_dir=state_dir
+            ):
                 model.train()
-                batches = _cycle(train_loader, "train_loader")
+                batches = steps.cycle(train_loader, "train_loader")
                 for step in range(num_steps):
                     lr = apply({"lr": ramp}, optimizer, step)["lr"]
-                    loss = _train_step(
-                        model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
+                    loss = steps.train_step(
+                        model, optimizer, forward, batches, accumulation_steps, autocast, scaler
                     )
                     for obs in observers:
                         obs(step, model, optimizer, {"loss": loss, "lr": lr})
@@ -318,8 +447,12 @@ def range_test(
                         del curve.lrs[len(curve.losses) :]
                         break
                     if at_eval:
-                        val_loss, val_acc = _evaluate(
-                            model, loss_fn, val_loader, eval_batches, autocast, device
+                        val_loss, val_acc = steps.evaluate(
+                            model,
+                            forward,
+                            steps.eval_batches(val_loader, eval_batches),
+                            autocast,
+                            device,
                         )
                         if reduce_mean is not None:
                             pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
@@ -461,80 +594,6 @@ class _DivergenceTracker:
                 f"{self.best:.4g} at step {step}, lr {lr:.4g}"
             )
         return None
-
-
-def _cycle(loader: Iterable, name: str) -> Iterator:
-    """Yield from ``loader`` forever, starting a new pass whenever one ends."""
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch
-        if empty:
-            raise UserError(f"{name} yielded no batches.")
-
-
-def _to_device(batch: Any, device: torch.device) -> tuple[Any, Any]:
-    try:
-        inputs, targets = batch
-    except (TypeError, ValueError) as exc:
-        raise UserError("loaders must yield (inputs, targets) pairs.") from exc
-    return _move(inputs, device), _move(targets, device)
-
-
-def _move(value: Any, device: torch.device) -> Any:
-    return value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
-
-
-def _train_step(
-    model, optimizer, loss_fn, batches, accumulation_steps, autocast, scaler, device
-) -> torch.Tensor:
-    """One optimizer step over ``accumulation_steps`` micro-batches; the mean loss (on device)."""
-    optimizer.zero_grad(set_to_none=True)
-    total = None
-    for _ in range(accumulation_steps):
-        inputs, targets = _to_device(next(batches), device)
-        with autocast():
-            loss = loss_fn(model(inputs), targets) / accumulation_steps
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        total = loss.detach() if total is None else total + loss.detach()
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
-    return total
-
-
-def _evaluate(model, loss_fn, val_loader, eval_batches, autocast, device) -> tuple[float, float]:
-    """Mean validation loss and accuracy (NaN when outputs are not class scores)."""
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.float64, device=device)
-    count, classify = 0, True
-    if eval_batches is None:
-        batches = iter(val_loader)
-    else:  # islice stops without drawing (and discarding) one batch too many
-        batches = itertools.islice(_cycle(val_loader, "val_loader"), eval_batches)
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                inputs, targets = _to_device(batch, device)
-                with autocast():
-                    outputs = model(inputs)
-                    loss = loss_fn(outputs, targets)
-                n = len(targets)
-                loss_sum += loss.double() * n
-                count += n
-                classify = classify and outputs.dim() == 2 and not targets.is_floating_point()
-                if classify:
-                    correct += (outputs.argmax(1) == targets).sum()
-    finally:
-        model.train()
-    if count == 0:
-        raise UserError("val_loader yielded no batches.")
-    loss_mean, acc = (torch.stack((loss_sum, correct)) / count).tolist()
-    return loss_mean, acc if classify else math.nan
 
 
 def _progress_bar(enabled: bool, total: int):

@@ -19,7 +19,6 @@ on the device and read every ``log_every`` steps.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -33,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from superconv import checkpoint as ckpt
+from superconv import step as steps
 from superconv.collapse import Collapse, check_collapse, lr_peak_step
 from superconv.config import (  # noqa: F401 - re-exported: the config lives without torch
     _MOMENTUM_OPTIMIZERS,
@@ -136,13 +136,17 @@ class Pieces:
     world: Any = None  # superconv.distributed.World
     module: torch.nn.Module | None = None  # the model without its DDP wrapper
     num_classes: int = 10  # chance level for collapse detection
+    autocast: Callable[[], Any] | None = None  # the autocast context factory (superconv.step)
+
+    def __post_init__(self) -> None:
+        if self.autocast is None:  # built once here: a step only calls it
+            self.autocast = steps.autocast(self.device, self.autocast_dtype)
 
 
 def build(config: TrainConfig) -> Pieces:
     """Build model, data, optimizer and policy from ``config`` (validated first)."""
     from superconv import distributed
     from superconv.data import DeviceLoader, balanced_subset, load_dataset, train_val_split
-    from superconv.models import build_model
 
     config.validate()
     world = distributed.world_from_env()
@@ -164,6 +168,19 @@ def build(config: TrainConfig) -> Pieces:
         torch.backends.cudnn.benchmark = False
     if config.threads is not None:
         torch.set_num_threads(config.threads)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    autocast_dtype = None
+    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
+        autocast_dtype = torch.bfloat16
+    if config.dataset.startswith("folder:"):
+        loader, eval_loaders, num_train, classes = _folder_loaders(config, world, device)
+        model, module, optimizer, policy = _model_and_optimizer(
+            config, world, device, len(classes), 3, loader.image_size, torch.float32,
+            memory_format,
+        )  # fmt: skip
+        return Pieces(config, device, model, optimizer, policy, loader, eval_loaders,
+                      autocast_dtype, num_train, world=world, module=module,
+                      num_classes=len(classes))  # fmt: skip
     data = load_dataset(config.dataset, config.data_dir)
 
     train_idx = torch.arange(len(data.train_y))
@@ -200,11 +217,6 @@ def build(config: TrainConfig) -> Pieces:
             f"({len(train_idx)} images); use a smaller batch."
         )
 
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    autocast_dtype = None
-    if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        autocast_dtype = torch.bfloat16
-
     mean, std = data.mean, data.std
     if config.normalize == "unit":
         mean, std = tuple(0.0 for _ in mean), tuple(1.0 for _ in std)
@@ -237,33 +249,10 @@ def build(config: TrainConfig) -> Pieces:
         data.test_x, data.test_y, config.eval_batch_size, train=False, **common
     )
 
-    # Seed before building the model: its initial weights depend only on the seed.
-    torch.manual_seed(config.seed)
-    model = build_model(
-        config.model,
-        num_classes=len(data.classes),
-        in_channels=int(data.train_x.shape[1]),
-        bn_maf=config.bn_maf,
-        bn_mode=config.bn_mode,
-        ghost_batch=config.ghost_batch,
-        dropout=config.dropout,
-        image_size=int(data.train_x.shape[-1]),
-        sync_bn=config.sync_bn,
-    ).to(device=device, dtype=dtype, memory_format=memory_format)
-    module = model
-    if world.distributed:
-        # Per-rank BN statistics are the paper's setting (8 GPUs, unsynchronised):
-        # buffers are not broadcast from rank 0 but averaged before evaluation.
-        with warnings.catch_warnings():
-            # Newer torch renames broadcast_buffers; the old name works across torch >= 2.3.
-            warnings.simplefilter("ignore", FutureWarning)
-            model = torch.nn.parallel.DistributedDataParallel(
-                module,
-                device_ids=[device.index] if device.type == "cuda" else None,
-                broadcast_buffers=False,  # rank-local BN buffers, averaged before eval
-            )
-    optimizer = make_optimizer(config, module.parameters())
-    policy = make_policy(config)
+    model, module, optimizer, policy = _model_and_optimizer(
+        config, world, device, len(data.classes), int(data.train_x.shape[1]),
+        int(data.train_x.shape[-1]), dtype, memory_format,
+    )  # fmt: skip
     return Pieces(
         config,
         device,
@@ -280,6 +269,116 @@ def build(config: TrainConfig) -> Pieces:
     )
 
 
+def _model_and_optimizer(
+    config: TrainConfig,
+    world: Any,
+    device: torch.device,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]]:
+    """The model (DDP-wrapped under torchrun), the bare module, its optimizer and policy."""
+    from superconv.models import build_model
+
+    # Seed before building the model: its initial weights depend only on the seed.
+    torch.manual_seed(config.seed)
+    model = build_model(
+        config.model,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        bn_maf=config.bn_maf,
+        bn_mode=config.bn_mode,
+        ghost_batch=config.ghost_batch,
+        dropout=config.dropout,
+        image_size=image_size,
+        sync_bn=config.sync_bn,
+    ).to(device=device, dtype=dtype, memory_format=memory_format)
+    module = model
+    if world.distributed:
+        # Per-rank BN statistics are the paper's setting (8 GPUs, unsynchronised):
+        # buffers are not broadcast from rank 0 but averaged before evaluation.
+        with warnings.catch_warnings():
+            # Newer torch renames broadcast_buffers; the old name works across torch >= 2.3.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = torch.nn.parallel.DistributedDataParallel(
+                module,
+                device_ids=[device.index] if device.type == "cuda" else None,
+                broadcast_buffers=False,  # rank-local BN buffers, averaged before eval
+            )
+    optimizer = make_optimizer(config, module.parameters())
+    policy = make_policy(config)
+    return model, module, optimizer, policy
+
+
+def _folder_loaders(
+    config: TrainConfig, world: Any, device: torch.device
+) -> tuple[Any, dict[str, Any], int, tuple[str, ...]]:
+    """Loaders of a ``folder:PATH`` data set: images streamed and decoded by DataLoader
+    workers (:class:`superconv.data.folder.FolderLoader`), random-resized crops and flips
+    for training, centre crops for evaluation. ``val_size`` images (class-balanced) are
+    held out of the training images; ``PATH/val`` (or ``PATH/test``), if there is one,
+    is the test set."""
+    import os
+
+    from superconv.data import train_val_split
+    from superconv.data.folder import IMAGENET_MEAN, IMAGENET_STD, FolderLoader, folder_splits
+    from superconv.data.folder import subset as folder_subset
+
+    if world.distributed:
+        raise UserError(
+            "folder:PATH data sets run in one process for now (their loader does not shard "
+            "the images over torchrun's processes); run without torchrun."
+        )
+    if config.precision == "fp64":
+        raise UserError("precision fp64 is for the built-in data sets; use fp32 or bf16.")
+    if config.train_subset is not None:
+        raise UserError("train_subset is for the built-in data sets; point folder: at a subset.")
+    train_folder, test_folder = folder_splits(config.dataset)
+    val_folder = None
+    if config.val_size:
+        labels = torch.tensor([label for _, label in train_folder.samples])
+        if config.val_size >= len(labels):
+            raise UserError(
+                f"val_size ({config.val_size}) must be smaller than the image folder "
+                f"({len(labels)} images)."
+            )
+        try:
+            train_idx, val_idx = train_val_split(labels, config.val_size, config.split_seed)
+        except ValueError as exc:  # not a multiple of the classes, or a class too small
+            raise UserError(
+                f"val_size ({config.val_size:,}): {str(exc).removeprefix('balanced_subset: ')}."
+            ) from None
+        train_folder, val_folder = (
+            folder_subset(train_folder, train_idx.tolist()),
+            folder_subset(train_folder, val_idx.tolist()),
+        )
+    if config.batch_size > len(train_folder):
+        raise UserError(
+            f"batch_size ({config.batch_size}) is larger than the training images "
+            f"({len(train_folder)}); use a smaller batch."
+        )
+    unit = config.normalize == "unit"
+    common = dict(
+        image_size=config.image_size or 224,
+        # Pillow decoding is the bottleneck: a few worker processes (not more than the cores)
+        workers=min(4, os.cpu_count() or 1),
+        mean=(0.0, 0.0, 0.0) if unit else IMAGENET_MEAN,
+        std=(1.0, 1.0, 1.0) if unit else IMAGENET_STD,
+        device=device,
+        channels_last=config.channels_last,
+    )
+    loader = FolderLoader(train_folder, config.batch_size, train=True, seed=config.seed, **common)
+    eval_loaders = {}
+    for name, folder in (("val", val_folder), ("test", test_folder)):
+        if folder is not None:
+            eval_loaders[name] = FolderLoader(
+                folder, config.eval_batch_size, train=False, **common
+            )
+    return loader, eval_loaders, len(train_folder), train_folder.classes
+
+
 # ---------------------------------------------------------------------- evaluation
 def _full(logits: torch.Tensor) -> torch.Tensor:
     """Logits in at least float32 for the loss (bf16 autocast output is upcast)."""
@@ -287,9 +386,14 @@ def _full(logits: torch.Tensor) -> torch.Tensor:
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return steps.autocast(device, dtype)()
+
+
+def _cross_entropy(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The loop's forward (a :data:`superconv.step.Forward`): cross-entropy on the logits."""
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(_full(logits), y), logits, y
 
 
 @torch.no_grad()
@@ -413,9 +517,8 @@ def _add_step(
 
 def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
     """Forward, loss and backward of one step (the optimizer step is the caller's)."""
-    with _autocast(pieces.device, pieces.autocast_dtype):
-        logits = forward(x)
-        loss = F.cross_entropy(_full(logits), y)
+    with pieces.autocast():
+        loss, logits, _ = _cross_entropy(forward, (x, y))
     pieces.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return logits, loss
@@ -464,8 +567,17 @@ def train(
     observers: Sequence[Observer] = (),
     resume: bool = False,
     progress: bool = True,
+    tensorboard: str | Path | None = None,
+    logger: Any = None,
 ) -> RunResult:
     """Train one run of ``config`` into ``run_dir``; resume it if ``resume``.
+
+    ``tensorboard``: a folder for TensorBoard event files (``pip install
+    'superconv[tensorboard]'``), beside ``metrics.csv`` (which stays the record):
+    the loss, LR and momentum every ``config.log_every`` steps (``train/...``) and
+    every metrics row (``metrics/...``). Or ``logger``: an open
+    :class:`~superconv.integrations.tensorboard.TensorBoardLogger` (yours to close).
+    Under ``torchrun``, rank 0 alone logs.
 
     Under ``torchrun`` every process calls this; rank 0 alone writes files and
     shows progress, metrics are all-reduced, and the global batch is
@@ -477,6 +589,26 @@ def train(
     checked at every evaluation before its checkpoint),
     and ``KeyboardInterrupt`` after saving a checkpoint on SIGINT.
     """
+    from superconv import distributed
+
+    kwargs = dict(observers=observers, resume=resume, progress=progress)
+    if (tensorboard is None and logger is None) or not distributed.world_from_env().is_main:
+        return _train(config, run_dir, board=None, **kwargs)
+    from superconv.integrations.tensorboard import logging_to
+
+    with logging_to(tensorboard, logger, every=config.log_every) as board:
+        return _train(config, run_dir, board=board, **kwargs)
+
+
+def _train(
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    observers: Sequence[Observer],
+    resume: bool,
+    progress: bool,
+    board: Any,
+) -> RunResult:
     from superconv import distributed
     from superconv.estimator import LREstimator
 
@@ -500,6 +632,8 @@ def train(
         # Weights are identical on every rank: the eq. 8 estimate is computed once.
         estimator = LREstimator(k=config.estimator_k)
         observers.append(estimator)
+    if board is not None:  # not one of the caller's observers: no state in the checkpoint
+        observers.append(board)
 
     sums = _new_sums(device)
     rows: list[dict[str, Any]] = []
@@ -693,6 +827,8 @@ def train(
                             raise collapsed(collapse)
                         if run is not None:
                             run.write_metrics(rows)
+                        if board is not None:
+                            board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
                         if bar is not None:
                             bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
                         if done % config.checkpoint_every == 0 or done == iterations:

@@ -246,6 +246,7 @@ class FolderLoader:
                 "images); use a smaller batch"
             )
         self.folder, self.batch_size, self.train, self.seed = folder, batch_size, train, seed
+        self.image_size = image_size
         self.workers = workers
         self.device = torch.device(device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -311,3 +312,50 @@ class FolderLoader:
         """Eval mode: one ordered pass of centre crops; training mode: one epoch (epoch 0)."""
         for images, labels in self._open(0, 0):
             yield self._finish(images, labels)
+
+
+# ----------------------------------------------------------------------------- data set names
+FOLDER_PREFIX = "folder:"  # --dataset folder:PATH
+TEST_SUBFOLDERS = ("val", "test")  # ImageNet's layout: PATH/train and PATH/val
+
+
+def folder_path(dataset: str) -> Path | None:
+    """``PATH`` of a ``folder:PATH`` data set name; ``None`` for the built-in names."""
+    if not dataset.startswith(FOLDER_PREFIX):
+        return None
+    path = dataset[len(FOLDER_PREFIX) :]
+    if not path:
+        raise DataError("--dataset folder:PATH needs the folder: e.g. folder:/data/my-images")
+    return Path(path).expanduser()
+
+
+def folder_splits(dataset: str, *, check: bool = True) -> tuple[ImageFolder, ImageFolder | None]:
+    """The training and test :class:`ImageFolder` of a ``folder:PATH`` data set.
+
+    ``PATH/train`` (with ``PATH/val`` or ``PATH/test`` as the test set, ImageNet's
+    layout) or, without a ``train`` subfolder, ``PATH`` itself as the training set
+    and no test set (hold out a validation split with ``val_size``). The test set
+    must have the training set's classes.
+    """
+    root = folder_path(dataset)
+    if root is None:
+        raise DataError(f"{dataset!r} is not a folder:PATH data set")
+    if not (root / "train").is_dir():
+        return scan_folder(root, check=check), None
+    train = scan_folder(root / "train", check=check)
+    for name in TEST_SUBFOLDERS:
+        if (root / name).is_dir():
+            test = scan_folder(root / name, check=check)
+            if test.classes != train.classes:
+                raise DataError(
+                    f"{root / name} and {root / 'train'} hold different classes "
+                    f"({len(test.classes)} and {len(train.classes)} subfolders); the test set "
+                    "must have the training set's classes"
+                )
+            return train, test
+    return train, None
+
+
+def subset(folder: ImageFolder, indices: Sequence[int]) -> ImageFolder:
+    """``folder`` with only the images at ``indices`` (classes unchanged)."""
+    return ImageFolder(folder.root, folder.classes, tuple(folder.samples[i] for i in indices))

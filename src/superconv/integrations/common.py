@@ -1,15 +1,17 @@
 """What the framework adapters share: a range test on any ``batch -> loss``, the 1cycle.
 
-The range test (:func:`superconv.range_test.range_test`) drives ``loss_fn(model(x), y)``
-on ``(x, y)`` batches. Frameworks own the step instead: Lightning's ``training_step(batch,
-batch_idx)``, a Hugging Face model's ``model(**batch).loss``. :func:`range_test_on_batches`
-wraps such a ``batch -> loss`` function so that the range test (its ramp, stop rules,
-adaptive restart and bit-identical restore) runs it unchanged. No framework is imported here.
+Frameworks own the step: Lightning's ``training_step(batch, batch_idx)``, a Hugging Face
+model's ``model(**batch).loss``. :func:`range_test_on_batches` hands such a ``batch ->
+loss`` function to the range test as its ``batch_loss`` (:mod:`superconv.step`, where
+every kind of batch and loss is adapted, in one place), so that the range test (its ramp,
+stop rules, adaptive restart and bit-identical restore) runs it unchanged. No framework
+is imported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import itertools
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -28,41 +30,6 @@ RANGE_TEST_DEFAULTS: Mapping[str, Any] = {
     "mode": "exp",
     "adapt": True,
 }
-
-
-class _BatchLoss(torch.nn.Module):
-    """``module`` seen by the range test as a model whose output is the loss of a batch."""
-
-    def __init__(self, module: torch.nn.Module, batch_loss: Callable[[Any, int], torch.Tensor]):
-        super().__init__()
-        self.module = module  # registered: the range test saves and restores its state
-        self._batch_loss = batch_loss
-        self._calls = 0
-
-    def forward(self, batch: Any) -> torch.Tensor:
-        loss = self._batch_loss(batch, self._calls)
-        self._calls += 1
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            raise UserError(f"the batch loss must be a scalar tensor, got {loss!r:.80}")
-        return loss
-
-
-class _Pairs:
-    """Re-iterable view of ``loader`` yielding ``(batch, None)``: the range test's pairs."""
-
-    def __init__(self, loader: Iterable):
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[tuple[Any, None]]:
-        for batch in self.loader:
-            yield batch, None
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-
-def _the_loss(outputs: torch.Tensor, _targets: None) -> torch.Tensor:
-    return outputs
 
 
 def range_test_on_batches(
@@ -95,9 +62,12 @@ def range_test_on_batches(
             "targets; read the train loss (or call superconv.range_test.range_test with a loss_fn)"
         )
     options = {**RANGE_TEST_DEFAULTS, "progress": False, **settings}
-    return range_test(
-        _BatchLoss(module, batch_loss), optimizer, _the_loss, _Pairs(loader), **options
-    )
+    calls = itertools.count()  # the framework's batch_idx: micro-batches drawn so far
+
+    def with_index(_model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        return batch_loss(batch, next(calls))
+
+    return range_test(module, optimizer, None, loader, batch_loss=with_index, **options)
 
 
 def one_cycle_policy(

@@ -27,7 +27,6 @@ ignores gradient clipping; a resumed run (``global_step > 0``) skips it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -40,6 +39,7 @@ from superconv.integrations.common import (
 )
 from superconv.range_test import RangeTestCurve
 from superconv.schedules import Policy, PolicyScheduler
+from superconv.step import model_loss
 from superconv.suggest import CYCLE, CycleShape, Suggestion, check_rule, suggest
 
 try:
@@ -79,22 +79,6 @@ def one_cycle_scheduler(
 def _unwrap(obj: Any, attribute: str) -> Any:
     """The torch object inside accelerate's wrappers (AcceleratedOptimizer / Scheduler)."""
     return getattr(obj, attribute, obj)
-
-
-def _model_loss(model: torch.nn.Module, batch: Any) -> torch.Tensor:
-    device = next(model.parameters()).device
-    if not isinstance(batch, Mapping):
-        raise UserError(
-            f"the training loader yields {type(batch).__name__}, not a dict of model inputs"
-        )
-    inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    outputs = model(**inputs)
-    loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
-    if loss is None:
-        raise UserError(
-            "the model returned no loss: the batches need labels (e.g. a 'labels' column)"
-        )
-    return loss
 
 
 class RangeTestCallback(TrainerCallback):
@@ -151,7 +135,7 @@ class RangeTestCallback(TrainerCallback):
         model.train()  # as the Trainer's training steps run (dropout on)
         try:
             self.curve = range_test_on_batches(
-                model, optimizer, lambda batch, i: _model_loss(model, batch), loader, **settings
+                model, optimizer, lambda batch, i: model_loss(model, batch), loader, **settings
             )
         finally:
             model.train(was_training)

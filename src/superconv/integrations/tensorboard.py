@@ -1,7 +1,8 @@
 """TensorBoard logging through torch's ``SummaryWriter`` (``pip install 'superconv[tensorboard]'``).
 
-A standalone logger, not yet wired into ``train``/``fit``/``lr-find`` or the CLI
-(``--tensorboard DIR`` is to come): it plugs into any loop that takes observers.
+``train``, ``fit``, ``lr_find`` (and ``superconv train|fit|lr-find --tensorboard DIR``)
+take ``tensorboard=DIR`` or ``logger=`` (:func:`logging_to`); it also plugs into any
+loop that takes observers.
 
 - As an observer, ``logger(step, model, optimizer, metrics)``: the signature of the
   observers of :func:`superconv.train.train` and :func:`superconv.range_test.range_test`.
@@ -26,10 +27,11 @@ files" (tests/test_hardening.py lists it).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -38,7 +40,7 @@ from superconv.errors import UserError
 from superconv.range_test import RangeTestCurve
 from superconv.suggest import Suggestion
 
-__all__ = ["TensorBoardLogger"]
+__all__ = ["TensorBoardLogger", "logging_to"]
 
 
 def _writer_class() -> type:
@@ -148,3 +150,21 @@ def _open_writer(log_dir: str) -> Any:
             f"cannot write TensorBoard logs to {log_dir}: {exc.strerror or exc}. "
             "Choose a folder you can write to"
         ) from exc
+
+
+@contextlib.contextmanager
+def logging_to(
+    tensorboard: str | os.PathLike | None = None, logger: Any = None, every: int = 10
+) -> Iterator[Any]:
+    """The logger of an API call's ``tensorboard=`` (a folder) / ``logger=`` arguments.
+
+    Yields ``logger`` as given (the caller owns it), a :class:`TensorBoardLogger` on
+    ``tensorboard`` (closed on exit), or ``None`` when neither is given.
+    """
+    if tensorboard is not None and logger is not None:
+        raise UserError("give tensorboard= (a log folder) or logger=, not both")
+    if tensorboard is None:
+        yield logger
+        return
+    with TensorBoardLogger(tensorboard, every=every) as tb:
+        yield tb
