@@ -565,6 +565,11 @@ class Setting:
     repeats: int = 1
 
     @property
+    def cost(self) -> float:
+        """The range tests' length as a share of the training budget (floors aside)."""
+        return self.repeats * RANGE_FRACTIONS[self.length][0]
+
+    @property
     def label(self) -> str:
         consts = ", ".join(f"{k}={v:.3g}" for k, v in self.params)
         frac = RANGE_FRACTIONS[self.length][0]
@@ -859,22 +864,30 @@ def _rank_key(summary: Mapping[str, float]) -> tuple:
     return (-summary["met"], -summary["checked_met"], misses, lost)
 
 
-def choose(scores: Sequence[Score], exclude: str | None = None) -> Setting | None:
-    """The setting with the best summary over every task but ``exclude``."""
+def choose(
+    scores: Sequence[Score], exclude: str | None = None, max_cost: float | None = None
+) -> Setting | None:
+    """The setting with the best summary over every task but ``exclude``.
+
+    ``max_cost``: only settings whose range tests cost at most this share of the
+    budget (``fit`` caps its range tests at :data:`superconv.fit.RANGE_CAP`).
+    """
     by_setting: dict[Setting, list[Score]] = {}
     for s in scores:
-        if s.task != exclude:
+        if s.task != exclude and (max_cost is None or s.setting.cost <= max_cost + 1e-9):
             by_setting.setdefault(s.setting, []).append(s)
     if not by_setting:
         return None
     return min(by_setting, key=lambda k: _rank_key(summarise(by_setting[k])))
 
 
-def leave_one_task_out(scores: Sequence[Score]) -> dict[str, tuple[Setting, dict[str, float]]]:
+def leave_one_task_out(
+    scores: Sequence[Score], max_cost: float | None = None
+) -> dict[str, tuple[Setting, dict[str, float]]]:
     """Per task: the setting chosen on the other tasks, and its score on this (held-out) task."""
     out = {}
     for name in sorted({s.task for s in scores}):
-        setting = choose(scores, exclude=name)
+        setting = choose(scores, exclude=name, max_cost=max_cost)
         if setting is None:
             continue
         held = [s for s in scores if s.task == name and s.setting == setting]
