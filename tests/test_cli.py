@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 
 import pytest
@@ -445,31 +446,103 @@ def test_durations_read_in_hours_and_minutes():
     assert format_duration(13736 * 3600) == "13,736 h (572 days)"
 
 
-def test_lr_find_next_command_carries_the_settings_and_runs(tmp_path, capsys):
-    """The printed Next: command, parsed and run as printed (issue 23 item 2)."""
+# Settings that differ from what `train --dataset mnist-demo` resolves by itself.
+UNUSUAL = [
+    "--model", "lenet", "--dataset", "mnist-demo", "--train-subset", "5000", "--val-size", "500",
+    "--split-seed", "3", "--batch-size", "32", "--normalize", "mean_std", "--flip",
+    "--crop-pad", "2", "--optimizer", "nesterov", "--momentum", "0.8", "--weight-decay", "5e-4",
+    "--bn-maf", "0.9", "--bn-mode", "torch", "--precision", "fp32", "--seed", "2",
+    "--eval-batch-size", "500", "--device", "cpu", "--threads", "1", "--no-progress",
+]  # fmt: skip
+
+
+def _next_words(out: str) -> list[str]:
+    """The command on the line after the printed ``Next (...)`` line, as shlex reads it."""
     import shlex
 
-    from helpers import DATA
+    lines = out.splitlines()
+    return shlex.split(lines[next(i for i, x in enumerate(lines) if x.startswith("Next")) + 1])
+
+
+def test_lr_find_next_command_carries_the_settings_and_runs(tmp_path, capsys):
+    """The printed Next: command, parsed and run as printed (issue 23 item 2): the run's
+    config.json has every setting the range test used, the safe max_lr and the budget."""
+    from superconv.suggest import CYCLE, DEFAULT
 
     lr = tmp_path / "lr"
-    args = ["lr-find", *DATA, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4"]
-    assert main([*args, "--end-lr", "1", "--budget", "40", "--out", str(lr)]) == 0
+    args = ["lr-find", *UNUSUAL, "--steps", "30", "--mode", "exp", "--start-lr", "1e-4"]
+    args += ["--eval-every", "5"]
+    assert main([*args, "--end-lr", "1", "--budget", "30", "--out", str(lr)]) == 0
     out = capsys.readouterr().out
     record = json.loads((lr / "range_test.json").read_text())
-    safe = record["suggestion"]["safe_max_lr"]
-    lines = out.splitlines()
-    command = lines[next(i for i, line in enumerate(lines) if line.startswith("Next")) + 1]
-    words = shlex.split(command)
+    suggestion = record["suggestion"]
+    assert suggestion["rule"] == DEFAULT["rule"]  # the default rule, whichever it is
+    words = _next_words(out)
     assert words[:2] == ["superconv", "train"]
-    for flag in ("--model", "--dataset", "--val-size", "--batch-size", "--normalize", "--no-flip"):
-        assert flag in words, flag
-    assert words[words.index("--val-size") + 1] == "1000"  # what lr-find used, not 0
-    assert f"max_lr={safe:.4g}" in words and "--iterations" in words
+    next_line = next(x for x in out.splitlines() if x.startswith("Next"))
+    assert f"the safe max_lr {suggestion['safe_max_lr']:.3g}" in next_line
+    assert "a 1cycle of 30 iterations, the --budget given" in next_line
+    timed = r"(about \d+ s|under 1 s) at the [\d.]+ ms per step measured in the range test"
+    assert re.search(timed, next_line), next_line
     run = tmp_path / "run"
-    assert main([*words[1:], "--out", str(run)]) == 0
-    config = json.loads((run / "config.json").read_text())
-    assert config["normalize"] == "unit" and config["flip"] is False and config["val_size"] == 1000
-    assert config["policy"] == "one_cycle" and config["iterations"] == 40
+    assert main([*words[1:], "--no-progress", "--out", str(run)]) == 0
+    used = json.loads((lr / "config.json").read_text())["train_config"]
+    trained = json.loads((run / "config.json").read_text())
+    own = {
+        "iterations",
+        "eval_every",
+        "checkpoint_every",
+        "policy",
+        "policy_params",
+        "policy_built",
+    }
+    assert {k: v for k, v in trained.items() if k not in own} == {
+        k: v for k, v in used.items() if k not in own
+    }
+    assert trained["iterations"] == 30 and trained["policy"] == "one_cycle"
+    expected = CYCLE.policy_params(suggestion["safe_max_lr"])
+    assert trained["policy_params"] == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_next_command_builders_example_runs():
+    import doctest
+
+    result = doctest.testmod(cli, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_next_command_carries_only_what_differs_from_the_resolved_defaults():
+    """Parsed back by the same parser and resolution, the command gives the same config;
+    a setting equal to the data set's resolved default is left out."""
+    import shlex
+
+    from superconv.cli import build_parser, next_command, resolve_train_config
+
+    def parsed(command):
+        args = build_parser().parse_args(shlex.split(command)[1:])
+        return resolve_train_config(args, {})
+
+    plain = TrainConfig(model="lenet", dataset="mnist-demo", batch_size=64, normalize="unit",
+                        flip=False, val_size=1000)  # fmt: skip
+    command = next_command(plain, 0.05, 300)
+    for absent in ("--batch-size", "--normalize", "--flip", "--no-flip", "--crop-pad"):
+        assert absent not in shlex.split(command), absent
+    own = ("iterations", "eval_every", "checkpoint_every", "policy", "policy_params")
+    for config, preset in (
+        (plain, "auto"),
+        (plain.replace(ghost_batch=16, bn_maf=0.99, dropout=0.2, log_every=5), "auto"),
+        (TrainConfig(val_size=5000, optimizer="adamw", weight_decay=0.05), "auto"),
+        (TrainConfig(val_size=5000, channels_last=False, compile=True), "paper"),
+    ):
+        command = next_command(config, 0.3, 500, preset)
+        assert ("--preset paper" in command) == (preset == "paper")
+        back = parsed(command)
+        assert back.replace(**{k: getattr(config, k) for k in own}) == config, command
+        assert (back.iterations, back.policy, back.policy_params["max_lr"]) == (
+            500,
+            "one_cycle",
+            0.3,
+        )
 
 
 def test_dataset_defaults_preset_and_precedence():
@@ -511,3 +584,164 @@ def test_dataset_defaults_preset_and_precedence():
 def test_epochs_and_iterations_together_are_refused(capsys):
     assert main(["train", "--dataset", "mnist-demo", "--epochs", "1", "--iterations", "5"]) == 2
     assert "--epochs or --iterations" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- fit / lr-find defaults
+def _fake_fit(monkeypatch, seen, seconds_per_step=None):
+    """fit_run replaced by a recorder of what the CLI resolved (no training)."""
+    from types import SimpleNamespace
+
+    from superconv import fit as fit_module
+
+    def fake_fit_run(config, out, **kwargs):
+        seen.update(kwargs, config=config)
+        summary = {"final_test_acc": 90.0, "final_val_acc": 91.0, "run": "train"}
+        if seconds_per_step is not None:
+            summary["seconds_per_step"] = seconds_per_step
+        return SimpleNamespace(
+            record={"verdict": {"verdict": "checked by training"}, "notes": []},
+            summary=summary,
+            max_lr=0.1,
+            policy_params={"div": 4},
+            budget=SimpleNamespace(iterations=config.iterations),
+            files={"markdown": out / "fit.md"},
+        )
+
+    monkeypatch.setattr(fit_module, "fit_run", fake_fit_run)
+
+
+def _fake_lr_find(monkeypatch, seen):
+    """lr_find replaced by a recorder of the config and budget the CLI resolved."""
+    from types import SimpleNamespace
+
+    from superconv import demo
+
+    def fake_lr_find(config, out, **kwargs):
+        seen.update(kwargs, config=config)
+        curve = SimpleNamespace(notes=[], steps_run=10, losses=[1.0] * 10, stop_reason="completed")
+        return SimpleNamespace(
+            curve=curve, suggestion=None, suggestion_error="stub", files={"plot": "p", "json": "j"}
+        )
+
+    monkeypatch.setattr(demo, "lr_find", fake_lr_find)
+
+
+def test_fit_resolves_the_data_sets_defaults_like_train(tmp_path, monkeypatch, capsys):
+    """`fit --dataset mnist-demo` and nothing else: lenet, batch 64, unit normalisation, no
+    flip, 3 epochs of the 9,000 images left after 1,000 are held out for validation."""
+    seen: dict = {}
+    _fake_fit(monkeypatch, seen)
+    assert main(["fit", "--dataset", "mnist-demo", "--out", str(tmp_path / "f")]) == 0
+    c = seen["config"]
+    assert (c.model, c.batch_size, c.normalize, c.flip, c.crop_pad) == (
+        "lenet",
+        64,
+        "unit",
+        False,
+        0,
+    )
+    assert c.val_size == 1000 and c.iterations == math.ceil(3 * 9000 / 64)
+    assert seen["epochs"] is None and seen["evaluations"] == 10
+    out = capsys.readouterr().out
+    assert "Settings (preset auto):\n  model:     lenet" in out  # one line per group, at start
+    for group in ("data:", "schedule:", "optimizer:", "batchnorm:", "run:"):
+        assert f"\n  {group}" in out, group
+    assert out.index("Settings") < out.index("Chosen:")
+
+
+def test_fit_preset_paper_and_the_precedence(tmp_path, monkeypatch):
+    seen: dict = {}
+    _fake_fit(monkeypatch, seen)
+    args = ["fit", "--dataset", "mnist-demo", "--no-progress"]
+    assert main([*args, "--preset", "paper", "--out", str(tmp_path / "p")]) == 0
+    paper = TrainConfig()  # the paper's settings; fit holds out its validation split
+    assert seen["config"] == paper.replace(dataset="mnist-demo", val_size=1000)
+    toml = tmp_path / "run.toml"
+    toml.write_text('batch_size = 32\nnormalize = "mean_std"\n')
+    assert main([*args, "--config", str(toml), "--out", str(tmp_path / "t")]) == 0
+    c = seen["config"]  # TOML over the data set's defaults, which still fill the rest
+    assert (c.batch_size, c.normalize, c.model, c.flip) == (32, "mean_std", "lenet", False)
+    assert c.iterations == math.ceil(3 * 9000 / 32)  # the data set's epochs at the TOML's batch
+    argv = [*args, "--config", str(toml), "--batch-size", "16", "--epochs", "1"]
+    assert main([*argv, "--out", str(tmp_path / "f")]) == 0
+    c = seen["config"]  # flags over TOML
+    assert (c.batch_size, c.normalize, c.iterations) == (16, "mean_std", math.ceil(9000 / 16))
+    assert seen["epochs"] == 1.0  # fit_run counts the epochs on the data it loads
+    assert main([*args, "--epochs", "1", "--iterations", "5", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_fit_resume_refuses_the_resolution_flags(tmp_path, capsys):
+    for flag in (["--preset", "paper"], ["--epochs", "2"], ["--config", "x.toml"]):
+        assert main(["fit", "--resume", str(tmp_path), *flag]) == 2
+        assert f"drop {flag[0]}" in capsys.readouterr().err
+
+
+def test_lr_find_resolves_like_train_and_its_budget(tmp_path, monkeypatch, capsys):
+    seen: dict = {}
+    _fake_lr_find(monkeypatch, seen)
+    base = ["lr-find", "--dataset", "mnist-demo", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    c = seen["config"]
+    assert (c.model, c.batch_size, c.normalize, c.flip, c.val_size) == (
+        "lenet",
+        64,
+        "unit",
+        False,
+        1000,
+    )
+    assert seen["budget"] == math.ceil(3 * 9000 / 64)  # the data set's default budget
+    assert "Settings (preset auto):" in capsys.readouterr().out
+    assert main([*base, "--epochs", "1", "--out", str(tmp_path / "b")]) == 0
+    assert seen["budget"] == math.ceil(9000 / 64)
+    assert main([*base, "--preset", "paper", "--out", str(tmp_path / "c")]) == 0
+    c = seen["config"]
+    assert (c.model, c.batch_size, c.flip, seen["budget"]) == ("resnet56", 1000, True, 10_000)
+    assert main([*base, "--budget", "40", "--epochs", "1", "--out", str(tmp_path / "d")]) == 2
+    assert "--budget N or --epochs E, not both" in capsys.readouterr().err
+
+
+def test_fit_ends_with_a_next_command_for_the_same_cycle_longer(tmp_path, monkeypatch, capsys):
+
+    from superconv.cli import build_parser, resolve_train_config
+
+    seen: dict = {}
+    _fake_fit(monkeypatch, seen, seconds_per_step=0.05)
+    argv = ["fit", "--dataset", "mnist-demo", "--batch-size", "32", "--weight-decay", "5e-4"]
+    assert main([*argv, "--no-progress", "--out", str(tmp_path / "f")]) == 0
+    out = capsys.readouterr().out
+    line = next(x for x in out.splitlines() if x.startswith("Next"))
+    budget = 2 * math.ceil(3 * 9000 / 32)
+    assert f"a 1cycle of {budget:,} iterations, twice this fit's budget" in line
+    assert "about 84 s at the 50 ms per step measured in this fit's training run" in line
+    words = _next_words(out)
+    back = resolve_train_config(build_parser().parse_args(words[1:]), {})
+    fitted = seen["config"]
+    for name in ("model", "dataset", "batch_size", "weight_decay", "val_size", "normalize", "flip"):
+        assert getattr(back, name) == getattr(fitted, name), name
+    assert (back.iterations, back.policy, back.policy_params["max_lr"]) == (
+        budget,
+        "one_cycle",
+        0.1,
+    )
+
+
+def test_train_records_the_pace_after_the_warm_up(tmp_path, monkeypatch):
+    """The ETA's pace comes from the steps after the warm-up: with a fake clock whose first
+    steps take 10 s and the rest 0.1 s, the run's seconds per step is 0.1, not the mean."""
+    import functools
+    import itertools
+
+    import superconv.train
+    from superconv.timing import WARMUP_STEPS, Pace
+
+    calls = itertools.count(1)  # train reads the clock once per log step: here every step
+
+    def clock():
+        k = next(calls)
+        return 10.0 * min(k, WARMUP_STEPS) + 0.1 * max(k - WARMUP_STEPS, 0)
+
+    monkeypatch.setattr(superconv.train, "Pace", functools.partial(Pace, clock=clock))
+    out = tmp_path / "run"
+    assert main(tiny_train(out, "--log-every", "1")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seconds_per_step"] == pytest.approx(0.1)

@@ -449,8 +449,10 @@ def test_cli_fit_bad_budgets_exit_2_with_the_minimum(tmp_path, capsys):
 
     assert main(["fit", *DATA, "--iterations", "50", "--out", str(tmp_path / "a")]) == 2
     assert "at least 100 iterations" in capsys.readouterr().err
-    assert main(["fit", *DATA, "--out", str(tmp_path / "b")]) == 2
-    assert "--epochs E or --iterations N" in capsys.readouterr().err
+    # no budget is the data set's default (3 epochs of mnist-demo); both are refused
+    both = ["--epochs", "1", "--iterations", "200"]
+    assert main(["fit", *DATA, *both, "--out", str(tmp_path / "b")]) == 2
+    assert "give --epochs or --iterations, not both" in capsys.readouterr().err
     assert not (tmp_path / "a" / "fit.json").exists()
 
 

@@ -144,7 +144,7 @@ def metrics_without_time(path: Path) -> list[dict]:
 
 def summary_without_time(path: Path) -> dict:
     summary = json.loads(path.read_text())
-    summary.pop("wall_time")
+    summary.pop("wall_time"), summary.pop("seconds_per_step")  # timing, not the run
     return summary
 
 

@@ -22,6 +22,31 @@ def test_readme_example_runs(index, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip(), "each example prints what it shows"
 
 
+def _walkthrough() -> list[list[str]]:
+    import shlex
+
+    section = README.read_text(encoding="utf-8").split("## Your first hour with superconv", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
+    return [shlex.split(line) for line in lines if line]
+
+
+def test_the_walkthroughs_train_line_is_what_lr_find_prints_next():
+    """The docs' train command comes from the one Next: builder (issue 23 item 2): it is
+    next_command() of the lr-find line's settings and budget, at the README's max_lr."""
+    import shlex
+
+    from superconv.cli import build_parser, lr_find_config, next_command
+
+    lr_find, train = _walkthrough()[1:3]
+    config, _ = lr_find_config(build_parser().parse_args(lr_find[1:]))
+    max_lr = float(next(w for w in train if w.startswith("max_lr=")).split("=")[1])
+    out = train.index("--out")
+    assert train[:out] + train[out + 2 :] == shlex.split(
+        next_command(config, max_lr, config.iterations)
+    )
+
+
 def test_first_hour_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
     """The README's "first hour" commands (all but the demo, which test_demo runs), as
     written, on the shipped MNIST subset; then the printed Next: command."""
@@ -29,11 +54,7 @@ def test_first_hour_walkthrough_runs_as_written(tmp_path, monkeypatch, capsys):
 
     from superconv.cli import main
 
-    text = README.read_text(encoding="utf-8")
-    section = text.split("## Your first hour with superconv", 1)[1]
-    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
-    lines = [line.split("#", 1)[0].strip() for line in block.splitlines()]
-    commands = [shlex.split(line) for line in lines if line]
+    commands = _walkthrough()
     assert [c[1] for c in commands] == ["demo", "lr-find", "train", "report"]
     monkeypatch.chdir(tmp_path)
     for words in commands[1:]:

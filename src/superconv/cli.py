@@ -107,9 +107,6 @@ LR_FIND_FIELDS = (
     "channels_last", "threads", "image_size",
 )  # fmt: skip
 
-# The budget of lr-find's Next: command when --budget is not given (iterations).
-NEXT_BUDGET = 1000
-
 # Validation images held out for the range test when --val-size is not given.
 DEFAULT_VAL_SIZE = {"mnist-demo": 1000}
 DEFAULT_VAL_SIZE_OTHER = 5000
@@ -121,8 +118,8 @@ _VAL_SIZE_SHOWN = {
 
 TRAIN_EXAMPLES = """\
 examples:
-  superconv train --model resnet56 --dataset cifar10 --policy clr \\
-      --policy-param min_lr=0.1 --policy-param max_lr=3.0 --iterations 10000
+  superconv train --preset paper --dataset cifar10 --policy clr \\
+      --policy-param min_lr=0.1 --policy-param max_lr=3.0    # ResNet-56, batch 1000, 10k
   superconv train --model lenet --dataset mnist-demo --normalize unit --no-flip \\
       --batch-size 64 --iterations 420 --policy one_cycle --policy-param max_lr=0.1 \\
       --policy-param momentum=[0.95,0.85] --device cpu --out runs/lenet-1cycle
@@ -136,7 +133,8 @@ policy_params (they belong to the other policy); --policy-param adds to them.
 
 LR_FIND_EXAMPLES = """\
 examples:
-  superconv lr-find --model resnet56 --dataset cifar10 --steps 5000   # the paper: 0 -> 3, linear
+  superconv lr-find --dataset mnist-demo --steps 300   # the data set's defaults (LeNet, batch 64)
+  superconv lr-find --preset paper --dataset cifar10 --steps 5000   # the paper: 0 -> 3, linear
   superconv lr-find --model lenet --dataset mnist-demo --normalize unit --no-flip \\
       --batch-size 64 --mode exp --start-lr 1e-4 --end-lr 3 --steps 300 --eval-every 10
 """
@@ -146,6 +144,7 @@ examples:
   superconv fit --model lenet --dataset mnist-demo --normalize unit --no-flip \\
       --batch-size 64 --iterations 420 --device cpu --threads 1 --out fit-lenet
   superconv fit --model resnet56 --dataset cifar10 --epochs 20 --repeats 3 --out fit-r56
+  superconv fit --dataset mnist-demo --out fit-demo   # the data set's defaults, 3 epochs
   superconv fit --resume fit-lenet          # continue an interrupted fit in its phase
 
 Phases: LR range test (at most 10% of the budget unless --range-steps says more)
@@ -324,6 +323,55 @@ def _no_progress(parser: argparse.ArgumentParser) -> None:
     )
 
 
+PRESET_HELP = (
+    "auto: the data set's defaults (MNIST family: lenet, batch 64, unit normalisation, no "
+    "flip, 2-3 epochs; CIFAR: resnet20, batch 128, flip + pad-4 crop, 5,000 validation "
+    "images, 5 epochs); paper: the paper's full settings (TrainConfig's defaults). "
+    "Precedence: preset < data set < TOML < flags (default: auto)"
+)
+
+
+def _resolved_shown() -> dict[str, str]:
+    """What --help says of the fields the data sets' defaults set: the value by data set
+    under ``--preset auto`` and TrainConfig's (the paper's) otherwise, as resolved."""
+    from superconv.config import DATASET_DEFAULTS, TrainConfig
+
+    paper = TrainConfig()
+    names = dict.fromkeys(k for layer in DATASET_DEFAULTS.values() for k in layer)
+    shown = {}
+    for name in names:
+        field = "iterations" if name == "epochs" else name
+        by_value: dict[Any, list[str]] = {}
+        for dataset, layer in DATASET_DEFAULTS.items():
+            by_value.setdefault(layer.get(name, getattr(paper, field)), []).append(dataset)
+        unit = " epochs" if name == "epochs" else ""
+        parts = [f"{_word(v)}{unit} for {', '.join(d)}" for v, d in by_value.items()]
+        shown[field] = (
+            "; ".join(parts) + f"; else and with --preset paper {_word(getattr(paper, field))}"
+        )
+    for name in ("eval_every", "checkpoint_every"):
+        share = "a tenth" if name == "eval_every" else "a fifth"
+        shown[name] = f"{share} of the run; with --preset paper {getattr(paper, name)}"
+    return shown
+
+
+def _word(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
+def _resolution_flags(parser: argparse.ArgumentParser, epochs_help: str) -> None:
+    """--config, --preset and --epochs: what :func:`resolve_train_config` reads, the same
+    for every command that takes a TrainConfig."""
+    from superconv.config import PRESETS
+
+    parser.add_argument(
+        "--config", metavar="TOML", help="TrainConfig fields from a TOML file (flags override it)"
+    )
+    # None (not given) reads as auto; --resume refuses it when given
+    parser.add_argument("--preset", choices=PRESETS, default=None, help=PRESET_HELP)
+    parser.add_argument("--epochs", type=float, metavar="E", help=epochs_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``superconv`` parser (subcommands set ``handler``)."""
     formatter = argparse.RawDescriptionHelpFormatter
@@ -393,7 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="iterations of the training run the cycle is for (rules that scale with it use it)",
+        help="iterations of the training run the cycle is for: rules that scale with it use "
+        "it, and the Next: command trains it (default: the data set's budget, see --preset)",
+    )
+    _resolution_flags(
+        sub, "the training budget in epochs of the training split (instead of --budget)"
     )
     sub.add_argument(
         "--no-adapt",
@@ -407,28 +459,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tensorboard(sub)
     _no_progress(sub)
-    _add_config_flags(sub, LR_FIND_FIELDS, _VAL_SIZE_SHOWN)
+    _add_config_flags(sub, LR_FIND_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_lr_find)
 
     # train
     sub = command("train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES)
-    sub.add_argument(
-        "--config", metavar="TOML", help="TrainConfig fields from a TOML file (flags override it)"
-    )
-    sub.add_argument(
-        "--preset",
-        choices=("auto", "paper"),
-        default="auto",
-        help="auto: the data set's defaults (MNIST family: lenet, batch 64, unit "
-        "normalisation, no flip, 2-3 epochs; CIFAR: resnet20, batch 128, flip + pad-4 crop, "
-        "5,000 validation images, 5 epochs); paper: the paper's full settings (TrainConfig's "
-        "defaults). Precedence: preset < data set < TOML < flags (default: auto)",
-    )
-    sub.add_argument(
-        "--epochs",
-        type=float,
-        metavar="E",
-        help="training budget in epochs of the training split (instead of --iterations)",
+    _resolution_flags(
+        sub,
+        "training budget in epochs of the training split (instead of "
+        "--iterations; default: the data set's, see --preset)",
     )
     sub.add_argument(
         "--out", metavar="DIR", help="run folder (default: runs/MODEL-DATASET-POLICY-seedSEED)"
@@ -438,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _tensorboard(sub)
     _no_progress(sub)
-    _add_config_flags(sub)
+    _add_config_flags(sub, shown_defaults=_resolved_shown())
     sub.set_defaults(handler=_cmd_train)
 
     # fit
@@ -448,9 +487,12 @@ def build_parser() -> argparse.ArgumentParser:
         "chosen 1cycle, with a report",
         FIT_EXAMPLES,
     )
+    _resolution_flags(
+        sub,
+        "training budget in epochs of the training split (or --iterations "
+        "N; default: the data set's, see --preset)",
+    )
     for flag, kind, metavar, text in (
-        ("--epochs", float, "E", "training budget in epochs of the training split "
-         "(or --iterations N)"),
         ("--tune-budget", float, "X", "range test + check <= X x the training run "
          "(default: 1.0)"),
         ("--repeats", int, "K", "range tests on K seeds; reports the spread of max_lr "
@@ -471,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
     _tensorboard(sub)
     _no_progress(sub)
-    _add_config_flags(sub, FIT_FIELDS, _VAL_SIZE_SHOWN)
+    _add_config_flags(sub, FIT_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_fit)
 
     # demo
@@ -761,38 +803,80 @@ def config_from_args(
     return TrainConfig.from_dict({**file, **flags, "policy_params": params})
 
 
-def resolve_train_config(args: argparse.Namespace, file: dict[str, Any]) -> Any:
-    """``train``'s config: preset < the data set's defaults < TOML ``file`` < flags, and
-    ``--epochs`` turned into iterations. TrainConfig's own defaults are not changed."""
-    from superconv.config import TrainConfig, dataset_layer, iterations_for_epochs
+def resolve_train_config(
+    args: argparse.Namespace,
+    file: dict[str, Any] | None = None,
+    command_defaults: dict[str, Any] | None = None,
+    fields: Iterable[str] | None = None,
+) -> Any:
+    """The TrainConfig of ``train``, ``lr-find`` and ``fit``: one resolution for all three.
 
-    flags = _flags_given(args, _config_fields())
-    given = {**file, **flags}
+    Precedence: TrainConfig's defaults < ``command_defaults`` (lr-find and fit hold
+    out a validation split) < the preset (``--preset auto``: the data set's
+    defaults, :data:`superconv.config.DATASET_DEFAULTS`; ``paper``: none) < the
+    TOML ``file`` < flags. The budget: ``--epochs`` or ``--iterations`` (not both),
+    else the data set's epochs under ``auto`` (of the training split left after
+    the validation images and any subset), else TrainConfig's. A budget in epochs
+    or under ``auto`` evaluates every tenth of the run and checkpoints every fifth,
+    unless those are set. TrainConfig's own defaults never change, so committed
+    runs keep their identity. ``fields``: the TrainConfig fields the command takes
+    as flags (default all; lr-find's own ``--eval-every`` is not the field).
+    """
+    from superconv.config import DATASET_DEFAULTS, TrainConfig, iterations_for_epochs
+
+    file = dict(file or {})
+    fields = _config_fields() if fields is None else tuple(fields)
+    given = {**file, **_flags_given(args, fields)}
     epochs = getattr(args, "epochs", None)
     if epochs is not None and "iterations" in given:
         raise UserError("give --epochs or --iterations, not both.")
+    auto = (getattr(args, "preset", None) or "auto") == "auto"
     layer: dict[str, Any] = {}
-    if getattr(args, "preset", "paper") == "auto":
-        dataset = given.get("dataset", TrainConfig().dataset)
-        layer = dataset_layer(dataset, given.get("batch_size"))
-        if (
-            "iterations" in given
-            or epochs is not None
-            or {"eval_every", "checkpoint_every"} & set(given)
-        ):
-            layer.pop("eval_every", None)
-            layer.pop("checkpoint_every", None)
-    config = config_from_args(args, {**layer, **file})
+    if auto:
+        layer = dict(DATASET_DEFAULTS.get(given.get("dataset", TrainConfig().dataset), {}))
+        if epochs is None and "iterations" not in given:
+            epochs = layer.get("epochs")
+        layer.pop("epochs", None)
+    config = config_from_args(args, {**(command_defaults or {}), **layer, **file}, fields)
+    changes: dict[str, Any] = {}
     if epochs is not None:
-        iterations = iterations_for_epochs(
+        changes["iterations"] = iterations_for_epochs(
             epochs, config.dataset, config.batch_size, config.val_size, config.train_subset
         )
-        changes: dict[str, Any] = {"iterations": iterations}
-        if not {"eval_every", "checkpoint_every"} & set(given):
-            every = max(1, iterations // 10)
-            changes.update(eval_every=every, checkpoint_every=2 * every)
-        config = config.replace(**changes)
-    return config
+    if (auto or epochs is not None) and not {"eval_every", "checkpoint_every"} & set(given):
+        every = max(1, changes.get("iterations", config.iterations) // 10)
+        changes.update(eval_every=every, checkpoint_every=2 * every)
+    return config.replace(**changes) if changes else config
+
+
+def _read_config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """``--config``'s TOML as a dict ({} without it), errors about its content naming it."""
+    from superconv.config import TrainConfig
+
+    if not getattr(args, "config", None):
+        return {}
+    file = read_toml(args.config)
+    try:
+        TrainConfig.from_dict(file)
+    except UserError as exc:
+        raise UserError(f"{args.config}: {exc}") from exc
+    return file
+
+
+def _validation_default(args: argparse.Namespace, file: dict[str, Any]) -> dict[str, Any]:
+    """lr-find's and fit's own default: a validation split held out for their readings."""
+    from superconv.config import TrainConfig
+
+    dataset = getattr(args, "dataset", None) or file.get("dataset") or TrainConfig().dataset
+    return {"val_size": _default_val_size(dataset)}
+
+
+def _print_settings(args: argparse.Namespace, config: Any, schedule: str | None = None) -> None:
+    """The resolved config at the start of a command, one line per group."""
+    from superconv.config import describe_config
+
+    preset = getattr(args, "preset", None) or "auto"
+    _say(f"Settings (preset {preset}):\n" + "\n".join(describe_config(config, schedule)))
 
 
 def _check_early(config: Any) -> None:
@@ -824,12 +908,29 @@ def _dataset_tag(dataset: str) -> str:
 
 
 # ----------------------------------------------------------------------------- lr-find
+def lr_find_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """lr-find's TrainConfig (by :func:`resolve_train_config`) and its ``--config`` file.
+
+    The config's ``iterations`` is the training run the cycle is for: ``--budget``,
+    else the resolved budget (``--epochs``, the file's, the data set's default under
+    ``--preset auto``, else TrainConfig's).
+    """
+    if args.budget is not None and args.epochs is not None:
+        raise UserError("give the training budget as --budget N or --epochs E, not both.")
+    if args.budget is not None and args.budget < 1:
+        raise UserError(f"--budget must be a positive number of iterations, got {args.budget}.")
+    file = _read_config_file(args)
+    config = resolve_train_config(args, file, _validation_default(args, file), LR_FIND_FIELDS)
+    if args.budget is not None:
+        config = config.replace(iterations=args.budget)
+    return config, file
+
+
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from superconv.demo import lr_find
 
-    config = config_from_args(args, fields=LR_FIND_FIELDS)
-    if not hasattr(args, "val_size"):
-        config = config.replace(val_size=_default_val_size(config.dataset))
+    config, file = lr_find_config(args)
+    budget = config.iterations
     _check_early(config)
     start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
     _say(
@@ -837,6 +938,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         f"({args.mode}) over {args.steps} iterations at batch {config.batch_size}; validation on "
         f"{config.val_size:,} images held out of the training set."
     )
+    _print_settings(args, config, f"for a 1cycle read from the test ({args.rule} rule)")
     result = lr_find(
         config,
         args.out,
@@ -848,7 +950,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         eval_batches=args.eval_batches,
         progress=args.progress,
         rule=args.rule,
-        budget=args.budget,
+        budget=budget,
         adapt=args.adapt,
         tensorboard=args.tensorboard,
     )
@@ -858,9 +960,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     for note in curve.notes:
         print(f"Adapted: {note}.")
     ran = curve.steps_run or len(curve.losses)
-    cost = ""
-    if args.budget:
-        cost = f" {ran:,} steps in all: {ran / args.budget:.0%} of the {args.budget:,}-iteration budget."
+    cost = f" {ran:,} steps in all: {ran / budget:.0%} of the {budget:,}-iteration budget."
     print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.{cost}")
     if s is None:
         print(f"No suggestion: {result.suggestion_error}")
@@ -886,41 +986,75 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
                     if name != s.rule
                 )
             )
-        budget = args.budget or NEXT_BUDGET
-        how = (
-            "the --budget given"
-            if args.budget
-            else "no --budget given: set --iterations to what you can afford"
-        )
-        print(
-            f"Next (the safe max_lr {s.safe_max_lr:.3g}; a 1cycle of {budget:,} iterations, "
-            f"{how}):\n  {next_command(config, s.safe_max_lr, budget)}"
+        print_next(
+            config,
+            s.safe_max_lr,
+            budget,
+            what=f"the safe max_lr {s.safe_max_lr:.3g} of rule {s.rule!r}",
+            budget=_budget_source(args, file, config),
+            seconds_per_step=result.seconds_per_step,
+            measured="measured in the range test after its warm-up (evaluations not counted)",
+            preset=args.preset or "auto",
         )
     print(f"Wrote {result.files['plot']} and {result.files['json']}")
     return 0
 
 
+def _budget_source(args: argparse.Namespace, file: dict[str, Any], config: Any) -> str:
+    """Where lr-find's budget came from, in words (and how to change it)."""
+    from superconv.config import DATASET_DEFAULTS
+
+    if args.budget is not None:
+        return "the --budget given"
+    if args.epochs is not None:
+        return f"{args.epochs:g} epochs (--epochs)"
+    if "iterations" in file:
+        return f"the iterations of {args.config}"
+    change = "--budget N or --epochs E sets another"
+    epochs = DATASET_DEFAULTS.get(config.dataset, {}).get("epochs")
+    if (args.preset or "auto") == "auto" and epochs is not None:
+        return f"{epochs:g} epochs, {config.dataset}'s default budget ({change})"
+    return f"TrainConfig's default budget ({change})"
+
+
 # ----------------------------------------------------------------------------- Next:
-def next_command(config: Any, max_lr: float, iterations: int) -> str:
-    """The ``superconv train`` command that trains the suggested 1cycle: one function for
+# What a Next: command sets itself (the policy and the budget) or derives from its budget
+# (the evaluation and checkpoint cadence); model and dataset are always written out.
+_NEXT_OWN = ("model", "dataset", "iterations", "eval_every", "checkpoint_every", "policy",
+             "policy_params")  # fmt: skip
+
+
+def next_command(config: Any, max_lr: float, iterations: int, preset: str = "auto") -> str:
+    """The ``superconv train`` command of a 1cycle on ``config``'s settings: one function for
     lr-find, fit and the docs.
 
-    It carries every setting of ``config`` (a TrainConfig) that the range test used
-    and that differs from TrainConfig's defaults (model, data, subset, validation
-    size, batch, normalisation, flip, crop, optimizer, weight decay, BN settings,
-    precision, ...), the 1cycle of :data:`superconv.suggest.CYCLE` at ``max_lr``
-    (give the suggestion's ``safe_max_lr``) and ``iterations`` as the budget.
+    It writes the model and data set, then every other TrainConfig field whose value
+    differs from what ``train --dataset D --preset P`` resolves by itself
+    (:func:`resolve_train_config`): subset, validation size, batch, normalisation,
+    flip, crop, optimizer, weight decay, BN settings, precision, seed, device... The
+    fields are read from the dataclass, so a new one is carried too. Then the
+    budget (``iterations``) and the 1cycle of :data:`superconv.suggest.CYCLE` at
+    ``max_lr`` (lr-find gives its suggestion's ``safe_max_lr``).
+
+    >>> from superconv.config import TrainConfig
+    >>> c = TrainConfig(model="lenet", dataset="mnist-demo", batch_size=32, flip=False,
+    ...                 normalize="unit", val_size=1000)
+    >>> next_command(c, 0.05, 300)  # doctest: +NORMALIZE_WHITESPACE
+    'superconv train --model lenet --dataset mnist-demo --val-size 1000 --batch-size 32
+     --iterations 300 --policy one_cycle --policy-param div=4 --policy-param max_lr=0.05'
     """
     import shlex
 
     from superconv.config import TrainConfig
     from superconv.suggest import CYCLE
 
-    defaults = TrainConfig()
-    words = ["superconv", "train"]
-    for name in LR_FIND_FIELDS:
-        value, default = getattr(config, name), getattr(defaults, name)
-        if value == default:
+    baseline = resolve_train_config(argparse.Namespace(dataset=config.dataset, preset=preset))
+    words = ["superconv", "train"] + (["--preset", preset] if preset != "auto" else [])
+    words += ["--model", config.model, "--dataset", config.dataset]
+    for field in dataclasses.fields(TrainConfig):
+        name = field.name
+        value = getattr(config, name)
+        if name in _NEXT_OWN or value == getattr(baseline, name):
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -934,13 +1068,43 @@ def next_command(config: Any, max_lr: float, iterations: int) -> str:
     return shlex.join(words)
 
 
+def print_next(
+    config: Any,
+    max_lr: float,
+    iterations: int,
+    *,
+    what: str,
+    budget: str,
+    seconds_per_step: float | None,
+    measured: str,
+    preset: str = "auto",
+) -> None:
+    """Print the ``Next`` lines: what the command trains, its budget and its time (from
+    ``seconds_per_step``, measured after the warm-up), then :func:`next_command`."""
+    from superconv.timing import format_duration
+
+    if seconds_per_step is None:
+        time = "its time not measured (no timed steps past the warm-up)"
+    else:
+        seconds = seconds_per_step * iterations
+        time = (
+            f"{'about ' if seconds >= 0.5 else ''}{format_duration(seconds)} at the "
+            f"{1000 * seconds_per_step:.3g} ms per step {measured}"
+        )
+    print(
+        f"Next ({what}; a 1cycle of {iterations:,} iterations, {budget}; {time}):\n"
+        f"  {next_command(config, max_lr, iterations, preset)}"
+    )
+
+
 # ----------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from superconv.train import TrainConfig, train
+    from superconv.train import train
 
     if args.resume:
         given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, _config_fields())]
         given += [flag for flag, value in (("--config", args.config), ("--out", args.out)) if value]
+        given += _resolution_given(args)
         if given:
             raise UserError(
                 f"--resume continues the run exactly as recorded in {args.resume}/config.json; "
@@ -951,14 +1115,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_early(config)
         _say(f"Resuming {run_dir} ({config.model} on {config.dataset}, policy {config.policy}).")
     else:
-        file = {}
-        if args.config:
-            file = read_toml(args.config)
-            try:
-                TrainConfig.from_dict(file)  # name the file in errors about its own content
-            except UserError as exc:
-                raise UserError(f"{args.config}: {exc}") from exc
-        config = resolve_train_config(args, file)
+        config = resolve_train_config(args, _read_config_file(args))
         _check_early(config)
         run_dir = Path(
             args.out
@@ -969,9 +1126,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"{json.dumps(dict(config.policy_params))}, {config.iterations:,} iterations at batch "
             f"{config.batch_size} -> {run_dir}"
         )
-        from superconv.config import describe_config
-
-        _say(f"Settings (preset {args.preset}):\n" + "\n".join(describe_config(config)))
+        _print_settings(args, config)
     result = train(
         config,
         run_dir,
@@ -983,6 +1138,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _train_plots(config, result.run_dir)
         _print_summary(result.summary, result.run_dir)
     return 0
+
+
+def _resolution_given(args: argparse.Namespace) -> list[str]:
+    """The --preset / --epochs flags given (--resume refuses them: the record decides)."""
+    return [f"--{name}" for name in ("preset", "epochs") if getattr(args, name, None) is not None]
 
 
 def _say(text: str) -> None:
@@ -1057,10 +1217,15 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
     def pct(value: Any) -> str:
         return "n/a" if value is None else f"{value:.2f}%"
 
+    from superconv.timing import format_duration
+
     wall = summary.get("wall_time") or 0.0
     iterations = summary.get("iterations", 0)
+    pace = summary.get("seconds_per_step")
+    after = f", {1000 * pace:.3g} ms per step after the warm-up" if pace else ""
     print(
-        f"Finished {iterations:,} iterations in {wall:.1f} s ({iterations / max(wall, 1e-9):.1f} it/s)."
+        f"Finished {iterations:,} iterations in {format_duration(wall)} of training "
+        f"({iterations / max(wall, 1e-9):.1f} it/s{after})."
     )
     line = f"  test accuracy {pct(summary.get('final_test_acc'))} (best during the run {pct(summary.get('best_test_acc'))})"
     if summary.get("final_val_acc") is not None:
@@ -1073,7 +1238,8 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- fit
-_FIT_OPTIONS = ("epochs", "tune_budget", "repeats", "range_steps", "start_lr", "end_lr")
+_FIT_OPTIONS = ("config", "preset", "epochs", "tune_budget", "repeats", "range_steps", "start_lr",
+                "end_lr")  # fmt: skip
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -1100,12 +1266,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         kwargs["evaluations"] = settings["evaluations"]
         out = Path(args.resume)
     else:
-        if (args.epochs is None) == (not hasattr(args, "iterations")):
-            raise UserError("give the training budget: --epochs E or --iterations N (not both).")
-        config = config_from_args(args, fields=FIT_FIELDS)
-        if not hasattr(args, "val_size"):
-            config = config.replace(val_size=_default_val_size(config.dataset))
+        file = _read_config_file(args)
+        config = resolve_train_config(args, file, _validation_default(args, file), FIT_FIELDS)
         _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
+        _print_settings(args, config, "the 1cycle this fit chooses (range test -> check)")
         plan = RangePlan()
         plan = RangePlan(
             start_lr=plan.start_lr if args.start_lr is None else args.start_lr,
@@ -1122,7 +1286,7 @@ def _cmd_fit(args: argparse.Namespace) -> int:
             "range_steps": args.range_steps,
             "range_plan": plan,
             # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
-            "evaluations": None if hasattr(args, "eval_every") else 10,
+            "evaluations": None if "eval_every" in {**file, **vars(args)} else 10,
         }
         out = Path(args.out or f"fits/{config.model}-{_dataset_tag(config.dataset)}")
     result = fit_run(
@@ -1153,6 +1317,18 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                 f"{s['final_val_acc']:.2f}%)."
             )
         print(f"Report: {result.files['markdown']}; run folder {out / s['run']}.")
+        # The cycle this fit trained (checked by its own run at this budget), for longer.
+        longer = 2 * result.budget.iterations
+        print_next(
+            config,
+            result.max_lr,
+            longer,
+            what=f"the 1cycle this fit trained, max_lr {result.max_lr:.4g}, for longer",
+            budget="twice this fit's budget (--iterations N or --epochs E sets another)",
+            seconds_per_step=s.get("seconds_per_step"),
+            measured="measured in this fit's training run after its warm-up",
+            preset=args.preset or "auto",
+        )
     return 0
 
 

@@ -275,8 +275,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 # ---------------------------------------------------------------------- CLI defaults
-# What `superconv train` and `fit` start from for each data set (issue 23): a newcomer's
-# run that fits a laptop. Resolved in the CLI only, preset < data set < TOML < flags;
+# What `superconv train`, `lr-find` and `fit` start from for each data set (issue 23): a
+# newcomer's run that fits a laptop. Resolved in the CLI only (cli.resolve_train_config),
+# preset < data set < TOML < flags;
 # TrainConfig's own defaults (the paper's ResNet-56 CLR setting) stay as they are, so
 # committed runs keep their identity. `--preset paper` skips this layer.
 _MNIST = {
@@ -321,22 +322,14 @@ def iterations_for_epochs(epochs: float, dataset: str, batch_size: int, val_size
     return max(1, math.ceil(epochs * images / batch_size))
 
 
-def dataset_layer(dataset: str, batch_size: int | None = None) -> dict[str, Any]:
-    """The TrainConfig fields the data set's defaults set (``epochs`` resolved to
-    iterations, evaluations every tenth of the run, a checkpoint every other one)."""
-    layer = dict(DATASET_DEFAULTS.get(dataset, {}))
-    epochs = layer.pop("epochs", None)
-    if epochs is not None:
-        batch = batch_size or layer.get("batch_size", 1000)
-        iterations = iterations_for_epochs(epochs, dataset, batch, layer.get("val_size", 0))
-        every = max(1, iterations // 10)
-        layer.update(iterations=iterations, eval_every=every, checkpoint_every=2 * every)
-    return layer
+def describe_config(config: TrainConfig, schedule: str | None = None) -> list[str]:
+    """The resolved config, one line per group (printed when a run starts).
 
-
-def describe_config(config: TrainConfig) -> list[str]:
-    """The resolved config, one line per group (printed when a run starts)."""
+    ``schedule``: what a command trains in place of the config's policy (lr-find's
+    ramp, fit's chosen 1cycle); the budget and batch follow it.
+    """
     c = config
+    schedule = schedule or f"{c.policy} {dict(c.policy_params)}"
     subset = f", subset {c.train_subset:,}" if c.train_subset else ""
     augment = f"flip {'on' if c.flip else 'off'}, crop pad {c.crop_pad}"
     if c.dataset.startswith("folder:"):
@@ -345,8 +338,7 @@ def describe_config(config: TrainConfig) -> list[str]:
         f"  model:     {c.model} (dropout {c.dropout:g})",
         f"  data:      {c.dataset}{subset}, {c.val_size:,} held out for validation, "
         f"normalize {c.normalize}, {augment}",
-        f"  schedule:  {c.policy} {dict(c.policy_params)}, {c.iterations:,} iterations at "
-        f"batch {c.batch_size}",
+        f"  schedule:  {schedule}, {c.iterations:,} iterations at batch {c.batch_size}",
         f"  optimizer: {c.optimizer}, momentum {c.momentum:g}, weight decay {c.weight_decay:g}",
         f"  batchnorm: {c.bn_mode}, MAF {c.bn_maf:g}, ghost batch {c.ghost_batch or 'none'}",
         f"  run:       seed {c.seed}, evaluate every {c.eval_every:,}, checkpoint every "

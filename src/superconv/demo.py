@@ -27,6 +27,7 @@ The test set is only reported, never used for a choice.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import statistics
@@ -38,6 +39,7 @@ from typing import Any
 
 from superconv.errors import DivergenceError, RunDirError, UserError
 from superconv.records import RunDir, atomic_write_json, atomic_write_text, environment, read_csv
+from superconv.timing import WARMUP_STEPS, Pace, format_duration
 
 Echo = Callable[[str], None]
 
@@ -53,6 +55,9 @@ class LRFindResult:
     suggestion_error: str | None
     files: dict[str, Path] = field(default_factory=dict)
     others: dict[str, float | str] = field(default_factory=dict)  # rule -> max_lr, or why none
+    # Seconds per training step of the test after its warm-up (evaluations left out): what
+    # the time of a training run on the same settings is estimated from. None if too short.
+    seconds_per_step: float | None = None
 
 
 def lr_find(
@@ -180,6 +185,14 @@ def _lr_find(
     failure = distributed.broadcast_object(failure)
     if failure is not None:
         raise failure
+    # Seconds per training step, for the time of the run the suggestion is for: every
+    # optimizer step of the test (restarts included) after the warm-up, but not the
+    # steps whose time holds an evaluation (range_test evaluates after the observers).
+    every = (eval_every or max(1, num_steps // 50)) if val_name else None
+    pace, steps = Pace(num_steps), itertools.count(1)
+
+    def timing(step: int, *_: Any) -> None:
+        pace.tick(next(steps), counted=not (every and step % every == 0 and step > 0))
     curve = range_test(
         pieces.model,
         pieces.optimizer,
@@ -198,6 +211,7 @@ def _lr_find(
         # every rank sees the same (rank-averaged) curve and stops at the same step
         reduce_mean=distributed.mean_across_ranks if world.distributed else None,
         adapt=adapt,
+        observers=[timing],
     )
     suggestion, error = None, None
     try:
@@ -211,6 +225,7 @@ def _lr_find(
         suggestion,
         error,
         others={k: v if isinstance(v, str) else v.max_lr for k, v in others.items()},
+        seconds_per_step=pace.seconds_per_step,
     )
     if run is None:
         return result
@@ -226,6 +241,7 @@ def _lr_find(
                 for name, o in others.items()
             },
             "val_images": config.val_size,
+            "seconds_per_step": pace.seconds_per_step,
         },
     )
     ramp = f"{mode} {start_lr:g} -> {end_lr:g}"
@@ -426,7 +442,7 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         f"{', '.join(f'{lr:g}' for lr in plan.sweep_lrs)}); {seeds} seed(s)."
     )
     echo(
-        f"Expected time: about {_duration(expected)} ({planned:,} training iterations at "
+        f"Expected time: about {format_duration(expected)} ({planned:,} training iterations at "
         f"{speed:.0f} it/s measured just now, plus evaluations)."
     )
 
@@ -558,7 +574,7 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
     wall = time.perf_counter() - t0
     summary_lines = _verdict(one_cycle, multistep, plan, range_iters, len(plan.sweep_lrs), seeds)
     summary_lines.append(
-        f"Wall time: {_duration(wall)} (expected {_duration(expected)}). Files: {out}/demo.md"
+        f"Wall time: {format_duration(wall)} (expected {format_duration(expected)}). Files: {out}/demo.md"
     )
     checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
     if checkpoints:  # say where the disk space went; they are the finished runs' weights
@@ -588,7 +604,7 @@ def _train(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
 def _accs(summary: dict[str, Any]) -> str:
     return (
         f"validation {summary['final_val_acc']:.2f}%, test {summary['final_test_acc']:.2f}% "
-        f"({summary['wall_time']:.0f} s)"
+        f"({format_duration(summary['wall_time'])})"
     )
 
 
@@ -608,7 +624,7 @@ def _measure_speed(config: Any, steps: int = 12) -> float:
     for group in optimizer.param_groups:
         group["lr"] = 0.0  # a throwaway model: only the time matters
     elapsed = 0.0
-    for step in range(steps + 3):
+    for step in range(steps + WARMUP_STEPS):
         start = time.perf_counter()
         x, y = pieces.loader.batch(step)
         loss = F.cross_entropy(model(x), y)
@@ -617,7 +633,7 @@ def _measure_speed(config: Any, steps: int = 12) -> float:
         optimizer.step()
         if pieces.device.type == "cuda":
             torch.cuda.synchronize()
-        if step >= 3:  # the first steps allocate
+        if step >= WARMUP_STEPS:  # the first steps allocate and pick kernels
             elapsed += time.perf_counter() - start
     return steps / max(elapsed, 1e-9)
 
@@ -632,12 +648,6 @@ def _expected_seconds(plan: DemoPlan, seeds: int, speed: float) -> float:
     eval_iterations = evals / plan.batch_size / 3
     overhead = 1.5 * (runs + 1)  # loading the data and writing files, per run
     return (iterations + eval_iterations) / speed + overhead
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
 
 
 def _spread(accs: Sequence[float]) -> str:
@@ -806,7 +816,7 @@ def _markdown(
         "",
         "## Machine",
         "",
-        f"Wall time {_duration(result.wall_time)} (expected {_duration(result.expected_time)}); "
+        f"Wall time {format_duration(result.wall_time)} (expected {format_duration(result.expected_time)}); "
         f"{env['cpu']}, {base.threads or 'all'} thread(s), torch {env['torch']}, "
         f"python {env['python']}, commit {env['commit']}.",
         "",

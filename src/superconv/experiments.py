@@ -48,6 +48,7 @@ from types import MappingProxyType
 from typing import Any
 
 from superconv.errors import DivergenceError, UserError, did_you_mean
+from superconv.timing import format_duration  # noqa: F401 - used here, and its old home
 from superconv.train import TrainConfig
 
 SCALES = ("small", "reduced", "full")
@@ -1338,25 +1339,6 @@ def _cpu_contention(device: Any, load: float | None = None) -> str:
         f"uses {threads} threads: the estimate and the runs may be slow. "
         "Beside other work, --threads 1 (one lane per free core) is usually faster."
     )
-
-
-def format_duration(seconds: float) -> str:
-    """A time a person reads at a glance, in s, min or h and min.
-
-    >>> format_duration(42), format_duration(720), format_duration(12_300)
-    ('42 s', '12 min', '3 h 25 min')
-    >>> format_duration(49_449_600)
-    '13,736 h (572 days)'
-    """
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    if minutes < 90:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 48:
-        return f"{hours} h {minutes:02d} min"
-    return f"{hours:,} h ({hours / 24:,.0f} days)"
 
 
 # ----------------------------------------------------------------------------- reproduce

@@ -30,6 +30,7 @@ import torch
 from superconv import step as steps
 from superconv.errors import UserError
 from superconv.schedules import ExpRamp, LinearRamp, apply
+from superconv.timing import Pace, Progress
 
 MODES = ("linear", "exp")
 COMPLETED = "completed"
@@ -441,8 +442,8 @@ def range_test(
                             break
                     pending = []
                     if bar is not None:
-                        bar.update(len(curve.losses) - first_step)
-                        bar.set_postfix(lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
+                        bar.pace.tick(len(curve.losses))  # losses just read: the work is done
+                        bar.show(len(curve.losses), lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
                     if curve.stop_reason != COMPLETED:
                         del curve.lrs[len(curve.losses) :]
                         break
@@ -596,12 +597,8 @@ class _DivergenceTracker:
         return None
 
 
-def _progress_bar(enabled: bool, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="LR range test", unit="it", dynamic_ncols=True, leave=False)
+def _progress_bar(enabled: bool, total: int) -> Progress | None:
+    return Progress(Pace(total), desc="LR range test") if enabled else None
 
 
 

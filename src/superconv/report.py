@@ -352,7 +352,7 @@ def _header(ctx: _Context) -> list[str]:
                 f"`{inv.get('commit', '?')}`, device {inv.get('device', '?')} "
                 f"({inv.get('device_name', '?')}), {inv.get('seeds', '?')} seed(s), started "
                 f"{inv.get('started', '?')}, finished {ended}"
-                + (f"; estimated {estimate:.0f} s beforehand" if estimate is not None else "")
+                + (f"; estimated {_duration(estimate)} beforehand" if estimate is not None else "")
                 + "."
             )
     if ctx.plan is not None and ctx.plan.notes:
@@ -463,7 +463,7 @@ def _results_rows(ctx, names, steps, rows, show_val: bool):
 def _duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         return _DASH
-    from superconv.experiments import format_duration
+    from superconv.timing import format_duration
 
     return format_duration(seconds)
 

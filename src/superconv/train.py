@@ -57,6 +57,7 @@ from superconv.errors import (
 )
 from superconv.records import RunDir, environment
 from superconv.schedules import apply, build_policy, policy_to_dict
+from superconv.timing import Pace, Progress
 
 Observer = Callable[[int, torch.nn.Module, torch.optim.Optimizer, Mapping[str, Any]], None]
 
@@ -768,7 +769,10 @@ def _train(
             )
 
         warmup = lr_peak_step(policy["lr"], iterations) if "lr" in policy else 0
-        bar = _progress(progress and world.is_main, start, iterations)
+        # The time left and the run's seconds per step, from the steps after the first
+        # few (timing.WARMUP_STEPS), read where the loss is synced from the device.
+        pace = Pace(iterations, start)
+        bar = _progress(progress and world.is_main, pace)
         values: dict[str, float] = {}
         try:
             with _StopFlag() as stop:
@@ -796,6 +800,7 @@ def _train(
                     want_stop = stop.raised if not world.distributed else False
                     if at_log:
                         totals = reduced()
+                        pace.tick(done)
                         if math.isfinite(totals["bad_step"]):
                             elapsed += time.perf_counter() - t0
                             raise diverged(int(totals["bad_step"]))
@@ -803,12 +808,12 @@ def _train(
                             flag = torch.tensor([float(stop.raised)], device=device)
                             want_stop = bool(distributed.all_reduce_(flag, op="max").item())
                         if bar is not None:
-                            bar.set_postfix(
+                            bar.show(
+                                done,
                                 loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
                                 acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
                                 lr=f"{values.get('lr', float('nan')):.3g}",
                             )
-                            bar.update(done - bar.n)
                     if at_eval:
                         elapsed += time.perf_counter() - t0
                         distributed.average_buffers_(module)
@@ -830,7 +835,7 @@ def _train(
                         if board is not None:
                             board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
                         if bar is not None:
-                            bar.set_postfix(test_acc=f"{rows[-1]['test_acc']:.2f}", refresh=False)
+                            bar.show(done, test_acc=f"{rows[-1]['test_acc']:.2f}")
                         if done % config.checkpoint_every == 0 or done == iterations:
                             save_checkpoint(done)
                         t0 = time.perf_counter()
@@ -848,6 +853,7 @@ def _train(
                 bar.close()
 
         summary = _summary(config, rows, elapsed, status="finished", step=iterations)
+        summary["seconds_per_step"] = pace.seconds_per_step  # after the warm-up; None if short
         summary["train_images"] = pieces.num_train
         summary["world_size"] = world.world_size
         if run is not None:
@@ -993,9 +999,5 @@ def _write_estimates(run: RunDir, estimator: Any) -> None:
     run.write_table("estimates.csv", rows, ("iteration", "estimate", "smoothed"))
 
 
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, unit="it", dynamic_ncols=True, leave=False)
+def _progress(enabled: bool, pace: Pace) -> Progress | None:
+    return Progress(pace) if enabled else None
