@@ -109,10 +109,14 @@ class Task:
 
     @property
     def check_steps(self) -> int:
-        """The first rung of ``superconv fit``'s check at this budget (its default split)."""
+        """The first rung of ``superconv fit``'s check at this budget (its default split);
+        0 when the budget is too small for a check."""
         from superconv.fit import plan_budget
 
-        return plan_budget(self.budget).rung_first
+        try:
+            return plan_budget(self.budget).rung_first
+        except UserError:
+            return 0
 
     def check_config(self, max_lr: float) -> TrainConfig:
         """A fresh 1cycle of the first rung's length at ``max_lr``: what the check trains."""
@@ -302,16 +306,17 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
         )
         # fit's check, measured: every grid point trained as a first-rung run (does the
         # short run rank the LRs as the full budget does? the fit issue's item 5)
-        steps.append(
-            Sweep(
-                f"{task.name}-short",
-                task.check_config(task.grid[0]),
-                "max_lr",
-                task.grid,
-                seeds=1,
-                note=f"{task.title}: first rung of fit's check ({task.check_steps} it)",
+        if task.check_steps:
+            steps.append(
+                Sweep(
+                    f"{task.name}-short",
+                    task.check_config(task.grid[0]),
+                    "max_lr",
+                    task.grid,
+                    seeds=1,
+                    note=f"{task.title}: first rung of fit's check ({task.check_steps} it)",
+                )
             )
-        )
         eval_batches = max(1, RANGE_EVAL_IMAGES // task.config.eval_batch_size)
         for ramp in task.ramps:
             for length in task.range_lengths():
