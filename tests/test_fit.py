@@ -102,12 +102,17 @@ def test_rungs_and_candidates():
 
 
 def test_budget_caps_the_range_test_at_a_tenth_and_fits_the_check_in_the_rest():
+    from superconv.suggest import default_range_test
+
+    # the default test's length (a share of the budget), within the cap of a tenth
     b = plan_budget(1000)
-    assert (b.range_steps, b.rung_first) == (100, 112)
+    assert b.range_steps == min(default_range_test(budget=1000)["num_steps"], 100)
+    # the check gets the rest: 4 candidates x r + 2 x 2r <= what is left
+    assert b.rung_first == (1000 - b.range_steps) // 8
     assert b.range_iterations + b.check_iterations <= 1000
     b = plan_budget(10_000, repeats=3, tune_budget=0.5)
-    assert b.range_steps == 300 and b.range_iterations == 900
-    assert b.range_iterations + b.check_iterations <= 5000
+    assert b.range_steps == min(default_range_test(budget=10_000)["num_steps"], 1000 // 3)
+    assert b.range_iterations <= 1000 < b.range_iterations + b.check_iterations <= 5000
     assert plan_budget(1000, verify=False).rung_first == 0
 
 

@@ -414,19 +414,24 @@ def build_parser() -> argparse.ArgumentParser:
         LR_FIND_EXAMPLES,
     )
     for flag, kind, default, metavar, text in (
-        ("--steps", int, 1000, "N", "iterations (the paper: 5,000 and more; default: 1000)"),
-        ("--start-lr", float, None, "X", "first LR (default: 0 for linear, 1e-5 for exp)"),
-        ("--end-lr", float, 3.0, "X", "last LR (default: 3.0, the paper's)"),
+        ("--steps", int, None, "N", "iterations (default: the length the default rule was "
+         "chosen at, a share of the training budget: superconv.suggest.DEFAULT_TEST; printed "
+         "at start. The paper ran 5,000 and more)"),
+        ("--start-lr", float, None, "X", "first LR (default: the ramp's for the optimizer: "
+         "exp 1e-4 -> 10, Adam/AdamW 1e-6 -> 1; linear 0 -> 3, Adam/AdamW 0 -> 0.1)"),
+        ("--end-lr", float, None, "X", "last LR (default: the ramp's)"),
         ("--eval-every", int, None, "N", "iterations between validation evaluations "
-         "(default: 50 evaluations per test)"),
-        ("--eval-batches", int, None, "N", "validation batches per evaluation (default: all)"),
+         "(default: 20 evaluations per test, at most one per 3 steps)"),
+        ("--eval-batches", int, None, "N", "validation batches per evaluation (default: "
+         "enough for 2,000 images)"),
     ):  # fmt: skip
         sub.add_argument(flag, type=kind, default=default, metavar=metavar, help=text)
     sub.add_argument(
         "--mode",
         choices=("linear", "exp"),
-        default="linear",
-        help="LR ramp (default: linear, the paper's)",
+        default=None,
+        help="LR ramp (default: the one the default rule was chosen on, "
+        "superconv.suggest.DEFAULT_TEST; linear is the paper's 0 -> 3)",
     )
     sub.add_argument(
         "--rule",
@@ -928,26 +933,34 @@ def lr_find_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
 
 def _cmd_lr_find(args: argparse.Namespace) -> int:
     from superconv.demo import lr_find
+    from superconv.suggest import default_range_test
 
     config, file = lr_find_config(args)
     budget = config.iterations
     _check_early(config)
-    start_lr = args.start_lr if args.start_lr is not None else (1e-5 if args.mode == "exp" else 0.0)
+    test = default_range_test(config.optimizer, budget, args.mode)
+    start_lr = test["start_lr"] if args.start_lr is None else args.start_lr
+    end_lr = test["end_lr"] if args.end_lr is None else args.end_lr
+    steps = test["num_steps"] if args.steps is None else args.steps
+    eval_every = args.eval_every or max(1, steps // min(20, max(1, steps // 3)))
+    eval_batches = args.eval_batches or max(1, test["eval_images"] // config.eval_batch_size)
     _say(
-        f"LR range test: {config.model} on {config.dataset}, lr {start_lr:g} -> {args.end_lr:g} "
-        f"({args.mode}) over {args.steps} iterations at batch {config.batch_size}; validation on "
-        f"{config.val_size:,} images held out of the training set."
+        f"LR range test: {config.model} on {config.dataset}, lr {start_lr:g} -> {end_lr:g} "
+        f"({test['mode']}) over {steps} iterations at batch {config.batch_size} "
+        f"({steps / budget:.0%} of the {budget:,}-iteration budget); validation on "
+        f"{config.val_size:,} images held out of the training set, "
+        f"{min(config.val_size, eval_batches * config.eval_batch_size):,} per evaluation."
     )
     _print_settings(args, config, f"for a 1cycle read from the test ({args.rule} rule)")
     result = lr_find(
         config,
         args.out,
         start_lr=start_lr,
-        end_lr=args.end_lr,
-        num_steps=args.steps,
-        mode=args.mode,
-        eval_every=args.eval_every,
-        eval_batches=args.eval_batches,
+        end_lr=end_lr,
+        num_steps=steps,
+        mode=test["mode"],
+        eval_every=eval_every,
+        eval_batches=eval_batches,
         progress=args.progress,
         rule=args.rule,
         budget=budget,
@@ -961,7 +974,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         print(f"Adapted: {note}.")
     ran = curve.steps_run or len(curve.losses)
     cost = f" {ran:,} steps in all: {ran / budget:.0%} of the {budget:,}-iteration budget."
-    print(f"Ran {len(curve.losses)} of {args.steps} iterations: {curve.stop_reason}.{cost}")
+    print(f"Ran {len(curve.losses)} of {steps} iterations: {curve.stop_reason}.{cost}")
     if s is None:
         print(f"No suggestion: {result.suggestion_error}")
     else:
@@ -1270,10 +1283,11 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         config = resolve_train_config(args, file, _validation_default(args, file), FIT_FIELDS)
         _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
         _print_settings(args, config, "the 1cycle this fit chooses (range test -> check)")
-        plan = RangePlan()
+        plan = RangePlan.for_optimizer(config.optimizer)
         plan = RangePlan(
             start_lr=plan.start_lr if args.start_lr is None else args.start_lr,
             end_lr=plan.end_lr if args.end_lr is None else args.end_lr,
+            mode=plan.mode,
         )
         from superconv.range_test import check_range_test_args
 

@@ -60,7 +60,6 @@ __all__ = [
 
 FACTORS = (2.0, 1.0, 0.5, 0.25)  # candidates around the suggestion, largest first
 RANGE_CAP = 0.1  # the range test's default share of the training budget
-DEFAULT_RANGE_STEPS = 300  # the demo's LeNet test; capped at RANGE_CAP x the budget
 MIN_RANGE_STEPS = 10  # fewer cannot give a suggestion (3 readings after the burn-in)
 MIN_RUNG = 10  # a shorter candidate run says nothing about its LR
 MAX_HALVINGS = 2  # a final 1cycle that diverges is rerun at max_lr / 2, at most this often
@@ -73,12 +72,22 @@ Echo = Callable[[str], None]
 # ----------------------------------------------------------------------------- pure core
 @dataclass(frozen=True)
 class RangePlan:
-    """The range test of a fit: an exponential ramp (LeNet's few usable decades resolved)."""
+    """The range test of a fit: its ramp (SGD's exp ramp of the suggestion benchmark by
+    default; :meth:`for_optimizer` gives the one the default rule was chosen on)."""
 
     start_lr: float = 1e-4
     end_lr: float = 10.0
     mode: str = "exp"
     evaluations: int = 10  # validation evaluations over the test
+
+    @classmethod
+    def for_optimizer(cls, optimizer: str = "sgd") -> RangePlan:
+        """The default test's ramp for a TrainConfig optimizer name
+        (:func:`superconv.suggest.default_range_test`: Adam/AdamW take the adaptive one)."""
+        from superconv.suggest import default_range_test
+
+        test = default_range_test(optimizer)
+        return cls(start_lr=test["start_lr"], end_lr=test["end_lr"], mode=test["mode"])
 
 
 @dataclass(frozen=True)
@@ -161,7 +170,10 @@ def plan_budget(
     notes: list[str] = []
     cap = int(RANGE_CAP * iterations)  # all the range tests (repeats x steps) together
     if range_steps is None:
-        steps = min(DEFAULT_RANGE_STEPS, cap // repeats)
+        from superconv.suggest import default_range_test
+
+        # the length the default rule was chosen at (a share of the budget), within the cap
+        steps = min(default_range_test(budget=iterations)["num_steps"], cap // repeats)
         if steps < MIN_RANGE_STEPS:
             minimum = math.ceil(MIN_RANGE_STEPS * repeats / RANGE_CAP)
             raise UserError(
@@ -956,7 +968,7 @@ def fit_run(
     verify: bool = True,
     repeats: int = 1,
     range_steps: int | None = None,
-    range_plan: RangePlan = RangePlan(),
+    range_plan: RangePlan | None = None,
     factors: Sequence[float] = FACTORS,
     evaluations: int | None = 10,
     resume: bool = False,
@@ -996,6 +1008,8 @@ def fit_run(
             "of the training set; the test set is never used for a choice)."
         )
     config.validate()
+    if range_plan is None:  # the default test's ramp for this optimizer
+        range_plan = RangePlan.for_optimizer(config.optimizer)
     if config.dataset.startswith("folder:"):  # your own images: counted, not loaded
         from superconv.data.folder import folder_splits
 
@@ -1096,6 +1110,14 @@ def _current_phase(record: _Record, budget: Budget) -> str:
 
 
 # ----------------------------------------------------------------------------- API backend
+def _optimizer_name(make: Callable[..., Any] | None) -> str:
+    """The TrainConfig name of a user's optimizer factory, as far as the ramp cares:
+    "adamw"/"adam" for torch's Adam family (a class, or a partial of one), else "sgd"."""
+    target = getattr(make, "func", make)  # functools.partial
+    name = getattr(target, "__name__", "").lower()
+    return name if name in ("adam", "adamw") else "sgd"
+
+
 def _default_optimizer(params: Iterable[Any]) -> Any:
     import torch
 
@@ -1344,7 +1366,7 @@ def fit(
     verify: bool = True,
     repeats: int = 1,
     range_steps: int | None = None,
-    range_plan: RangePlan = RangePlan(),
+    range_plan: RangePlan | None = None,
     factors: Sequence[float] = FACTORS,
     val_fraction: float = 0.1,
     seed: int = 0,
@@ -1447,6 +1469,7 @@ def fit(
         accumulation_steps=accumulation_steps,
         precision=precision,
     )
+    range_plan = range_plan or RangePlan.for_optimizer(_optimizer_name(optimizer))
     settings = {
         "model": type(model).__name__,
         "iterations": iterations,
@@ -1536,7 +1559,8 @@ def find_cycle(
         precision=precision,
     )
     record = _Record(None, {"settings": {}, "phases": {}, "notes": [], "split": split})
-    return _phases(backend, plan, RangePlan(), record, echo, seed, FACTORS, train=False)
+    rplan = RangePlan.for_optimizer(_optimizer_name(optimizer))
+    return _phases(backend, plan, rplan, record, echo, seed, FACTORS, train=False)
 
 
 class _CallableModule(types.ModuleType):

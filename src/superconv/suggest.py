@@ -598,27 +598,40 @@ RAMPS: Mapping[str, Mapping[str, tuple[float, float]]] = {
 ADAPTIVE_OPTIMIZERS = ("adam", "adamw")  # the optimizers the adaptive ramps are for
 
 
-def default_range_test(optimizer: str = "sgd", budget: int | None = None) -> dict[str, Any]:
-    """The range test the default rule reads: mode, start/end LR, steps and repeats.
+RANGE_EVAL_IMAGES = 2_000  # a range test's evaluations use at most this many images
+
+
+def default_range_test(
+    optimizer: str = "sgd", budget: int | None = None, mode: str | None = None
+) -> dict[str, Any]:
+    """The range test the default rule reads: mode, start/end LR, steps, repeats, evaluations.
 
     ``optimizer``: a :class:`~superconv.train.TrainConfig` optimizer name (Adam
     and AdamW take the adaptive ramp, every other one SGD's); ``budget``: the
     training run's iterations, which the test's length is a share of (None: the
-    floor). Pure; ``lr-find`` and ``fit`` start from it.
+    floor); ``mode``: another ramp than the default's (``"linear"``: for SGD the
+    paper's 0 -> 3). ``eval_points`` evaluations on at most ``eval_images``
+    validation images, as the suggestion benchmark recorded them. Pure;
+    ``lr-find`` and ``fit`` start from it.
     """
     test = DEFAULT_TEST or {"mode": "exp", "fraction": 0.1, "min_steps": 100, "repeats": 1}
     family = "adaptive" if optimizer in ADAPTIVE_OPTIMIZERS else "sgd"
-    start, end = RAMPS[family][test["mode"]]
+    mode = mode or test["mode"]
+    if mode not in RAMPS[family]:
+        raise UserError(f"unknown ramp {mode!r}; ramps: {', '.join(RAMPS[family])}.")
+    start, end = RAMPS[family][mode]
     steps = int(test["min_steps"])
     if budget is not None:
         _check_budget(budget)
         steps = max(steps, math.ceil(test["fraction"] * budget))
     return {
-        "mode": test["mode"],
+        "mode": mode,
         "start_lr": start,
         "end_lr": end,
         "num_steps": steps,
         "repeats": int(test.get("repeats", 1)),
+        "eval_points": min(20, max(1, steps // 3)),
+        "eval_images": RANGE_EVAL_IMAGES,
     }
 
 
