@@ -61,7 +61,11 @@ def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only():
     sf, pr = steps["schedulefree-5ep"].config, steps["prodigy-5ep"].config
     assert (sf.optimizer, sf.policy, dict(sf.policy_params)) == (
         "schedulefree_sgd", "constant", {"lr": 1.0})  # fmt: skip
-    assert (pr.optimizer, pr.policy, dict(pr.policy_params)) == ("prodigy", "cosine", {"max_lr": 1.0})
+    assert (pr.optimizer, pr.policy, dict(pr.policy_params)) == (
+        "prodigy",
+        "cosine",
+        {"max_lr": 1.0},
+    )
 
 
 def test_committed_runs_keep_their_identity():
@@ -134,18 +138,22 @@ def _tiny_plan(scale) -> ex.Plan:
     return ex.Plan(
         scale.name,
         (
-            ex.Sweep("sweep", base.replace(policy="multistep", policy_params={"lr": 0.01}),
-                     "lr", (0.01, 0.05))  # fmt: skip
-            ,
+            ex.Sweep(
+                "sweep",
+                base.replace(policy="multistep", policy_params={"lr": 0.01}),
+                "lr",
+                (0.01, 0.05),
+            ),  # fmt: skip
             ex.Train(
                 "multistep",
                 base.replace(policy="multistep", policy_params={}),
                 tuned=(ex.Tuned("lr", "sweep"),),
             ),
             ex.Fit("fit", base.replace(policy="one_cycle", policy_params={"div": 4}), seeds=1),
-            ex.Train("prodigy", base.replace(optimizer="prodigy", policy="cosine",
-                                             policy_params={"max_lr": 1.0}))  # fmt: skip
-            ,
+            ex.Train(
+                "prodigy",
+                base.replace(optimizer="prodigy", policy="cosine", policy_params={"max_lr": 1.0}),
+            ),  # fmt: skip
         ),
         ("a tiny plan of the fair comparison's kinds of rows",),
     )

@@ -225,7 +225,10 @@ def test_schedule_free_resumes_from_an_interrupt_bit_identical(tmp_path):
         return [{k: v for k, v in r.items() if k != "wall_time"} for r in read_csv(path)]
 
     assert rows(tmp_path / "run/metrics.csv") == rows(tmp_path / "reference/metrics.csv")
-    a, b = ckpt.load(tmp_path / "run/checkpoint.pt"), ckpt.load(tmp_path / "reference/checkpoint.pt")
+    a, b = (
+        ckpt.load(tmp_path / "run/checkpoint.pt"),
+        ckpt.load(tmp_path / "reference/checkpoint.pt"),
+    )
     for key in ("model", "train_point"):
         for name, tensor in b[key].items():
             assert torch.equal(a[key][name], tensor), (key, name)

@@ -956,8 +956,13 @@ def _fair_comparison(s: _Scale) -> Plan:
             ),
             Train(
                 f"schedulefree-{label}",
-                cfg(iterations, "constant", {"lr": SCHEDULEFREE_LR}, optimizer="schedulefree_sgd",
-                    **extra),  # fmt: skip
+                cfg(
+                    iterations,
+                    "constant",
+                    {"lr": SCHEDULEFREE_LR},
+                    optimizer="schedulefree_sgd",
+                    **extra,
+                ),
                 seeds=seeds,
                 note="schedule-free SGD, lr 1.0, its own 5% warm-up, no schedule, BN "
                 "recomputed at its average before each evaluation",
