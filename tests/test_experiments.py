@@ -44,6 +44,9 @@ def final_configs(plan: ex.Plan) -> list[tuple[str, TrainConfig]]:
                 "div": 4.0,
             }
             out.append((step.name, step.config))
+        elif isinstance(step, ex.Fit):  # fit chooses max_lr: a placeholder, as for a sweep
+            params = {**dict(step.config.policy_params), "max_lr": 1.0}
+            out.append((step.name, step.config.replace(policy_params=params)))
         else:
             out.append((step.name, step.resolve(placeholders)))
     return out
@@ -263,7 +266,11 @@ def test_full_fair_comparison_is_the_skeptics_setting():
         assert (config.model, config.dataset, config.batch_size) == ("resnet20", "cifar10", 128), (
             name
         )
-        assert (config.optimizer, config.momentum, config.weight_decay) == ("sgd", 0.9, 1e-4)
+        # the rows users pick instead of tuning an LR (issue 22, item 6) bring their optimizer
+        optimizer = {"schedulefree": "schedulefree_sgd", "prodigy": "prodigy"}.get(
+            name.split("-")[0], "sgd"
+        )
+        assert (config.optimizer, config.momentum, config.weight_decay) == (optimizer, 0.9, 1e-4)
         assert (config.flip, config.crop_pad, config.val_size) == (True, 4, 5_000)
     short, long = math.ceil(5 * 45_000 / 128), math.ceil(15 * 45_000 / 128)
     sweeps = [s for s in plan.steps if isinstance(s, ex.Sweep)]

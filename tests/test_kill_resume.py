@@ -149,15 +149,41 @@ def summary_without_time(path: Path) -> dict:
 
 
 def test_killed_and_interrupted_training_resumes_to_the_identical_result(tmp_path, capsys):
+    kill_and_resume(tmp_path, capsys, TRAIN)
+
+
+# Schedule-free SGD on a model with batch norm: its checkpoints hold the evaluation point x
+# (optimizer.eval(), BN statistics recomputed there) and the training point y beside it.
+SCHEDULE_FREE = [
+    *TRAIN[: TRAIN.index("--policy")], "--model", "resnet8", "--policy", "constant",
+    "--policy-param", "lr=0.1", "--optimizer", "schedulefree_sgd",
+]  # fmt: skip
+
+
+def test_killed_and_interrupted_schedule_free_training_resumes_to_the_identical_result(
+    tmp_path, capsys
+):
+    pytest.importorskip("schedulefree", reason="needs the schedulefree extra")
+    kill_and_resume(tmp_path, capsys, SCHEDULE_FREE)
+    final = ckpt.load(tmp_path / "killed" / "checkpoint.pt")
+    expected = ckpt.load(tmp_path / "reference" / "checkpoint.pt")
+    for name, tensor in expected["train_point"].items():
+        assert torch.equal(final["train_point"][name], tensor), name
+
+
+def kill_and_resume(tmp_path: Path, capsys, args: list[str]) -> None:
+    """Two SIGKILLs and a SIGINT at random moments of a ``train ARGS`` run, each resumed:
+    metrics, summary and final weights bit-identical to the same run uninterrupted."""
+    rows = int(args[args.index("--iterations") + 1]) // EVERY
     reference = tmp_path / "reference"
-    assert main(["train", *TRAIN, "--out", str(reference)]) == 0
-    assert len(read_csv(reference / "metrics.csv")) == ROWS
+    assert main(["train", *args, "--out", str(reference)]) == 0
+    assert len(read_csv(reference / "metrics.csv")) == rows
 
     run = tmp_path / "killed"
     rng = random.Random(7)
     events = []
     # Two SIGKILLs at random moments (the first after the first checkpoint), each resumed.
-    proc = launch("train", *TRAIN, "--out", str(run))
+    proc = launch("train", *args, "--out", str(run))
     events.append(signal_at_random_moment(proc, run, rng.randint(2, 3), rng, signal.SIGKILL))
     assert events[-1]["code"] == -signal.SIGKILL, events  # killed, not finished
     done = check_consistent(run)

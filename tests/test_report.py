@@ -109,6 +109,8 @@ def test_plots_exist_and_the_report_regenerates_from_run_dirs_alone(mnist):
     plots = root / "plots"
     names = {"test_acc.png", "train_loss.png", "test_loss.png", "lr.png", "momentum.png"}
     names.add("budget-12.png")  # the equal-budget comparison of the two 12-"epoch" rows
+    # accuracy against iterations including tuning (the plan has a sweep), one per budget
+    names |= {"time-to-accuracy-12.png", "time-to-accuracy-85.png"}
     assert {p.name for p in plots.iterdir()} == names
     assert all((plots / n).read_bytes().startswith(PNG) for n in names)
     for name in names:

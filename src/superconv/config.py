@@ -27,8 +27,11 @@ POLICY_NAMES = (
 )  # fmt: skip
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp64")
-OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta")
-_MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw")
+OPTIMIZERS = (
+    "sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta",
+    "schedulefree_sgd", "prodigy",  # optional extras: pip install 'superconv[schedulefree]' / [prodigy]
+)  # fmt: skip
+_MOMENTUM_OPTIMIZERS = ("sgd", "nesterov", "adam", "adamw", "prodigy")
 
 
 @dataclass(frozen=True)

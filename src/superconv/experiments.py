@@ -198,7 +198,27 @@ class Sweep:
         return tuple(self.trial(v) for v in self.values)
 
 
-Step = Train | RangeTest | Sweep
+@dataclass(frozen=True)
+class Fit:
+    """``superconv fit`` as a row: :func:`superconv.fit.fit_run` once per seed into
+    ``<name>/seed<k>`` (range test, budget-matched check, then the chosen 1cycle for
+    ``config.iterations``; ``fit.json`` records each phase and its cost, which the report
+    counts beside the accuracy). The policy fields of ``config`` are not trained: fit
+    chooses the cycle. Resumable phase by phase; skipped once its training phase ended.
+    """
+
+    name: str
+    config: TrainConfig
+    seeds: int | None = None  # None: every seed of the call; n: the first n of them
+    note: str = ""
+    tuned: tuple[Tuned, ...] = ()  # nothing taken from other steps: fit tunes itself
+    evaluations: int | None = None  # fit_run's: None keeps config.eval_every (the rows' cadence)
+
+    def resolve(self, values: Mapping[str, Mapping[str, float]]) -> TrainConfig:
+        return self.config
+
+
+Step = Train | RangeTest | Sweep | Fit
 
 
 @dataclass(frozen=True)
@@ -918,6 +938,43 @@ def _fair_comparison(s: _Scale) -> Plan:
                 note="10% warm-up, cosine to 0, max_lr by the sweep",
             ),
         ]
+    # Issue 22, item 6: the comparison rerun with the product, appended after every
+    # committed step (none of which changes): at the smaller and larger budget and on the
+    # 10k subset, not 20k. At the larger budget 2 seeds ("a third only where the result
+    # falls inside the band": raise that row's seeds to 3 then).
+    product = [(short, labels[0], None, None), (long, labels[1], None, 2)]
+    product += [(short, f"{labels[0]}-10k", 10_000, None)]
+    for iterations, label, subset, seeds in product:
+        extra = {} if subset is None else {"train_subset": subset}
+        steps += _default_rule_rows(base, cfg(iterations, "one_cycle", {}, **extra), label, seeds)
+        steps += [
+            Fit(
+                f"fit-{label}",
+                cfg(iterations, "one_cycle", _cycle_shape(), **extra),
+                seeds=seeds,
+                note="superconv fit: range test + check (successive halving) + the chosen "
+                "1cycle; cost includes the tuning",
+            ),
+            Train(
+                f"schedulefree-{label}",
+                cfg(
+                    iterations,
+                    "constant",
+                    {"lr": SCHEDULEFREE_LR},
+                    optimizer="schedulefree_sgd",
+                    **extra,
+                ),
+                seeds=seeds,
+                note="schedule-free SGD, lr 1.0, its own 5% warm-up, no schedule, BN "
+                "recomputed at its average before each evaluation",
+            ),
+            Train(
+                f"prodigy-{label}",
+                cfg(iterations, "cosine", {"max_lr": PRODIGY_LR}, optimizer="prodigy", **extra),
+                seeds=seeds,
+                note="Prodigy, lr 1.0 with cosine annealing to 0 over the run",
+            ),
+        ]
     budget_text = (
         f"~{budgets[0]} and ~{budgets[1]} epochs ({short:,} and {long:,} iterations)"
         if budgets
@@ -946,12 +1003,82 @@ def _fair_comparison(s: _Scale) -> Plan:
         "seed, data and config: on the CPU the same run, bit for bit), so that seed was picked "
         "for its validation accuracy; seeds 1 and 2 carry no such selection.",
     )
+    notes += (
+        f"Rerun with the product (issue 22, item 6; {', '.join(p[1] for p in product)}): "
+        "`fit-*` runs `superconv fit` (its own range test and budget-matched check, then "
+        "the chosen 1cycle) and is charged its tuning; `schedulefree-*` (schedule-free SGD, "
+        "lr 1.0, 5% warm-up inside the optimizer, BN statistics recomputed at its average "
+        "before each evaluation and checkpoint) and `prodigy-*` (Prodigy, lr 1.0, cosine to "
+        "0, weight decay 1e-4 as an L2 penalty like the baselines') tune nothing; "
+        "`onecycle_<rule>-*` train 1cycle at the default rule's suggestion from a range test "
+        "on that budget's data, once a default range test is chosen "
+        "(superconv.suggest.DEFAULT_TEST). Recipes: docs/fair-comparison.md.",
+        "At the larger budget these rows have 2 seeds: a third only where the result falls "
+        "inside the band.",
+    )
     if s.name != "small":
         notes += (
             "This comparison is specified at CPU scale (ResNet-20, batch 128): `reduced` and "
             "`full` are the same plan here.",
         )
     return Plan(s.name, tuple(steps), notes)
+
+
+# The rows users pick instead of tuning an LR (docs/fair-comparison.md gives each number's
+# source): schedule-free SGD at its class default lr 1.0 (its README: "a learning rate 10x-50x
+# larger than classical rates", 10x the usual 0.1); Prodigy at lr 1.0 ("We recommend using
+# lr=1. (default) for all networks"), with the cosine annealing its README recommends.
+SCHEDULEFREE_LR = 1.0
+PRODIGY_LR = 1.0
+
+
+def _cycle_shape() -> dict[str, Any]:
+    """The one_cycle parameters of superconv.suggest.CYCLE, max_lr left to be filled."""
+    from superconv.suggest import CYCLE
+
+    return {k: v for k, v in CYCLE.policy_params(1.0).items() if k != "max_lr"}
+
+
+def _default_rule_rows(
+    base: TrainConfig, row: TrainConfig, label: str, seeds: int | None
+) -> list[Step]:
+    """``onecycle_<rule>-<label>``: 1cycle (superconv.suggest.CYCLE) at the default rule's
+    suggestion, read from seed 0 of a range test of the default test's ramp and length on
+    the row's own data (``row``: its budget, subset and cadence). None until a default test
+    is chosen (``DEFAULT_TEST``), as the suggestion benchmark's confirmation rows."""
+    from superconv import suggest
+    from superconv.suggest_bench import RANGE_EVAL_IMAGES
+
+    if suggest.DEFAULT_TEST is None:
+        return []
+    rule = suggest.DEFAULT["rule"]
+    constants = tuple(sorted((k, v) for k, v in suggest.DEFAULT.items() if k != "rule"))
+    test = suggest.default_range_test(row.optimizer, row.iterations)
+    length = test["num_steps"]
+    extra = {} if row.train_subset is None else {"train_subset": row.train_subset}
+    source = RangeTest(
+        f"range-test-{rule}-{label}",
+        base.replace(iterations=length, **extra),
+        start_lr=test["start_lr"],
+        end_lr=test["end_lr"],
+        mode=test["mode"],
+        evaluate_on="val",
+        eval_points=max(1, min(20, length // 3)),  # as the benchmark the rule was chosen on
+        eval_batches=max(1, RANGE_EVAL_IMAGES // base.eval_batch_size),
+        seeds=1,
+        note=f"the default test ({test['mode']} ramp, {length} iterations) read by the default "
+        f"rule {rule!r} for a {row.iterations}-iteration budget",
+        rule=(rule, constants),
+        budget=row.iterations,
+    )
+    trained = Train(
+        f"onecycle_{rule}-{label}",
+        row.replace(policy_params=_cycle_shape()),
+        tuned=(Tuned("max_lr", source.name, "max_lr"),),
+        seeds=seeds,
+        note=f"1cycle at the default rule's ({rule}) suggestion from {source.name}",
+    )
+    return [source, trained]
 
 
 def _entries() -> tuple[Experiment, ...]:
@@ -1153,10 +1280,12 @@ def _jobs(plan: Plan, seeds: int, root: Path) -> list[_Job]:
     return jobs
 
 
-def _status(path: Path) -> str:
+def _status(path: Path, step: Step | None = None) -> str:
     """``finished`` / ``diverged`` (done), ``resume`` (started, not ended) or ``new``."""
     from superconv.records import RunDir
 
+    if isinstance(step, Fit):
+        return fit_status(path)
     run = RunDir(path)
     try:
         summary = run.read_summary()
@@ -1165,6 +1294,31 @@ def _status(path: Path) -> str:
     if summary is not None and summary.get("status") in DONE:
         return summary["status"]
     return "resume" if run.config_path.exists() else "new"
+
+
+def fit_status(path: Path) -> str:
+    """A :class:`Fit` run's state from its ``fit.json``: ``finished`` once its training
+    phase ended; ``diverged`` (a finding, kept) when every candidate of its check diverged
+    or its final 1cycle diverged with no halvings left; else ``resume`` or ``new``."""
+    import json
+
+    from superconv.fit import FIT_FILE
+
+    try:
+        data = json.loads((path / FIT_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "new"
+    except ValueError:  # a damaged fit.json: fit_run refuses it, naming the file
+        return "resume"
+    phases = data.get("phases") or {}
+    if "train" in phases:
+        return "finished"
+    check = phases.get("check") or {}
+    if check.get("done") and check.get("chosen") is None:
+        return "diverged"
+    if any(str(n).endswith("no halvings left") for n in data.get("notes") or []):
+        return "diverged"
+    return "resume"
 
 
 def _check_seeds(seeds: int) -> int:
@@ -1199,7 +1353,13 @@ def _planned_images(job: _Job) -> tuple[TrainConfig, int, int]:
         )
         return config, config.iterations * config.batch_size, points * per_eval
     evals = math.ceil(config.iterations / config.eval_every)
-    return config, config.iterations * config.batch_size, evals * (test + config.val_size)
+    iterations = config.iterations
+    if isinstance(job.step, Fit):  # its range test and check, as fit plans them
+        from superconv.fit import plan_budget
+
+        budget = plan_budget(config.iterations)
+        iterations += budget.range_iterations + budget.check_iterations
+    return config, iterations * config.batch_size, evals * (test + config.val_size)
 
 
 def _measure(config: TrainConfig, device: Any, cache: dict) -> tuple[float, float]:
@@ -1216,6 +1376,12 @@ def _measure(config: TrainConfig, device: Any, cache: dict) -> tuple[float, floa
     from superconv.models import build_model
     from superconv.train import make_optimizer
 
+    # The extras' optimizers are timed as the built-in nearest them (a dry run needs no
+    # extra installed): schedule-free SGD as SGD, Prodigy (Adam with a step-size estimate)
+    # as Adam.
+    stand_in = {"schedulefree_sgd": "sgd", "prodigy": "adam"}.get(config.optimizer)
+    if stand_in is not None:
+        config = config.replace(optimizer=stand_in)
     channels, height, width = _IMAGE_SHAPES.get(config.dataset, (3, 32, 32))
     classes = len(DATASETS[config.dataset].classes) if config.dataset in DATASETS else 10
     cpu = device.type == "cpu"
@@ -1433,7 +1599,7 @@ def _reproduce(exp_id, seeds, scale, out, data_dir, device, dry_run, progress, t
     steps = select_steps(plan, only)
     plan = dataclasses.replace(plan, steps=steps)
     jobs = _jobs(plan, seeds, root)
-    status = {job.path: _status(job.path) for job in jobs}
+    status = {job.path: _status(job.path, job.step) for job in jobs}
     todo = [job for job in jobs if status[job.path] not in DONE]
     done = len(jobs) - len(todo)
     resuming = sum(status[j.path] == "resume" for j in todo)
@@ -1576,7 +1742,7 @@ def run_claim(path: Path, *, wait: bool = False) -> Iterator[bool]:
 
 def _run_claimed(job: _Job, values, overrides, progress: bool, label: str) -> None:
     """Run a claimed job unless another process ended it since this call looked."""
-    state = _status(job.path)
+    state = _status(job.path, job.step)
     if state in DONE:
         _check_same(job, values, overrides)
         print(f"{label}: {state} by another process, skipped")
@@ -1589,9 +1755,12 @@ def _describe(step: Step) -> str:
     what = f"{c.model} on {c.dataset}, batch {c.batch_size}, {c.iterations} it"
     if isinstance(step, RangeTest):
         return f"range test {step.start_lr:g} -> {step.end_lr:g} ({what}, evaluated on {step.evaluate_on})"
+    if isinstance(step, Fit):
+        return f"superconv fit: range test + check + the chosen 1cycle ({what} + tuning)"
     params = ", ".join(f"{k}={v}" for k, v in dict(c.policy_params).items())
     tuned = "".join(f", {t.param} from {t.source}" for t in getattr(step, "tuned", ()))
-    return f"{c.policy}({params}{tuned}), {what}"
+    optimizer = "" if c.optimizer == "sgd" else f", {c.optimizer}"
+    return f"{c.policy}({params}{tuned}){optimizer}, {what}"
 
 
 def _now() -> str:
@@ -1631,7 +1800,13 @@ def _check_same(job: _Job, values, overrides) -> None:
     from superconv.records import RunDir
 
     config = _config_for(job, values, overrides).to_dict()
-    stored = json.loads(RunDir(job.path).config_path.read_text(encoding="utf-8"))
+    if isinstance(job.step, Fit):  # the config fit_run recorded in fit.json's settings
+        from superconv.fit import FIT_FILE
+
+        fit = json.loads((job.path / FIT_FILE).read_text(encoding="utf-8"))
+        stored = dict(fit.get("settings", {}).get("train_config") or {})
+    else:
+        stored = json.loads(RunDir(job.path).config_path.read_text(encoding="utf-8"))
     stored.pop("range_test", None)
     planned = json.loads(json.dumps(config))  # JSON round trip: tuples -> lists
     diff = sorted(
@@ -1656,6 +1831,9 @@ def _run(job: _Job, values, overrides, progress: bool, label: str, *, resume: bo
         result = _run_range_test(job.step, config, job.path, progress)
         print(f"{label}: done ({result['stop_reason']}); suggested max_lr {result['max_lr']}")
         return
+    if isinstance(job.step, Fit):
+        _run_fit(job.step, config, job.path, progress, label, resume=resume)
+        return
     print(f"{label}: {verb} training ({config.iterations} it)")
     t0 = time.perf_counter()
     try:
@@ -1666,6 +1844,34 @@ def _run(job: _Job, values, overrides, progress: bool, label: str, *, resume: bo
     acc = result.summary.get("final_test_acc")
     shown = "n/a" if acc is None else f"{acc:.2f}%"
     print(f"{label}: finished, test acc {shown} ({format_duration(time.perf_counter() - t0)})")
+
+
+def _run_fit(
+    step: Fit, config: TrainConfig, path: Path, progress: bool, label: str, *, resume: bool
+) -> None:
+    """One seed of a :class:`Fit` row: :func:`superconv.fit.fit_run` into ``path``."""
+    from superconv.fit import fit_run
+
+    print(f"{label}: {'resuming' if resume else 'starting'} fit ({config.iterations} it + tuning)")
+    t0 = time.perf_counter()
+    try:
+        result = fit_run(
+            config,
+            path,
+            evaluations=step.evaluations,
+            resume=resume,
+            progress=progress,
+            echo=lambda line: print(f"  {line}"),
+        )
+    except DivergenceError as exc:  # recorded in fit.json: a finding, as a diverged row
+        print(f"{label}: DIVERGED ({exc}); recorded, continuing")
+        return
+    acc = result.summary.get("final_test_acc")
+    shown = "n/a" if acc is None else f"{acc:.2f}%"
+    print(
+        f"{label}: finished, max_lr {result.max_lr:.4g}, test acc {shown} "
+        f"({format_duration(time.perf_counter() - t0)} with tuning)"
+    )
 
 
 def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: bool) -> dict:
@@ -1686,6 +1892,7 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
     record = {**config.to_dict(), "range_test": step.record()}
     run = RunDir.open(path, record, environment(pieces.device, config.seed))
     model = pieces.module if getattr(pieces, "module", None) is not None else pieces.model
+    t0 = time.perf_counter()
     curve = range_test(
         model,
         pieces.optimizer,
@@ -1702,6 +1909,7 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
         device=pieces.device,
         progress=progress,
     )
+    seconds = time.perf_counter() - t0  # the test itself: its cost in the report
     try:
         suggestion = suggest(curve).to_dict()
         why_none = None
@@ -1744,6 +1952,7 @@ def _run_range_test(step: RangeTest, config: TrainConfig, path: Path, progress: 
         "max_lr": None if suggestion is None else suggestion["max_lr"],
         "seed": config.seed,
         "model": config.model,
+        "wall_time": seconds,
     }
     run.write_summary(summary)
     return summary

@@ -255,6 +255,7 @@ def mean_band(
 # Axis labels for metrics.csv columns; other column names are shown as they are.
 AXIS_LABELS = {
     "iteration": "iteration",
+    "iterations_with_tuning": "training iterations, tuning included",
     "epoch": "epoch",
     "test_acc": "test accuracy (%)",
     "val_acc": "validation accuracy (%)",

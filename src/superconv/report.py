@@ -55,6 +55,7 @@ class RunRecord:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     estimates: list[dict[str, Any]] = field(default_factory=list)
     range_test: dict[str, Any] | None = None
+    fit: dict[str, Any] | None = None  # fit.json of a `superconv fit` row (read_fit_run)
 
     @property
     def status(self) -> str:
@@ -88,6 +89,75 @@ def read_run(path: str | Path) -> RunRecord:
         estimates=_read_table(path / "estimates.csv"),
         range_test=_read_json(path / "range_test.json"),
     )
+
+
+FIT_FILE = "fit.json"  # superconv.fit.FIT_FILE (not imported: the report never trains)
+
+
+def read_fit_run(path: str | Path) -> RunRecord:
+    """Read one seed of a ``superconv fit`` row, ``.../<row>/seed<k>/fit.json``, as a run:
+    the config, summary and metrics of its training phase (``<seed>/<run>/``), and
+    ``fit`` = fit.json, whose phases record the tuning (range test, check) and its cost.
+    Unfinished (its training phase not ended): the summary is None."""
+    path = Path(path)
+    data = _read_json(path / FIT_FILE)
+    if data is None:
+        raise UserError(f"{path} is not a fit folder: it has no {FIT_FILE}.")
+    phases = data.get("phases")
+    settings = data.get("settings")
+    if not isinstance(phases, dict) or not isinstance(settings, dict):
+        raise _damaged(path / FIT_FILE, "lacks its 'phases' or 'settings'")
+    done = phases.get("train")
+    run_name = (done or {}).get("run") or data.get("train_attempt", {}).get("run") or "train"
+    trained = path / str(run_name)
+    config = _read_json(trained / "config.json") or dict(settings.get("train_config") or {})
+    _check_fields(path / FIT_FILE, config, _CONFIG_TYPES)
+    summary = None
+    if isinstance(done, dict):
+        summary = {**done, "status": done.get("status", "finished")}
+        _check_fields(path / FIT_FILE, summary, _SUMMARY_TYPES)
+    match = _SEED_DIR.fullmatch(path.name)
+    return RunRecord(
+        path=path,
+        row=path.parent.name,
+        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
+        config=config,
+        summary=summary,
+        metrics=_read_table(trained / "metrics.csv"),
+        fit=data,
+    )
+
+
+def fit_tuning_cost(run: RunRecord) -> dict[str, Any]:
+    """What one fit spent before its final run: the range test(s), the check and any
+    diverged final attempts (rerun at half the LR), in iterations, training images and
+    seconds, as fit.json and the attempts' summaries record them."""
+    data = run.fit or {}
+    phases = data.get("phases") or {}
+    rt, check = phases.get("range_test") or {}, phases.get("check") or {}
+    trials = check.get("trials") or []
+    iterations = int(rt.get("iterations") or 0) + int(
+        check.get("cost_iterations", sum(int(t.get("steps_run") or 0) for t in trials))
+    )
+    details = [t.get("details") or {} for t in trials]
+    images = int(rt.get("train_images") or 0) + int(
+        check.get("train_images", sum(int(d.get("train_images") or 0) for d in details))
+    )
+    seconds = float(rt.get("seconds") or 0.0) + float(
+        check.get("seconds", sum(float(d.get("seconds") or 0.0) for d in details))
+    )
+    final = (phases.get("train") or {}).get("run")
+    retries = 0
+    for k in range(int((data.get("train_attempt") or {}).get("n") or 0)):
+        name = "train" if k == 0 else f"train-retry{k}"
+        if name == final:
+            continue
+        attempt = _read_json(run.path / name / "summary.json") or {}
+        done = int(attempt.get("iterations") or 0)
+        retries += done
+        images += done * int(run.config.get("batch_size") or 0)
+        seconds += float(attempt.get("wall_time") or 0.0)
+    return {"iterations": iterations + retries, "images": images, "seconds": seconds}
 
 
 def _damaged(path: Path, why: str) -> UserError:
@@ -158,6 +228,10 @@ def scan(results_dir: str | Path) -> dict[str, list[RunRecord]]:
     for config in sorted(root.glob("*/seed*/config.json")):
         if _SEED_DIR.fullmatch(config.parent.name):
             record = read_run(config.parent)
+            rows.setdefault(record.row, []).append(record)
+    for fit in sorted(root.glob(f"*/seed*/{FIT_FILE}")):  # `superconv fit` rows
+        if _SEED_DIR.fullmatch(fit.parent.name) and not (fit.parent / "config.json").exists():
+            record = read_fit_run(fit.parent)
             rows.setdefault(record.row, []).append(record)
     for runs in rows.values():
         runs.sort(key=lambda r: r.seed)
@@ -248,7 +322,7 @@ def _layout(root: Path, rows: dict[str, list[RunRecord]], ctx: _Context) -> _Lay
     sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
     trial_rows = {t.name: s for s in sweeps for t in s.trials()}
     planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
-    planned_rows = [s for s in plan_steps if isinstance(s, ex.Train)]
+    planned_rows = [s for s in plan_steps if isinstance(s, (ex.Train, ex.Fit))]
     planned_names = {s.name for s in plan_steps} | set(trial_rows)
     extra = [name for name in rows if name not in planned_names]
     test_rows = [s.name for s in planned_tests] + [
@@ -315,6 +389,7 @@ def _write_report(root: Path, out: Path, rows, ctx: _Context, plots: Path) -> Pa
     if estimates:
         lines += _estimates_section(ctx, estimates, steps, rows)
     lines += _comparison_section(ctx, train_rows, rows, plots, out.parent)
+    lines += _cost_section(ctx, lay, rows, plots, out.parent)
     lines += _size_section(train_rows, rows, plots, out.parent)
     lines += _plots_section(ctx, train_rows, test_rows, estimates, rows, plots, out.parent)
     lines += [
@@ -469,18 +544,18 @@ def _duration(seconds: float) -> str:
 
 
 def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
-    from superconv.experiments import suggestion_values
-
     lines = ["", "## Tuning (on the validation split; the test set is never used to choose)"]
     for test in tests:
         runs = [r for r in rows.get(test.name, []) if r.range_test is not None]
         users = [s.name for s in planned_rows if any(u.source == test.name for u in s.tuned)]
         fields = sorted({u.field for s in planned_rows for u in s.tuned if u.source == test.name})
-        if runs and runs[0].range_test.get("suggestion"):
-            values = suggestion_values(runs[0].range_test["suggestion"])
+        values = _test_values(test, runs[0].range_test) if runs else None
+        if isinstance(values, dict):
             picked = ", ".join(f"{f} = {values[f]:.4g}" for f in fields)
+            if test.rule is not None:
+                picked += f" (rule {test.rule[0]!r} for a {test.budget:,}-iteration budget)"
         else:
-            picked = "no suggestion yet"
+            picked = values or "no suggestion yet"
         lines += [
             "",
             f"- Range test `{test.name}` (seed 0, evaluated on the {test.evaluate_on} split): "
@@ -529,6 +604,26 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
             picked = _pick_text(sweep, scores, missing)
         lines += ["", f"{picked}. {_cost_text(trials)}"]
     return lines
+
+
+def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | None:
+    """The values rows take from a range test: read by the test's rule and budget when it
+    has one (as the runner does), else its recorded suggestion; a str says why none."""
+    from superconv.experiments import suggestion_values
+
+    if getattr(test, "rule", None) is not None:
+        from superconv.range_test import RangeTestCurve
+        from superconv.suggest import suggest
+
+        name, constants = test.rule
+        try:
+            curve = RangeTestCurve.from_dict(data["curve"])
+            return suggestion_values(suggest(curve, name, test.budget, **dict(constants)).to_dict())
+        except UserError as exc:
+            return f"no suggestion by rule {name!r}: {str(exc).rstrip('.')}"
+    if data.get("suggestion"):
+        return suggestion_values(data["suggestion"])
+    return None
 
 
 def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float]) -> str:
@@ -818,6 +913,137 @@ def _comparison_section(ctx, train_rows, rows, plots: Path, base: Path) -> list[
         caption = f"test accuracy vs iteration, all policies at {budget}"
         lines += [f"![{caption}]({path.relative_to(base).as_posix()})", ""]
     return lines
+
+
+# ----------------------------------------------------------------------------- cost with tuning
+def row_tuning(step: Any, runs: Sequence[RunRecord], rows, steps) -> dict[str, Any]:
+    """What a row paid to choose its hyper-parameters, per seed: ``iterations``,
+    ``images`` (training images) and ``seconds`` (None where a tuning run did not record
+    its wall time), and ``paid`` (what for).
+
+    A row tuned from a sweep pays the whole sweep (every trial that ended), from a range
+    test the test; a ``superconv fit`` row its own range test and check (mean over its
+    finished seeds, from fit.json); rows that tune nothing pay nothing. A sweep or test
+    that several rows share is charged in full to each: what one user with one budget
+    would pay.
+    """
+    from superconv import experiments as ex
+
+    if isinstance(step, ex.Fit):
+        costs = [fit_tuning_cost(r) for r in _finished(runs)]
+        if not costs:
+            return {"iterations": None, "images": None, "seconds": None, "paid": "fit"}
+        mean = {k: float(np.mean([c[k] for c in costs])) for k in costs[0]}
+        return {**mean, "paid": "its range test + check"}
+    total = {"iterations": 0, "images": 0, "seconds": 0.0}
+    paid = []
+    for source in dict.fromkeys(t.source for t in getattr(step, "tuned", ())):
+        src = steps.get(source)
+        if isinstance(src, ex.Sweep):
+            tuning = [r for t in src.trials() for r in rows.get(t.name, [])]
+        else:
+            tuning = list(rows.get(source, []))
+        cost = tuning_cost(tuning)
+        total["iterations"] += cost["iterations"]
+        total["images"] += cost["images"]
+        ended = [r for r in tuning if r.status != "unfinished"]
+        walls = [(r.summary or {}).get("wall_time") for r in ended]
+        if total["seconds"] is not None and all(w is not None for w in walls):
+            total["seconds"] += float(sum(walls))
+        else:
+            total["seconds"] = None
+        paid.append(f"`{source}` ({cost['runs']} run(s))")
+    return {**total, "paid": ", ".join(paid) or "nothing (no tuning)"}
+
+
+COST_NOTE = (
+    "Iterations and training images include tuning: a row tuned by a sweep pays the whole "
+    "sweep, a row tuned by a range test pays the test, `fit` rows pay their own range test "
+    "and check (mean over seeds, from fit.json); a sweep shared by several rows is charged "
+    "to each in full (what one user with one budget pays); at the sweep's own budget its "
+    "winning trial is already a trained model, so there the total counts that run twice. "
+    "× run: total iterations over one training run's. Wall time per seed, evaluations not counted; — where a tuning run did "
+    "not record its wall time (range tests before this column existed) or nothing ran yet."
+)
+
+
+def _cost_section(ctx, lay: _Layout, rows, plots: Path, base: Path) -> list[str]:
+    """The cost of each row including its tuning, and time-to-accuracy plots whose x axis
+    counts the tuning iterations first (only for plans that tune by training: sweeps, fit)."""
+    from superconv import experiments as ex
+    from superconv import plots as P
+
+    plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
+    if not any(isinstance(s, (ex.Sweep, ex.Fit)) for s in plan_steps):
+        return []
+    head = [
+        "row", "n", "test acc %", "training it", "tuning it", "total it (× run)",
+        "total training images", "wall / seed: training", "tuning", "total", "tuning paid for",
+    ]  # fmt: skip
+    body, by_budget = [], {}
+    for step in lay.planned:
+        runs = rows.get(step.name, [])
+        done = _finished(runs)
+        config = done[0].config if done else step.config.to_dict()
+        iterations = int(config.get("iterations") or 0)
+        batch = int(config.get("batch_size") or 0)
+        if not done:
+            body.append([f"`{step.name}`", "0", "not run yet", f"{iterations:,}", *[_DASH] * 6,
+                         _DASH])  # fmt: skip
+            continue
+        tuning = row_tuning(step, runs, rows, lay.steps)
+        tune_it = tuning["iterations"] or 0
+        wall = mean_std(_values(runs, "wall_time"))[0]
+        seconds = tuning["seconds"]
+        total_wall = wall + seconds if seconds is not None and math.isfinite(wall) else math.nan
+        body.append(
+            [
+                f"`{step.name}`",
+                str(len(done)),
+                format_mean_std(_values(runs, "final_test_acc")),
+                f"{iterations:,}",
+                f"{tune_it:,.0f}",
+                f"{iterations + tune_it:,.0f} ({(iterations + tune_it) / iterations:.1f}×)",
+                f"{iterations * batch + (tuning['images'] or 0):,.0f}",
+                _duration(wall),
+                _duration(seconds) if seconds is not None else _DASH,
+                _duration(total_wall),
+                tuning["paid"],
+            ]
+        )
+        shifted = [
+            {**m, TUNED_X: int(m["iteration"]) + round(tune_it)} for r in done for m in r.metrics
+        ]
+        by_budget.setdefault(_budget_key(config), {})[step.name] = shifted
+    lines = [
+        "",
+        "## Cost including tuning",
+        "",
+        _row(head),
+        _row(["---"] * len(head)),
+        *[_row(cells) for cells in body],
+        "",
+        COST_NOTE,
+        "",
+    ]
+    for (iterations, subset), series in by_budget.items():
+        budget = _budget_text(iterations, subset)
+        stem = f"time-to-accuracy-{iterations}" + (f"-{subset}" if subset else "")
+        path = P.plot_curves(
+            series,
+            y="test_acc",
+            x=TUNED_X,
+            path=plots / f"{stem}.png",
+            band="std",
+            title=f"test accuracy vs iterations including tuning, {budget}: each row starts "
+            "after its tuning",
+        )
+        caption = f"test accuracy vs training iterations including tuning, {budget}"
+        lines += [f"![{caption}]({path.relative_to(base).as_posix()})", ""]
+    return lines
+
+
+TUNED_X = "iterations_with_tuning"  # the x of the time-to-accuracy plots
 
 
 COMPARISON_NOTE = (

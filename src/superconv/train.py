@@ -19,11 +19,12 @@ on the device and read every ``log_every`` steps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,56 @@ def make_optimizer(
         return torch.optim.Adagrad(params, lr=0.0, weight_decay=wd)
     if config.optimizer == "adadelta":
         return torch.optim.Adadelta(params, lr=0.0, weight_decay=wd)
+    if config.optimizer == "schedulefree_sgd":
+        SGDScheduleFree = _extra("schedulefree", "SGDScheduleFree", "schedulefree")
+        if not 0.0 < config.momentum < 1.0:
+            raise UserError(
+                f"schedulefree_sgd needs a momentum (its interpolation beta) in (0, 1), got "
+                f"{config.momentum}; 0.9 is its default."
+            )
+        # Its own linear warm-up (warmup_steps): the README recommends one and gives no
+        # length; SCHEDULEFREE_WARMUP of the run is this package's choice (docs/fair-comparison.md).
+        warmup = max(1, round(SCHEDULEFREE_WARMUP * config.iterations))
+        return SGDScheduleFree(
+            params, lr=0.0, momentum=config.momentum, weight_decay=wd, warmup_steps=warmup
+        )
+    if config.optimizer == "prodigy":
+        Prodigy = _extra("prodigyopt", "Prodigy", "prodigy")
+        # Weight decay as the SGD baselines': an L2 penalty added to the gradient
+        # (decouple=False; Prodigy's own default is AdamW-style decoupled decay).
+        # lr=1.0, the authors' value (Prodigy refuses 0); the policy writes it each step.
+        return Prodigy(
+            params, lr=1.0, betas=(config.momentum, 0.999), weight_decay=wd, decouple=False
+        )
     raise UserError(_unknown("optimizer", config.optimizer, OPTIMIZERS))
+
+
+# schedulefree_sgd's warm-up, a share of the run (its warmup_steps): see make_optimizer.
+SCHEDULEFREE_WARMUP = 0.05
+# Batches of training data over which a schedule-free model's batch-norm statistics are
+# recomputed at its evaluation point: the schedulefree README's caveat uses 50.
+BN_RECOMPUTE_BATCHES = 50
+
+
+def _extra(module: str, name: str, extra: str) -> Any:
+    """``module.name`` of an optional extra, imported on first use; a UserError naming the
+    extra where it is not installed."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        raise UserError(
+            f"optimizer {name} needs the {module} package: pip install 'superconv[{extra}]'."
+        ) from None
+
+
+def is_schedule_free(optimizer: Any) -> bool:
+    """True for optimizers that train at one point and evaluate at another (``train()`` /
+    ``eval()``: the schedulefree package's)."""
+    return callable(getattr(optimizer, "eval", None)) and callable(
+        getattr(optimizer, "train", None)
+    )
 
 
 def make_policy(config: TrainConfig):
@@ -92,6 +142,12 @@ def make_policy(config: TrainConfig):
     _check_params_float32(config.policy_params)
     policy = build_policy(config.policy, config.iterations, **dict(config.policy_params))
     _check_values_float32(policy, config.iterations)
+    if "momentum" in policy and config.optimizer == "schedulefree_sgd":
+        raise UserError(
+            f"policy {config.policy!r} cycles momentum, but schedulefree_sgd's momentum is its "
+            "interpolation beta and must stay fixed (its train/eval points are computed from "
+            "it); set the policy's momentum to none (policy_params momentum = false)."
+        )
     if "momentum" in policy and config.optimizer not in _MOMENTUM_OPTIMIZERS:
         raise UserError(
             f"policy {config.policy!r} cycles momentum but optimizer {config.optimizer!r} has "
@@ -428,6 +484,88 @@ def evaluate(
     return loss_sum.item() / count, 100.0 * correct.item() / count
 
 
+# ---------------------------------------------------------------------- evaluation point
+@contextlib.contextmanager
+def evaluation_point(pieces: Pieces, step: int) -> Iterator[dict[str, torch.Tensor] | None]:
+    """Where the model is evaluated and checkpointed at iteration ``step`` (``with`` block).
+
+    For most optimizers that is where it trains: nothing happens, at no cost, and
+    the block gets None. A schedule-free optimizer (:func:`is_schedule_free`)
+    trains at one point (y) and is evaluated at another (its average x), so, as its
+    README asks: its training state (the module's parameters and buffers at y) is
+    kept, ``optimizer.eval()`` moves the parameters to x, and batch-norm statistics
+    are recomputed there (:func:`recompute_bn`); the block gets the kept state (a
+    checkpoint stores it beside the evaluation point). On the way out
+    ``optimizer.train()`` and the kept state put training back exactly where it was:
+    evaluating and checkpointing change nothing in the run, bit for bit.
+    """
+    optimizer, module = pieces.optimizer, pieces.module or pieces.model
+    if not is_schedule_free(optimizer):
+        yield None
+        return
+    kept = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    optimizer.eval()
+    recompute_bn(pieces, step)
+    try:
+        yield kept
+    finally:
+        training_point(optimizer, module, kept)
+
+
+def training_point(
+    optimizer: Any, module: torch.nn.Module, kept: Mapping[str, torch.Tensor] | None = None
+) -> None:
+    """Put a schedule-free optimizer in train mode (before the first step, after a
+    checkpoint is loaded, after an evaluation); with ``kept``, the module exactly at that
+    training state (moving y -> x -> y by arithmetic would round). Other optimizers: nothing."""
+    if not is_schedule_free(optimizer):
+        return
+    optimizer.train()
+    if kept is not None:
+        module.load_state_dict(kept)
+
+
+@torch.no_grad()
+def recompute_bn(pieces: Pieces, step: int, batches: int | None = None) -> None:
+    """Batch-norm statistics of ``pieces.module`` recomputed at its current weights.
+
+    Running statistics are reset and replaced by the plain average of the batch
+    statistics of ``batches`` (default :data:`BN_RECOMPUTE_BATCHES`) training batches
+    in train mode (Caffe's debiased average with MAF 1, or momentum 1/k): the
+    schedulefree README's caveat, which forwards ~50 training batches after
+    ``optimizer.eval()``. The batches are the loader's batches of the iterations just
+    before ``step`` (``loader.batch`` is a pure function of the seed and iteration),
+    so the training stream is not advanced; the random number generators are
+    restored afterwards (dropout draws from them), so the run's draws are unchanged.
+    """
+    from superconv.models.bn import bn_modules
+
+    module = pieces.module or pieces.model
+    layers = bn_modules(module)
+    if not layers:
+        return
+    count = BN_RECOMPUTE_BATCHES if batches is None else batches
+    first = max(0, step - count)
+    rng = _rng_state(pieces.device)
+    momenta = [layer.momentum for layer in layers]
+    was_training = module.training
+    try:
+        module.train()
+        for layer in layers:
+            layer.reset_running_stats()
+        for k, iteration in enumerate(range(first, first + count), start=1):
+            for layer in layers:  # the k-th batch weighs 1/k: a plain average
+                layer.momentum = 0.0 if getattr(layer, "debiased", False) else 1.0 / k
+            x, _ = pieces.loader.batch(iteration)
+            with pieces.autocast():
+                module(x)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        module.train(was_training)
+        _set_rng_state(rng, pieces.device)
+
+
 # ---------------------------------------------------------------------- the loop
 @dataclass
 class RunResult:
@@ -698,13 +836,16 @@ def _train(
             first_bad = distributed.all_reduce_(bad, op="min").item()
             return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
 
-        def save_checkpoint(step: int) -> None:
+        def save_checkpoint(step: int, train_point: Mapping[str, Any] | None) -> None:
             rng = distributed.all_gather_object(_rng_state(device))
             if run is not None:
                 ckpt.save(
                     run.checkpoint_path,
                     {
                         "step": step,
+                        # a schedule-free run: "model" is its evaluation point, this the
+                        # point it trains at (see evaluation_point)
+                        **({} if train_point is None else {"train_point": train_point}),
                         "elapsed": elapsed,
                         "metrics": rows,
                         "model": module.state_dict(),
@@ -769,6 +910,8 @@ def _train(
             )
 
         warmup = lr_peak_step(policy["lr"], iterations) if "lr" in policy else 0
+        # a schedule-free optimizer trains at its own point (resumed exactly where it was)
+        training_point(optimizer, module, state.get("train_point") if state else None)
         # The time left and the run's seconds per step, from the steps after the first
         # few (timing.WARMUP_STEPS), read where the loss is synced from the device.
         pace = Pace(iterations, start)
@@ -816,33 +959,35 @@ def _train(
                             )
                     if at_eval:
                         elapsed += time.perf_counter() - t0
-                        distributed.average_buffers_(module)
-                        rows.append(_metrics_row(pieces, step, values, totals, elapsed))
-                        for key in ("loss", "correct", "count", "steps"):
-                            sums[key].zero_()
-                        # Checked before this evaluation's checkpoint: the one kept
-                        # is from before the blow-up.
-                        collapse = check_collapse(
-                            rows,
-                            iterations=iterations,
-                            num_classes=pieces.num_classes,
-                            warmup_steps=warmup,
-                        )
-                        if collapse is not None:
-                            raise collapsed(collapse)
-                        if run is not None:
-                            run.write_metrics(rows)
-                        if board is not None:
-                            board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
-                        if bar is not None:
-                            bar.show(done, test_acc=f"{rows[-1]['test_acc']:.2f}")
-                        if done % config.checkpoint_every == 0 or done == iterations:
-                            save_checkpoint(done)
+                        with evaluation_point(pieces, done) as train_point:
+                            distributed.average_buffers_(module)
+                            rows.append(_metrics_row(pieces, step, values, totals, elapsed))
+                            for key in ("loss", "correct", "count", "steps"):
+                                sums[key].zero_()
+                            # Checked before this evaluation's checkpoint: the one kept
+                            # is from before the blow-up.
+                            collapse = check_collapse(
+                                rows,
+                                iterations=iterations,
+                                num_classes=pieces.num_classes,
+                                warmup_steps=warmup,
+                            )
+                            if collapse is not None:
+                                raise collapsed(collapse)
+                            if run is not None:
+                                run.write_metrics(rows)
+                            if board is not None:
+                                board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
+                            if bar is not None:
+                                bar.show(done, test_acc=f"{rows[-1]['test_acc']:.2f}")
+                            if done % config.checkpoint_every == 0 or done == iterations:
+                                save_checkpoint(done, train_point)
                         t0 = time.perf_counter()
                     if want_stop:
                         elapsed += time.perf_counter() - t0
-                        distributed.average_buffers_(module)
-                        save_checkpoint(done)
+                        with evaluation_point(pieces, done) as train_point:
+                            distributed.average_buffers_(module)
+                            save_checkpoint(done, train_point)
                         raise Interrupted(
                             f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
                             f"Resume with --resume {RunDir(run_dir).path}.",
