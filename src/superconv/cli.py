@@ -942,14 +942,21 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     start_lr = test["start_lr"] if args.start_lr is None else args.start_lr
     end_lr = test["end_lr"] if args.end_lr is None else args.end_lr
     steps = test["num_steps"] if args.steps is None else args.steps
-    eval_every = args.eval_every or max(1, steps // min(20, max(1, steps // 3)))
-    eval_batches = args.eval_batches or max(1, test["eval_images"] // config.eval_batch_size)
+    eval_every, eval_batches = args.eval_every, args.eval_batches
+    if config.val_size > 0:  # the benchmark's evaluations: 20 per test on <= 2,000 images
+        eval_every = eval_every or max(1, steps // min(20, max(1, steps // 3)))
+        eval_batches = eval_batches or max(1, test["eval_images"] // config.eval_batch_size)
     _say(
         f"LR range test: {config.model} on {config.dataset}, lr {start_lr:g} -> {end_lr:g} "
         f"({test['mode']}) over {steps} iterations at batch {config.batch_size} "
-        f"({steps / budget:.0%} of the {budget:,}-iteration budget); validation on "
-        f"{config.val_size:,} images held out of the training set, "
-        f"{min(config.val_size, eval_batches * config.eval_batch_size):,} per evaluation."
+        f"({steps / budget:.0%} of the {budget:,}-iteration budget); "
+        + (
+            f"validation on {config.val_size:,} images held out of the training set, "
+            f"{min(config.val_size, (eval_batches or 0) * config.eval_batch_size):,} per "
+            "evaluation."
+            if eval_batches
+            else "no validation split (train loss only)."
+        )
     )
     _print_settings(args, config, f"for a 1cycle read from the test ({args.rule} rule)")
     result = lr_find(
