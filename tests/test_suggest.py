@@ -531,3 +531,18 @@ def test_default_range_test_follows_the_chosen_test_and_the_optimizer(monkeypatc
     assert [r.start_lr for r in sb.SGD_RAMPS] == [v[0] for v in RAMPS["sgd"].values()]
     with pytest.raises(UserError, match="budget"):
         default_range_test("sgd", 0)
+
+
+def test_the_tolerance_pools_seed_noise_near_the_best_only():
+    task = sb.get_task("t8-resnet20-10k")
+
+    def point(lr, seed, acc):
+        return sb.SweepPoint(lr, seed, acc, acc, False, f"x/{lr}/{seed}")
+
+    points = [point(0.2, 0, 78.0), point(0.2, 1, 79.0), point(0.4, 0, 79.5)]
+    points += [point(1.6, 0, 55.0), point(1.6, 1, 68.0)]  # half broken down: 13 points apart
+    grid = sb.grid_of(task, points)
+    assert grid.best_lr == 0.4
+    # only 0.2 (within 2x of the best) is pooled: variance 0.5 on 1 dof, 1 seed at the best
+    assert grid.se == pytest.approx(math.sqrt(0.5))
+    assert sb.tolerance(grid) == pytest.approx(max(1.0, 2 * math.sqrt(0.5)))

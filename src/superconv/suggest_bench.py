@@ -656,11 +656,15 @@ def grid_of(task: Task, points: Sequence[SweepPoint]) -> Grid | None:
     means = tuple(sum(a) / len(a) for a in (accs[lr] for lr in lrs))
     diverged = tuple(all(p.diverged for p in by_lr[lr]) for lr in lrs)
     best_i = max(range(len(lrs)), key=lambda i: means[i])
-    # pooled within-point variance over the points with >= 2 seeds that trained
+    # pooled within-point variance over the points with >= 2 seeds that trained, within
+    # 2x of the best: the seed noise where it matters (far past the best, runs that half
+    # break down, as t8's 1.59, would inflate the tolerance to 10 points)
     ss = dof = 0.0
+    best_lr = lrs[best_i]
     for lr in lrs:
         a = accs[lr]
-        if len(a) >= 2 and not any(p.diverged for p in by_lr[lr]):
+        near = best_lr / 2 * (1 - 1e-9) <= lr <= best_lr * 2 * (1 + 1e-9)
+        if near and len(a) >= 2 and not any(p.diverged for p in by_lr[lr]):
             m = sum(a) / len(a)
             ss += sum((v - m) ** 2 for v in a)
             dof += len(a) - 1
