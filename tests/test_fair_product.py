@@ -33,7 +33,8 @@ def _names(plan: ex.Plan) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the plan
-def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only():
+def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only(monkeypatch):
+    monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)  # no rule rows: tested below
     plan = ex.get_experiment("fair-comparison").plan("reduced")
     names = _names(plan)
     new = names[names.index("fit-5ep") :]
@@ -83,6 +84,7 @@ def test_committed_runs_keep_their_identity():
 
 
 def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
+    monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
     plan = ex.get_experiment("fair-comparison").plan("reduced")
     assert not any(n.startswith("onecycle_plateau") for n in _names(plan))
     monkeypatch.setattr(suggest_module, "DEFAULT", {"rule": "loss_edge", "fraction": 0.5})

@@ -93,8 +93,22 @@ def test_every_rule_lands_below_the_divergence_point_of_a_bowl():
         assert result.rule == name and result.reason
 
 
-def test_budget_power_needs_a_budget_and_scales_with_it():
+def test_budget_power_needs_a_budget_and_scales_with_it(monkeypatch):
+    from superconv import suggest as suggest_module
+
     curve = exp_curve(edge=0.3)
+    # no budget: the test is taken as the default test's share of the run, and it says so
+    assumed = suggest(curve, "loss_edge", fraction=0.25, budget_power=0.5)
+    share = suggest_module.DEFAULT_TEST["fraction"]
+    given = suggest(
+        curve,
+        "loss_edge",
+        budget=math.ceil(curve.num_steps / share),
+        fraction=0.25,
+        budget_power=0.5,
+    )
+    assert assumed.max_lr == pytest.approx(given.max_lr) and "no budget given" in assumed.reason
+    monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
     with pytest.raises(UserError, match="budget"):
         suggest(curve, "loss_edge", fraction=0.25, budget_power=0.5)
     short = suggest(curve, "loss_edge", budget=2_000, fraction=0.25, budget_power=0.5)
@@ -459,7 +473,8 @@ def test_confirmation_rows_train_at_the_default_rules_suggestion(monkeypatch):
     from superconv import suggest as suggest_module
     from superconv.experiments import RangeTest, Train, _Job, _range_pick
 
-    assert not any(s.name.endswith("-confirm") for s in sb.plan_steps())  # no default yet
+    monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
+    assert not any(s.name.endswith("-confirm") for s in sb.plan_steps())  # no default test
     monkeypatch.setattr(suggest_module, "DEFAULT", {"rule": "loss_edge", "fraction": 0.5})
     monkeypatch.setattr(
         suggest_module, "DEFAULT_TEST", {"mode": "exp", "fraction": 0.04, "min_steps": 30}

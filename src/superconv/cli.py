@@ -147,7 +147,8 @@ examples:
   superconv fit --dataset mnist-demo --out fit-demo   # the data set's defaults, 3 epochs
   superconv fit --resume fit-lenet          # continue an interrupted fit in its phase
 
-Phases: LR range test (at most 10% of the budget unless --range-steps says more)
+Phases: LR range test (the default rule's test, within 10% of the budget unless
+--range-steps says more)
 -> check: successive halving over fresh short 1cycles at 2, 1, 1/2 and 1/4 x the
 suggestion (range test + check <= --tune-budget x the training run) -> the
 chosen 1cycle for the whole budget -> test accuracy. Writes fit.json (after each
@@ -502,10 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
          "(default: 1.0)"),
         ("--repeats", int, "K", "range tests on K seeds; reports the spread of max_lr "
          "(default: 1)"),
-        ("--range-steps", int, "N", "range-test iterations (default: 10%% of the budget, at "
-         "most 300; more exceeds the cap, with a notice)"),
-        ("--start-lr", float, "X", "range test's first LR (default: 1e-4; exponential ramp)"),
-        ("--end-lr", float, "X", "range test's last LR (default: 10)"),
+        ("--range-steps", int, "N", "range-test iterations (default: the default rule's "
+         "test, a share of the budget, superconv.suggest.DEFAULT_TEST, within a cap of 10%%; "
+         "more exceeds the cap, with a notice)"),
+        ("--start-lr", float, "X", "range test's first LR (default: the default test's ramp "
+         "for the optimizer)"),
+        ("--end-lr", float, "X", "range test's last LR (default: the default test's ramp)"),
     ):  # fmt: skip
         sub.add_argument(flag, type=kind, metavar=metavar, help=text)
     sub.add_argument(

@@ -148,9 +148,11 @@ def plan_budget(
     verify: bool = True,
     candidates: int = len(FACTORS),
 ) -> Budget:
-    """Split a fit's budget: the range tests (10% of ``iterations`` by default), then the check.
+    """Split a fit's budget: the range tests, then the check.
 
-    The ``repeats`` range tests share the 10% cap; ``range_steps`` given and above
+    The range test's default length is the default rule's (a share of the budget:
+    :func:`superconv.suggest.default_range_test`); the ``repeats`` tests share a
+    cap of 10% of ``iterations``; ``range_steps`` given and above
     it is allowed, with a notice. The
     check gets what is left of ``tune_budget x iterations``; its first rung is
     the longest that fits (and at most the training run), and the check is
@@ -158,7 +160,7 @@ def plan_budget(
 
     >>> b = plan_budget(1000)
     >>> b.range_steps, b.rung_first, b.check_iterations
-    (100, 112, 896)
+    (40, 120, 960)
     """
     _check_int("iterations", iterations, 1)
     _check_int("repeats", repeats, 1)

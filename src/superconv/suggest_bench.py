@@ -868,11 +868,13 @@ def _median(values: Sequence[float]) -> float:
 
 
 def _rank_key(summary: Mapping[str, float]) -> tuple:
-    # Most targets met; then the most met after fit's check; then the fewest misses of
-    # any kind; then the least accuracy lost.
-    misses = summary["diverged"] + summary["no_suggestion"] + summary["outside_grid"]
+    # The hard targets first: the share of curves with no suggestion or a
+    # divergence (a default must give a usable LR on every task); then most targets met;
+    # then the most met after fit's check; then outside the grid; then accuracy lost.
+    n = max(1, summary["n"])
+    hard = (summary["diverged"] + summary["no_suggestion"]) / n
     lost = summary["mean_lost"] if math.isfinite(summary["mean_lost"]) else math.inf
-    return (-summary["met"], -summary["checked_met"], misses, lost)
+    return (hard, -summary["met"], -summary["checked_met"], summary["outside_grid"] / n, lost)
 
 
 def choose(
