@@ -590,7 +590,7 @@ RULES: Mapping[str, Rule] = {
 # The default rule and its constants: chosen by the suggestion benchmark, leave-one-task-out,
 # among the settings whose test fits fit's 10% cap (benchmarks/suggest/score.py ->
 # results/suggest/score.md; 2026-12-03, 7 of its 9 tasks: t1-t5, t7, t8). It was the choice
-# on 5 of the 7 folds; held out, it met every target on 29% of the curves and after fit's
+# on 4 of the 7 folds; held out, it met every target on 24% of the curves and after fit's
 # check on all of them, with no divergence and no "no suggestion". Mostly it errs low
 # (0.2-0.4x on LeNet, losing under half a point), once high (2.7x on ResNet-20 at 5 epochs).
 # superconv 0.1's plateau_edge stays selectable by name.
