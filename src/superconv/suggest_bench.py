@@ -454,19 +454,10 @@ def check_ranking(task: Task, grid: Grid, results: str | Path) -> dict[str, Any]
     root = Path(results) / "suggest" / "reduced"
     short: dict[float, float] = {}
     for folder in sorted(root.glob(f"{task.name}-short-max_lr*/seed0")):
-        try:
-            config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if summary.get("status") not in ("finished", "diverged"):
-            continue
-        val = summary.get("final_val_acc")
-        collapsed = summary.get("status") == "diverged" or val is None
-        collapsed = collapsed or float(val) <= task.chance + CHANCE_MARGIN
-        short[round(float(config["policy_params"]["max_lr"]), 12)] = (
-            task.chance if collapsed else float(val)
-        )
+        # a first-rung run is shorter than the task: its max_lr read as recorded
+        p = _read_point(task, folder, root, max_lr_of=_recorded_max_lr)
+        if p is not None:
+            short[round(p.max_lr, 12)] = task.chance if p.diverged else float(p.val_acc)
     full = {round(lr, 12): m for lr, m in zip(grid.lrs, grid.means)}
     if len([lr for lr in short if lr in full]) < 2:
         return None
@@ -484,7 +475,15 @@ def confirm_points(task: Task, results: str | Path) -> list[SweepPoint]:
     return [p for p in (_read_point(task, f, root) for f in folders) if p is not None]
 
 
-def _read_point(task: Task, folder: Path, root: Path) -> SweepPoint | None:
+def _recorded_max_lr(task: Task, config: Mapping[str, Any]) -> float | None:
+    return float(config["policy_params"]["max_lr"])
+
+
+def _read_point(
+    task: Task, folder: Path, root: Path, max_lr_of: Any = None
+) -> SweepPoint | None:
+    """An ended run as a point; ``max_lr_of(task, config)`` (default: the run's max_lr if
+    it is the task's config in the benchmark's cycle, else None) reads its peak LR."""
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
@@ -492,7 +491,7 @@ def _read_point(task: Task, folder: Path, root: Path) -> SweepPoint | None:
         return None  # not ended (no summary) or unreadable: not a point yet
     if summary.get("status") not in ("finished", "diverged"):
         return None
-    max_lr = _same_shape(task, config)
+    max_lr = (max_lr_of or _same_shape)(task, config)
     if max_lr is None:
         return None
     val, test = summary.get("final_val_acc"), summary.get("final_test_acc")
