@@ -159,15 +159,6 @@ def bench_data(name: str, *, force_random: bool = False, seed: int = 0) -> Bench
     )
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 / AMX), where bf16
-    autocast can be faster than float32 (elsewhere it is emulated and slower)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
 def train_flop_per_image(model_name: str, data: BenchData) -> float:
     """FLOPs of one training step per image (forward + backward; torch's FlopCounterMode
     counts convolutions and matrix products, 2 FLOPs per multiply-add)."""

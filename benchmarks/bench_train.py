@@ -62,7 +62,6 @@ from bench_loops import (  # noqa: E402
     ProjectLoop,
     StepClock,
     bench_data,
-    cpu_has_native_bf16,
     load_average,
     max_lr,
     out_of_place_relu,
@@ -77,6 +76,7 @@ from superconv import records
 from superconv.data import DeviceLoader
 from superconv.estimator import LREstimator
 from superconv.range_test import COMPLETED, range_test
+from superconv.step import cpu_has_native_bf16
 from superconv.train import TrainConfig, evaluate, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]

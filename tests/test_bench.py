@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from superconv.step import cpu_has_native_bf16
+
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -217,7 +219,7 @@ def test_quick_run_writes_json_with_environment_and_targets(bench, tmp_path):
         assert key in env
     assert result["data"]["mnist"].startswith("random")
     (row,) = result["throughput"]
-    bf16 = {"project_eager_bf16"} if bench[0].cpu_has_native_bf16() else set()
+    bf16 = {"project_eager_bf16"} if cpu_has_native_bf16() else set()
     assert set(row["loops"]) == {"naive", "project_eager"} | bf16
     assert row["epoch"] == {"measured": True, "steps": 7, "full_epoch": False}
     # LeNet by hand: forward 2 x (conv 20x24x24x25 + conv 50x8x8x20x25 + fc 800x500 + fc 500x10)

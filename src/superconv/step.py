@@ -219,6 +219,15 @@ def amp(precision: str, device: str | torch.device) -> tuple[torch.dtype | None,
     raise UserError(f"precision must be fp32, bf16 or fp16, got {precision!r}.")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX), where bf16
+    autocast can be faster than float32; elsewhere it is emulated, and slower."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 # ----------------------------------------------------------------------------- steps
 def cycle(loader: Iterable, name: str) -> Iterator:
     """Yield from ``loader`` forever, starting a new pass whenever one ends."""
