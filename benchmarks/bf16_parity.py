@@ -46,6 +46,7 @@ TASKS = {
     "lenet-12ep": "results/mnist-lenet/reduced/onecycle-12ep",
 }
 PRECISIONS = ("fp32", "bf16")
+TARGET_ACC = {"resnet20-5ep": 80.0, "lenet-12ep": 99.0}  # time to accuracy (issue 27 item 3)
 
 
 def reference_config(task: str) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def run_one(task: str, precision: str, seed: int, out: Path, args) -> None:
     print(f"{task} {precision} seed {seed}: test acc {result.summary.get('final_test_acc')}")
 
 
-def _runs(folder: Path) -> list[dict[str, Any]]:
+def _runs(folder: Path, target: float) -> list[dict[str, Any]]:
     rows = []
     for summary in sorted(folder.glob("seed*/summary.json")):
         s = json.loads(summary.read_text())
@@ -105,10 +106,22 @@ def _runs(folder: Path) -> list[dict[str, Any]]:
                 "seconds_per_epoch": step * steps_per_epoch if step else None,
                 "wall_seconds_per_epoch": s["wall_time"] / epochs if s.get("wall_time") else None,
                 "iterations": c["iterations"],
+                "seconds_to_target": _seconds_to(summary.parent / "metrics.csv", target),
                 "seconds_per_step": s.get("seconds_per_step"),
             }
         )
     return rows
+
+
+def _seconds_to(metrics: Path, target: float) -> float | None:
+    """Wall seconds (evaluations included) at the first evaluation with test accuracy
+    >= ``target``; None: never reached."""
+    from superconv.records import read_csv
+
+    for row in read_csv(metrics):
+        if row.get("test_acc") not in (None, "") and float(row["test_acc"]) >= target:
+            return float(row["wall_time"])
+    return None
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -125,8 +138,8 @@ def summarise(out: Path) -> dict[str, Any]:
 
     tasks = {}
     for task, ref in TASKS.items():
-        runs = {p: _runs(out / task / p) for p in PRECISIONS}
-        runs["fp32_committed"] = _runs(ROOT / ref)
+        runs = {p: _runs(out / task / p, TARGET_ACC[task]) for p in PRECISIONS}
+        runs["fp32_committed"] = _runs(ROOT / ref, TARGET_ACC[task])
         acc = {k: [r["final_test_acc"] for r in v] for k, v in runs.items()}
         per_epoch, wall = (
             {k: mean_std([r[key] for r in runs[k]])[0] for k in PRECISIONS}
@@ -140,6 +153,8 @@ def summarise(out: Path) -> dict[str, Any]:
             "fp32_vs_committed": verdict(acc["fp32"], acc["fp32_committed"]),
             "seconds_per_epoch": per_epoch,
             "wall_seconds_per_epoch": wall,
+            "target_test_acc": TARGET_ACC[task],
+            "seconds_to_target": {p: [r["seconds_to_target"] for r in runs[p]] for p in PRECISIONS},
             "speedup_bf16": _ratio(per_epoch["fp32"], per_epoch["bf16"]),
         }
     env = environment(device="cpu")
@@ -188,6 +203,18 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {_secs(spe['fp32'])} | {_secs(spe['bf16'])} | {speed} "
             f"| {_secs(wall['fp32'])} / {_secs(wall['bf16'])} |"
         )
+    lines += [
+        "",
+        "Time to accuracy: wall seconds (evaluations included) at the first evaluation whose "
+        "test accuracy reaches the target, per seed; — where a run never reached it.",
+        "",
+        "| task | target | fp32 | bf16 |",
+        "|---|---|---|---|",
+    ]
+    for task, t in result["tasks"].items():
+        cells = [" / ".join("—" if v is None else f"{v:.0f}" for v in t["seconds_to_target"][p])
+                 for p in PRECISIONS]  # fmt: skip
+        lines.append(f"| {task} | {t['target_test_acc']:g}% | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
