@@ -373,9 +373,12 @@ def _resolution_flags(parser: argparse.ArgumentParser, epochs_help: str) -> None
     parser.add_argument("--epochs", type=float, metavar="E", help=epochs_help)
 
 
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+_DATA_DIR_HELP = "data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``superconv`` parser (subcommands set ``handler``)."""
-    formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="superconv",
         description="Super-convergence made practical (Smith & Topin 2017): the LR range test, "
@@ -383,32 +386,56 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv fit --help\n"
         "  superconv train --help\n"
         "  superconv data check",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"superconv {__version__}")
     _common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    _add_lr_find_parser(commands)
+    _add_train_parser(commands)
+    _add_fit_parser(commands)
+    _add_demo_parser(commands)
+    _add_data_parser(commands)
+    _add_reproduce_parser(commands)
+    _add_report_parser(commands)
+    return parser
 
-    def command(
-        name: str, help: str, epilog: str | None = None, **kw: Any
-    ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help,
-            description=help,
-            epilog=epilog,
-            formatter_class=formatter,
-            allow_abbrev=False,
-            **kw,
-        )
-        _common(sub)
-        sub.set_defaults(parser=sub)
-        return sub
 
-    # lr-find
-    sub = command(
+def _command(
+    commands: Any, name: str, help: str, epilog: str | None = None, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: its help is also its description; ``--debug`` on it too."""
+    sub = commands.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=epilog,
+        formatter_class=_FORMATTER,
+        allow_abbrev=False,
+        **kw,
+    )
+    _common(sub)
+    sub.set_defaults(parser=sub)
+    return sub
+
+
+def _add_train_config_group(
+    sub: argparse.ArgumentParser,
+    names: Iterable[str] | None = None,
+    shown_defaults: dict[str, str] | None = None,
+) -> None:
+    """The flags every training command ends with: --tensorboard, --no-progress and
+    the TrainConfig group (all fields, or ``names``)."""
+    _tensorboard(sub)
+    _no_progress(sub)
+    _add_config_flags(sub, names, shown_defaults)
+
+
+def _add_lr_find_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "lr-find",
         "LR range test (paper section 3, Fig. 2): train loss, validation loss and accuracy "
         "against a growing LR, with suggested LR bounds",
@@ -463,13 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, LR_FIND_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
+    _add_train_config_group(sub, LR_FIND_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_lr_find)
 
-    # train
-    sub = command("train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES)
+
+def _add_train_parser(commands: Any) -> None:
+    sub = _command(
+        commands, "train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES
+    )
     _resolution_flags(
         sub,
         "training budget in epochs of the training split (instead of "
@@ -481,13 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, shown_defaults=_resolved_shown())
+    _add_train_config_group(sub, shown_defaults=_resolved_shown())
     sub.set_defaults(handler=_cmd_train)
 
-    # fit
-    sub = command(
+
+def _add_fit_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "fit",
         "range test -> suggestion -> budget-matched check (successive halving) -> train the "
         "chosen 1cycle, with a report",
@@ -519,13 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, FIT_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
+    _add_train_config_group(sub, FIT_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_fit)
 
-    # demo
-    sub = command(
+
+def _add_demo_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "demo",
         "LR range test, then 1cycle against a swept multistep baseline at the same budget "
         "(LeNet on the bundled MNIST subset; CPU, no network, a few minutes)",
@@ -548,25 +576,29 @@ def build_parser() -> argparse.ArgumentParser:
     _no_progress(sub)
     sub.set_defaults(handler=_cmd_demo)
 
-    # data
-    sub = command("data", "get and check the data sets")
+
+def _add_data_parser(commands: Any) -> None:
+    sub = _command(commands, "data", "get and check the data sets")
     data = sub.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data.required = True
+    _add_data_fetch_parser(data)
+    _add_data_check_parser(data)
+
+
+def _add_data_fetch_parser(data: Any) -> None:
     fetch = data.add_parser(
         "fetch",
         help="download a data set's official files (checksummed, resumable)",
         description="Download the official files of a data set into the data folder, verify "
         "their published MD5 sums, and extract them where superconv looks for them.",
         epilog="examples:\n  superconv data fetch cifar10\n  superconv data fetch mnist --data-dir /data",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     _common(fetch)
     fetch.set_defaults(parser=fetch, handler=_cmd_data_fetch)
     fetch.add_argument("name", metavar="NAME", help="cifar10, cifar100, mnist or fashion-mnist")
-    fetch.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    fetch.add_argument("--data-dir", help=_DATA_DIR_HELP)
     fetch.add_argument(
         "--url-base", help="download from this server instead (else $SUPERCONV_URL_BASE)"
     )
@@ -577,22 +609,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not load the data set after downloading",
     )
     _no_progress(fetch)
+
+
+def _add_data_check_parser(data: Any) -> None:
     check = data.add_parser(
         "check",
         help="report which data sets are present and valid",
         description="Load every data set from the data folder, checking sizes, formats and "
         "checksums, and print a table of what is present.",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     _common(check)
     check.set_defaults(parser=check, handler=_cmd_data_check)
-    check.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    check.add_argument("--data-dir", help=_DATA_DIR_HELP)
 
-    # reproduce / report (superconv.experiments, superconv.report)
-    sub = command(
+
+def _add_reproduce_parser(commands: Any) -> None:
+    """superconv.experiments' command."""
+    sub = _command(
+        commands,
         "reproduce",
         "reproduce one of the paper's tables or figures (runs over seeds, then a report)",
         "examples:\n  superconv reproduce --list\n  superconv reproduce table1-clr-range --seeds 3 --dry-run",
@@ -608,9 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="small (minutes on a CPU), reduced (CPU hours) or full (the paper's setting); default: small",
     )
     sub.add_argument("--out", default="results", help="results folder (default: ./results)")
-    sub.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    sub.add_argument("--data-dir", help=_DATA_DIR_HELP)
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     sub.add_argument(
         "--threads",
@@ -633,7 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     _no_progress(sub)
     sub.set_defaults(handler=_cmd_reproduce)
 
-    sub = command(
+
+def _add_report_parser(commands: Any) -> None:
+    """superconv.report's command."""
+    sub = _command(
+        commands,
         "report",
         "Markdown tables (with the paper's numbers beside ours) from a results folder; "
         "or any run folder's summary (train, lr-find, fit, reproduce), several compared",
@@ -657,7 +695,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also put the summary table between the results markers of FILE (e.g. README.md)",
     )
     sub.set_defaults(handler=_cmd_report)
-    return parser
 
 
 # ----------------------------------------------------------------------------- main
