@@ -719,8 +719,10 @@ def _first_compiled_step(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tens
         _set_rng_state(rng, pieces.device)
         logits, loss = _forward_backward(pieces.model, pieces, x, y)  # a real bug raises here
         inner = getattr(exc, "inner_exception", None) or exc
+        # stacklevel: the line in train() that runs the loop (_Loop._train_step, _steps,
+        # run_to_end and _train lie between)
         warnings.warn(
-            f"torch.compile failed ({type(inner).__name__}: {inner}); running eager.", stacklevel=3
+            f"torch.compile failed ({type(inner).__name__}: {inner}); running eager.", stacklevel=6
         )
         return logits, loss, pieces.model
 
@@ -873,6 +875,7 @@ class _Loop:
         self.run: RunDir | None = None
         self.forward: Callable[[torch.Tensor], torch.Tensor] = pieces.model
         self.compile_checked = False
+        self.t0 = 0.0  # perf_counter at the start of the current timed stretch
 
     # ------------------------------------------------------------------ set-up
     def restore(self, state: Mapping[str, Any] | None) -> None:
