@@ -856,22 +856,6 @@ def _markdown(
     result: DemoResult, plan: DemoPlan, seeds: int, base: Any, env: dict[str, Any], out: Path
 ) -> str:
     one, multi = result.one_cycle, result.multistep
-
-    def rel(path: Path) -> str:
-        with contextlib.suppress(ValueError):
-            return str(Path(path).relative_to(out))
-        return str(path)
-
-    sweep_rows = "\n".join(
-        f"| {e['lr']:g} | "
-        + (
-            f"{e['val_acc']:.2f}"
-            if e["val_acc"] is not None
-            else f"diverged at {e['iterations'] - 1}"
-        )
-        + f" | {'**picked**' if e['lr'] == multi.lr else ''} | `{rel(e['run'])}` |"
-        for e in result.sweep
-    )
     s = result.range_test.suggestion
     lines = [
         "# superconv demo: 1cycle vs a tuned multistep baseline at equal budget",
@@ -903,7 +887,7 @@ def _markdown(
         "",
         *[f"- `{key}`: {reason}" for key, reason in s.reasons.items()],
         "",
-        f"![range test]({rel(result.files['range_test_plot'])})",
+        f"![range test]({_relative(result.files['range_test_plot'], out)})",
         "",
         *(
             ["## 1cycle attempts", "", *[f"- {note}" for note in one.notes], ""]
@@ -914,7 +898,7 @@ def _markdown(
         "",
         "| lr | validation accuracy (%) | | run |",
         "|---|---|---|---|",
-        sweep_rows,
+        _sweep_rows(result, out),
         "",
         "## Figures",
         "",
@@ -932,3 +916,25 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` relative to the demo's folder (as it is, if outside it)."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(out))
+    return str(path)
+
+
+def _sweep_rows(result: DemoResult, out: Path) -> str:
+    """demo.md's table rows of the multistep sweep: LR, validation accuracy, the pick, run."""
+    return "\n".join(
+        f"| {e['lr']:g} | "
+        + (
+            f"{e['val_acc']:.2f}"
+            if e["val_acc"] is not None
+            else f"diverged at {e['iterations'] - 1}"
+        )
+        + f" | {'**picked**' if e['lr'] == result.multistep.lr else ''} | "
+        f"`{_relative(e['run'], out)}` |"
+        for e in result.sweep
+    )

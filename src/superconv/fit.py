@@ -31,7 +31,7 @@ import math
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1041,17 +1041,24 @@ def fit_run(
     )
     with _board(tensorboard, logger, config.log_every) as board:
         backend = _ConfigBackend(config, out, progress, sizes[1], board=board)
-        try:
+        with _resume_hint(out, record, budget):
             result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
-        except KeyboardInterrupt as exc:
-            raise KeyboardInterrupt(
-                f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
-                f"every finished phase is in {out / FIT_FILE}. Continue it with "
-                f"superconv fit --resume {out}"
-            ) from exc
         _log_choice(board, result)
     result.files = _write_report(result, f"{config.model} on {config.dataset}")
     return result
+
+
+@contextlib.contextmanager
+def _resume_hint(out: Path, record: Any, budget: Budget) -> Iterator[None]:
+    """An interrupt of the fit's phases says which phase it stopped in and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(
+            f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
+            f"every finished phase is in {out / FIT_FILE}. Continue it with "
+            f"superconv fit --resume {out}"
+        ) from exc
 
 
 def _check_fit_run(config: Any) -> None:

@@ -936,6 +936,9 @@ class _Loop:
 
     # ------------------------------------------------------------------ the loop
     def _steps(self, pace: Pace, bar: Progress | None, warmup: int) -> None:
+        """Every iteration a training step; every log_every the sums read (and the NaN
+        check); every eval_every a metrics row (and its checkpoint); a signal stops the
+        loop at the step boundary with a checkpoint."""
         config, world = self.config, self.pieces.world
         iterations = config.iterations
         with _StopFlag() as stop:
