@@ -373,9 +373,12 @@ def _resolution_flags(parser: argparse.ArgumentParser, epochs_help: str) -> None
     parser.add_argument("--epochs", type=float, metavar="E", help=epochs_help)
 
 
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+_DATA_DIR_HELP = "data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``superconv`` parser (subcommands set ``handler``)."""
-    formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="superconv",
         description="Super-convergence made practical (Smith & Topin 2017): the LR range test, "
@@ -383,32 +386,56 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  superconv demo\n  superconv lr-find --help\n  superconv fit --help\n"
         "  superconv train --help\n"
         "  superconv data check",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"superconv {__version__}")
     _common(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+    _add_lr_find_parser(commands)
+    _add_train_parser(commands)
+    _add_fit_parser(commands)
+    _add_demo_parser(commands)
+    _add_data_parser(commands)
+    _add_reproduce_parser(commands)
+    _add_report_parser(commands)
+    return parser
 
-    def command(
-        name: str, help: str, epilog: str | None = None, **kw: Any
-    ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
-            name,
-            help=help,
-            description=help,
-            epilog=epilog,
-            formatter_class=formatter,
-            allow_abbrev=False,
-            **kw,
-        )
-        _common(sub)
-        sub.set_defaults(parser=sub)
-        return sub
 
-    # lr-find
-    sub = command(
+def _command(
+    commands: Any, name: str, help: str, epilog: str | None = None, **kw: Any
+) -> argparse.ArgumentParser:
+    """A subcommand's parser: its help is also its description; ``--debug`` on it too."""
+    sub = commands.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=epilog,
+        formatter_class=_FORMATTER,
+        allow_abbrev=False,
+        **kw,
+    )
+    _common(sub)
+    sub.set_defaults(parser=sub)
+    return sub
+
+
+def _add_train_config_group(
+    sub: argparse.ArgumentParser,
+    names: Iterable[str] | None = None,
+    shown_defaults: dict[str, str] | None = None,
+) -> None:
+    """The flags every training command ends with: --tensorboard, --no-progress and
+    the TrainConfig group (all fields, or ``names``)."""
+    _tensorboard(sub)
+    _no_progress(sub)
+    _add_config_flags(sub, names, shown_defaults)
+
+
+def _add_lr_find_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "lr-find",
         "LR range test (paper section 3, Fig. 2): train loss, validation loss and accuracy "
         "against a growing LR, with suggested LR bounds",
@@ -463,13 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--out", default="lr-find", metavar="DIR", help="output folder (default: ./lr-find)"
     )
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, LR_FIND_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
+    _add_train_config_group(sub, LR_FIND_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_lr_find)
 
-    # train
-    sub = command("train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES)
+
+def _add_train_parser(commands: Any) -> None:
+    sub = _command(
+        commands, "train", "train one run (any policy) into a run folder", TRAIN_EXAMPLES
+    )
     _resolution_flags(
         sub,
         "training budget in epochs of the training split (instead of "
@@ -481,13 +509,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint"
     )
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, shown_defaults=_resolved_shown())
+    _add_train_config_group(sub, shown_defaults=_resolved_shown())
     sub.set_defaults(handler=_cmd_train)
 
-    # fit
-    sub = command(
+
+def _add_fit_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "fit",
         "range test -> suggestion -> budget-matched check (successive halving) -> train the "
         "chosen 1cycle, with a report",
@@ -519,13 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--out", metavar="DIR", help="fit folder (default: fits/MODEL-DATASET)")
     sub.add_argument("--resume", metavar="DIR", help="continue the fit in DIR in its phase")
-    _tensorboard(sub)
-    _no_progress(sub)
-    _add_config_flags(sub, FIT_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
+    _add_train_config_group(sub, FIT_FIELDS, {**_resolved_shown(), **_VAL_SIZE_SHOWN})
     sub.set_defaults(handler=_cmd_fit)
 
-    # demo
-    sub = command(
+
+def _add_demo_parser(commands: Any) -> None:
+    sub = _command(
+        commands,
         "demo",
         "LR range test, then 1cycle against a swept multistep baseline at the same budget "
         "(LeNet on the bundled MNIST subset; CPU, no network, a few minutes)",
@@ -548,25 +576,29 @@ def build_parser() -> argparse.ArgumentParser:
     _no_progress(sub)
     sub.set_defaults(handler=_cmd_demo)
 
-    # data
-    sub = command("data", "get and check the data sets")
+
+def _add_data_parser(commands: Any) -> None:
+    sub = _command(commands, "data", "get and check the data sets")
     data = sub.add_subparsers(dest="data_command", metavar="ACTION", parser_class=_Parser)
     data.required = True
+    _add_data_fetch_parser(data)
+    _add_data_check_parser(data)
+
+
+def _add_data_fetch_parser(data: Any) -> None:
     fetch = data.add_parser(
         "fetch",
         help="download a data set's official files (checksummed, resumable)",
         description="Download the official files of a data set into the data folder, verify "
         "their published MD5 sums, and extract them where superconv looks for them.",
         epilog="examples:\n  superconv data fetch cifar10\n  superconv data fetch mnist --data-dir /data",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     _common(fetch)
     fetch.set_defaults(parser=fetch, handler=_cmd_data_fetch)
     fetch.add_argument("name", metavar="NAME", help="cifar10, cifar100, mnist or fashion-mnist")
-    fetch.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    fetch.add_argument("--data-dir", help=_DATA_DIR_HELP)
     fetch.add_argument(
         "--url-base", help="download from this server instead (else $SUPERCONV_URL_BASE)"
     )
@@ -577,22 +609,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not load the data set after downloading",
     )
     _no_progress(fetch)
+
+
+def _add_data_check_parser(data: Any) -> None:
     check = data.add_parser(
         "check",
         help="report which data sets are present and valid",
         description="Load every data set from the data folder, checking sizes, formats and "
         "checksums, and print a table of what is present.",
-        formatter_class=formatter,
+        formatter_class=_FORMATTER,
         allow_abbrev=False,
     )
     _common(check)
     check.set_defaults(parser=check, handler=_cmd_data_check)
-    check.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    check.add_argument("--data-dir", help=_DATA_DIR_HELP)
 
-    # reproduce / report (superconv.experiments, superconv.report)
-    sub = command(
+
+def _add_reproduce_parser(commands: Any) -> None:
+    """superconv.experiments' command."""
+    sub = _command(
+        commands,
         "reproduce",
         "reproduce one of the paper's tables or figures (runs over seeds, then a report)",
         "examples:\n  superconv reproduce --list\n  superconv reproduce table1-clr-range --seeds 3 --dry-run",
@@ -608,9 +644,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="small (minutes on a CPU), reduced (CPU hours) or full (the paper's setting); default: small",
     )
     sub.add_argument("--out", default="results", help="results folder (default: ./results)")
-    sub.add_argument(
-        "--data-dir", help="data folder (else $SUPERCONV_DATA, else ~/.cache/superconv/data)"
-    )
+    sub.add_argument("--data-dir", help=_DATA_DIR_HELP)
     sub.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
     sub.add_argument(
         "--threads",
@@ -633,7 +667,11 @@ def build_parser() -> argparse.ArgumentParser:
     _no_progress(sub)
     sub.set_defaults(handler=_cmd_reproduce)
 
-    sub = command(
+
+def _add_report_parser(commands: Any) -> None:
+    """superconv.report's command."""
+    sub = _command(
+        commands,
         "report",
         "Markdown tables (with the paper's numbers beside ours) from a results folder; "
         "or any run folder's summary (train, lr-find, fit, reproduce), several compared",
@@ -657,7 +695,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also put the summary table between the results markers of FILE (e.g. README.md)",
     )
     sub.set_defaults(handler=_cmd_report)
-    return parser
 
 
 # ----------------------------------------------------------------------------- main
@@ -942,35 +979,14 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     budget = config.iterations
     _check_early(config)
     test = default_range_test(config.optimizer, budget, args.mode)
-    start_lr = test["start_lr"] if args.start_lr is None else args.start_lr
-    end_lr = test["end_lr"] if args.end_lr is None else args.end_lr
-    steps = test["num_steps"] if args.steps is None else args.steps
-    eval_every, eval_batches = args.eval_every, args.eval_batches
-    if config.val_size > 0:  # the benchmark's evaluations: 20 per test on <= 2,000 images
-        eval_every = eval_every or max(1, steps // min(20, max(1, steps // 3)))
-        eval_batches = eval_batches or max(1, test["eval_images"] // config.eval_batch_size)
-    _say(
-        f"LR range test: {config.model} on {config.dataset}, lr {start_lr:g} -> {end_lr:g} "
-        f"({test['mode']}) over {steps} iterations at batch {config.batch_size} "
-        f"({steps / budget:.0%} of the {budget:,}-iteration budget); "
-        + (
-            f"validation on {config.val_size:,} images held out of the training set, "
-            f"{min(config.val_size, (eval_batches or 0) * config.eval_batch_size):,} per "
-            "evaluation."
-            if eval_batches
-            else "no validation split (train loss only)."
-        )
-    )
+    ramp = _lr_find_ramp(args, config, test)
+    _say_lr_find_plan(config, ramp, test, budget)
     _print_settings(args, config, f"for a 1cycle read from the test ({args.rule} rule)")
     result = lr_find(
         config,
         args.out,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=steps,
+        **ramp,
         mode=test["mode"],
-        eval_every=eval_every,
-        eval_batches=eval_batches,
         progress=args.progress,
         rule=args.rule,
         budget=budget,
@@ -984,31 +1000,11 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         print(f"Adapted: {note}.")
     ran = curve.steps_run or len(curve.losses)
     cost = f" {ran:,} steps in all: {ran / budget:.0%} of the {budget:,}-iteration budget."
-    print(f"Ran {len(curve.losses)} of {steps} iterations: {curve.stop_reason}.{cost}")
+    print(f"Ran {len(curve.losses)} of {ramp['num_steps']} iterations: {curve.stop_reason}.{cost}")
     if s is None:
         print(f"No suggestion: {result.suggestion_error}")
     else:
-        print(f"Suggestion by rule {s.rule!r} ({s.reasons['signal']}):")
-        rows = (
-            ("max_lr", f"{s.max_lr:.4g}", s.reasons["max_lr"]),
-            ("safe_max_lr", f"{s.safe_max_lr:.4g}", s.reasons["safe_max_lr"]),
-            ("band", f"{s.band[0]:.3g}..{s.band[1]:.3g}", "within 2x of max_lr, below the edge"),
-            ("min_lr", f"{s.min_lr:.4g}", s.reasons["min_lr_ratio"]),
-            ("min_lr (steepest)", f"{s.min_lr_steepest:.4g}", s.reasons["min_lr_steepest"]),
-            ("plateau", f"{s.plateau[0]:.3g}..{s.plateau[1]:.3g}", s.reasons["plateau"]),
-        )
-        for name, value, reason in rows:
-            print(f"  {name:<18} {value:<14} {reason}")
-        others = result.others
-        if others:
-            print(
-                "Other rules' max_lr (marked on the plot): "
-                + ", ".join(
-                    f"{name} {o:.3g}" if isinstance(o, float) else f"{name} none"
-                    for name, o in others.items()
-                    if name != s.rule
-                )
-            )
+        _print_suggestion(s, result.others)
         print_next(
             config,
             s.safe_max_lr,
@@ -1021,6 +1017,65 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
         )
     print(f"Wrote {result.files['plot']} and {result.files['json']}")
     return 0
+
+
+def _lr_find_ramp(args: argparse.Namespace, config: Any, test: dict[str, Any]) -> dict[str, Any]:
+    """lr_find's start_lr, end_lr, num_steps, eval_every and eval_batches: the flags, else
+    the default test's (20 evaluations per test on <= 2,000 images, with a validation split)."""
+    start_lr = test["start_lr"] if args.start_lr is None else args.start_lr
+    end_lr = test["end_lr"] if args.end_lr is None else args.end_lr
+    steps = test["num_steps"] if args.steps is None else args.steps
+    eval_every, eval_batches = args.eval_every, args.eval_batches
+    if config.val_size > 0:  # the benchmark's evaluations: 20 per test on <= 2,000 images
+        eval_every = eval_every or max(1, steps // min(20, max(1, steps // 3)))
+        eval_batches = eval_batches or max(1, test["eval_images"] // config.eval_batch_size)
+    return {
+        "start_lr": start_lr,
+        "end_lr": end_lr,
+        "num_steps": steps,
+        "eval_every": eval_every,
+        "eval_batches": eval_batches,
+    }
+
+
+def _say_lr_find_plan(config: Any, ramp: dict[str, Any], test: dict[str, Any], budget: int) -> None:
+    steps, eval_batches = ramp["num_steps"], ramp["eval_batches"]
+    _say(
+        f"LR range test: {config.model} on {config.dataset}, lr {ramp['start_lr']:g} -> "
+        f"{ramp['end_lr']:g} ({test['mode']}) over {steps} iterations at batch "
+        f"{config.batch_size} ({steps / budget:.0%} of the {budget:,}-iteration budget); "
+        + (
+            f"validation on {config.val_size:,} images held out of the training set, "
+            f"{min(config.val_size, (eval_batches or 0) * config.eval_batch_size):,} per "
+            "evaluation."
+            if eval_batches
+            else "no validation split (train loss only)."
+        )
+    )
+
+
+def _print_suggestion(s: Any, others: dict[str, float | str]) -> None:
+    """The suggestion's values with their reasons, and the other rules' max_lr."""
+    print(f"Suggestion by rule {s.rule!r} ({s.reasons['signal']}):")
+    rows = (
+        ("max_lr", f"{s.max_lr:.4g}", s.reasons["max_lr"]),
+        ("safe_max_lr", f"{s.safe_max_lr:.4g}", s.reasons["safe_max_lr"]),
+        ("band", f"{s.band[0]:.3g}..{s.band[1]:.3g}", "within 2x of max_lr, below the edge"),
+        ("min_lr", f"{s.min_lr:.4g}", s.reasons["min_lr_ratio"]),
+        ("min_lr (steepest)", f"{s.min_lr_steepest:.4g}", s.reasons["min_lr_steepest"]),
+        ("plateau", f"{s.plateau[0]:.3g}..{s.plateau[1]:.3g}", s.reasons["plateau"]),
+    )
+    for name, value, reason in rows:
+        print(f"  {name:<18} {value:<14} {reason}")
+    if others:
+        print(
+            "Other rules' max_lr (marked on the plot): "
+            + ", ".join(
+                f"{name} {o:.3g}" if isinstance(o, float) else f"{name} none"
+                for name, o in others.items()
+                if name != s.rule
+            )
+        )
 
 
 def _budget_source(args: argparse.Namespace, file: dict[str, Any], config: Any) -> str:
@@ -1266,53 +1321,9 @@ _FIT_OPTIONS = ("config", "preset", "epochs", "tune_budget", "repeats", "range_s
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from superconv.config import TrainConfig
-    from superconv.fit import RangePlan, fit_run
+    from superconv.fit import fit_run
 
-    if args.resume:
-        given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, FIT_FIELDS)]
-        given += [f"--{n.replace('_', '-')}" for n in _FIT_OPTIONS if getattr(args, n) is not None]
-        given += ["--no-verify"] * (not args.verify) + ["--out"] * bool(args.out)
-        if given:
-            raise UserError(
-                f"--resume continues the fit exactly as recorded in {args.resume}/fit.json; "
-                f"drop {', '.join(given)}."
-            )
-        settings = _recorded_fit(Path(args.resume))
-        config = TrainConfig.from_dict(settings["train_config"])
-        _say(f"Resuming the fit in {args.resume}.")
-        kwargs = {
-            k: settings[k] for k in ("epochs", "tune_budget", "verify", "repeats", "range_steps")
-        }
-        kwargs["range_plan"] = RangePlan(**settings["range_plan"])
-        kwargs["factors"] = tuple(settings["factors"])
-        kwargs["evaluations"] = settings["evaluations"]
-        out = Path(args.resume)
-    else:
-        file = _read_config_file(args)
-        config = resolve_train_config(args, file, _validation_default(args, file), FIT_FIELDS)
-        _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
-        _print_settings(args, config, "the 1cycle this fit chooses (range test -> check)")
-        plan = RangePlan.for_optimizer(config.optimizer)
-        plan = RangePlan(
-            start_lr=plan.start_lr if args.start_lr is None else args.start_lr,
-            end_lr=plan.end_lr if args.end_lr is None else args.end_lr,
-            mode=plan.mode,
-        )
-        from superconv.range_test import check_range_test_args
-
-        check_range_test_args(start_lr=plan.start_lr, end_lr=plan.end_lr, mode=plan.mode)
-        kwargs = {
-            "epochs": args.epochs,
-            "tune_budget": 1.0 if args.tune_budget is None else args.tune_budget,
-            "verify": args.verify,
-            "repeats": 1 if args.repeats is None else args.repeats,
-            "range_steps": args.range_steps,
-            "range_plan": plan,
-            # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
-            "evaluations": None if "eval_every" in {**file, **vars(args)} else 10,
-        }
-        out = Path(args.out or f"fits/{config.model}-{_dataset_tag(config.dataset)}")
+    config, kwargs, out = _resumed_fit(args) if args.resume else _new_fit(args)
     result = fit_run(
         config,
         out,
@@ -1323,37 +1334,96 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         **kwargs,
     )
     if _is_main():
-        v = result.record["verdict"]
-        s = result.summary
-        print(
-            f"Chosen: 1cycle max_lr {result.max_lr:.4g} (div {result.policy_params['div']}), "
-            f"{result.budget.iterations} iterations. Verdict: {v['verdict']}"
-            + (f" ({v['check']})" if "check" in v else "")
-            + (f"; {v['trained']}" if "trained" in v else "")
-            + (f", spread {v['spread']:.2f}x over {v['seeds']} seeds" if v.get("spread") else "")
-            + "."
-        )
-        for note in result.record["notes"]:
-            print(f"Notice: {note}.")
-        if s.get("final_test_acc") is not None:
-            print(
-                f"Final test accuracy {s['final_test_acc']:.2f}% (validation "
-                f"{s['final_val_acc']:.2f}%)."
-            )
-        print(f"Report: {result.files['markdown']}; run folder {out / s['run']}.")
-        # The cycle this fit trained (checked by its own run at this budget), for longer.
-        longer = 2 * result.budget.iterations
-        print_next(
-            config,
-            result.max_lr,
-            longer,
-            what=f"the 1cycle this fit trained, max_lr {result.max_lr:.4g}, for longer",
-            budget="twice this fit's budget (--iterations N or --epochs E sets another)",
-            seconds_per_step=s.get("seconds_per_step"),
-            measured="measured in this fit's training run after its warm-up",
-            preset=args.preset or "auto",
-        )
+        _print_fit_result(args, config, result, out)
     return 0
+
+
+def _resumed_fit(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
+    """``--resume DIR``: the config and fit_run's settings as recorded in DIR/fit.json
+    (any other flag refused); and the folder."""
+    from superconv.config import TrainConfig
+    from superconv.fit import RangePlan
+
+    given = [f"--{n.replace('_', '-')}" for n in _flags_given(args, FIT_FIELDS)]
+    given += [f"--{n.replace('_', '-')}" for n in _FIT_OPTIONS if getattr(args, n) is not None]
+    given += ["--no-verify"] * (not args.verify) + ["--out"] * bool(args.out)
+    if given:
+        raise UserError(
+            f"--resume continues the fit exactly as recorded in {args.resume}/fit.json; "
+            f"drop {', '.join(given)}."
+        )
+    settings = _recorded_fit(Path(args.resume))
+    config = TrainConfig.from_dict(settings["train_config"])
+    _say(f"Resuming the fit in {args.resume}.")
+    kwargs = {k: settings[k] for k in ("epochs", "tune_budget", "verify", "repeats", "range_steps")}
+    kwargs["range_plan"] = RangePlan(**settings["range_plan"])
+    kwargs["factors"] = tuple(settings["factors"])
+    kwargs["evaluations"] = settings["evaluations"]
+    return config, kwargs, Path(args.resume)
+
+
+def _new_fit(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
+    """A new fit: the config resolved from the flags, fit_run's settings; and the folder."""
+    from superconv.fit import RangePlan
+
+    file = _read_config_file(args)
+    config = resolve_train_config(args, file, _validation_default(args, file), FIT_FIELDS)
+    _check_early(config.replace(policy="one_cycle", policy_params={"max_lr": 0.1}))
+    _print_settings(args, config, "the 1cycle this fit chooses (range test -> check)")
+    plan = RangePlan.for_optimizer(config.optimizer)
+    plan = RangePlan(
+        start_lr=plan.start_lr if args.start_lr is None else args.start_lr,
+        end_lr=plan.end_lr if args.end_lr is None else args.end_lr,
+        mode=plan.mode,
+    )
+    from superconv.range_test import check_range_test_args
+
+    check_range_test_args(start_lr=plan.start_lr, end_lr=plan.end_lr, mode=plan.mode)
+    kwargs = {
+        "epochs": args.epochs,
+        "tune_budget": 1.0 if args.tune_budget is None else args.tune_budget,
+        "verify": args.verify,
+        "repeats": 1 if args.repeats is None else args.repeats,
+        "range_steps": args.range_steps,
+        "range_plan": plan,
+        # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
+        "evaluations": None if "eval_every" in {**file, **vars(args)} else 10,
+    }
+    return config, kwargs, Path(args.out or f"fits/{config.model}-{_dataset_tag(config.dataset)}")
+
+
+def _print_fit_result(args: argparse.Namespace, config: Any, result: Any, out: Path) -> None:
+    """The chosen cycle and its verdict, the notices, the final accuracy, and the Next: command."""
+    v = result.record["verdict"]
+    s = result.summary
+    print(
+        f"Chosen: 1cycle max_lr {result.max_lr:.4g} (div {result.policy_params['div']}), "
+        f"{result.budget.iterations} iterations. Verdict: {v['verdict']}"
+        + (f" ({v['check']})" if "check" in v else "")
+        + (f"; {v['trained']}" if "trained" in v else "")
+        + (f", spread {v['spread']:.2f}x over {v['seeds']} seeds" if v.get("spread") else "")
+        + "."
+    )
+    for note in result.record["notes"]:
+        print(f"Notice: {note}.")
+    if s.get("final_test_acc") is not None:
+        print(
+            f"Final test accuracy {s['final_test_acc']:.2f}% (validation "
+            f"{s['final_val_acc']:.2f}%)."
+        )
+    print(f"Report: {result.files['markdown']}; run folder {out / s['run']}.")
+    # The cycle this fit trained (checked by its own run at this budget), for longer.
+    longer = 2 * result.budget.iterations
+    print_next(
+        config,
+        result.max_lr,
+        longer,
+        what=f"the 1cycle this fit trained, max_lr {result.max_lr:.4g}, for longer",
+        budget="twice this fit's budget (--iterations N or --epochs E sets another)",
+        seconds_per_step=s.get("seconds_per_step"),
+        measured="measured in this fit's training run after its warm-up",
+        preset=args.preset or "auto",
+    )
 
 
 def _recorded_fit(folder: Path) -> dict[str, Any]:

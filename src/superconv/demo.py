@@ -133,30 +133,9 @@ def _lr_find(
     budget: int | None,
     adapt: bool,
 ) -> LRFindResult:
-    import torch.nn.functional as F
-
-    from superconv import distributed
-    from superconv.plots import plot_range_test
-    from superconv.range_test import check_range_test_args, range_test
-    from superconv.suggest import check_rule, suggest, suggest_all
+    from superconv.suggest import suggest, suggest_all
     from superconv.train import build
 
-    # Impossible settings are refused before the output folder is made: a folder
-    # holding only config.json would refuse the corrected retry as "a different run".
-    check_range_test_args(
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=num_steps,
-        mode=mode,
-        eval_every=eval_every,
-        eval_batches=eval_batches,
-    )
-    val_name = "val" if config.val_size else None
-    if eval_every is not None and val_name is None:
-        raise UserError(
-            "--eval-every needs a validation split to evaluate on: set --val-size > 0 "
-            "(images held out of the training set; the test set is never used)."
-        )
     settings = {
         "start_lr": start_lr,
         "end_lr": end_lr,
@@ -168,51 +147,13 @@ def _lr_find(
         "budget": budget,
         "adapt": adapt,
     }
-    check_rule(rule)  # before any work, as the ramp's settings above
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
-        raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
+    _check_lr_find_settings(config, settings)
     # The ramp writes the LR; a constant policy only satisfies build()'s validation.
     config = config.replace(iterations=num_steps, policy="constant", policy_params={"lr": 0.0})
     pieces = build(config)
-    world = pieces.world
     record = {"workflow": "lr_find", "range_test": settings, "train_config": config.to_dict()}
-    run, failure = None, None
-    if world.is_main:  # under torchrun, rank 0 alone writes (as train() does)
-        try:
-            run = RunDir.open(out, record, environment(pieces.device, config.seed))
-        except UserError as exc:
-            failure = exc
-    failure = distributed.broadcast_object(failure)
-    if failure is not None:
-        raise failure
-    # Seconds per training step, for the time of the run the suggestion is for: every
-    # optimizer step of the test (restarts included) after the warm-up, but not the
-    # steps whose time holds an evaluation (range_test evaluates after the observers).
-    every = (eval_every or max(1, num_steps // 50)) if val_name else None
-    pace, steps = Pace(num_steps), itertools.count(1)
-
-    def timing(step: int, *_: Any) -> None:
-        pace.tick(next(steps), counted=not (every and step % every == 0 and step > 0))
-    curve = range_test(
-        pieces.model,
-        pieces.optimizer,
-        F.cross_entropy,
-        pieces.loader,
-        pieces.eval_loaders.get(val_name) if val_name else None,
-        start_lr=start_lr,
-        end_lr=end_lr,
-        num_steps=num_steps,
-        mode=mode,
-        eval_every=eval_every,
-        eval_batches=eval_batches,
-        autocast_dtype=pieces.autocast_dtype,
-        device=pieces.device,
-        progress=progress and world.is_main,
-        # every rank sees the same (rank-averaged) curve and stops at the same step
-        reduce_mean=distributed.mean_across_ranks if world.distributed else None,
-        adapt=adapt,
-        observers=[timing],
-    )
+    run = _open_on_main(out, record, pieces)
+    curve, pace = _timed_range_test(pieces, settings, progress)
     suggestion, error = None, None
     try:
         suggestion = suggest(curve, rule, budget)
@@ -244,22 +185,122 @@ def _lr_find(
             "seconds_per_step": pace.seconds_per_step,
         },
     )
-    ramp = f"{mode} {start_lr:g} -> {end_lr:g}"
+    result.files["plot"] = _plot_lr_find(run, config, settings, curve, suggestion, others)
+    return result
+
+
+def _check_lr_find_settings(config: Any, settings: dict[str, Any]) -> None:
+    """Refuse impossible settings before the output folder is made: a folder holding
+    only config.json would refuse the corrected retry as "a different run"."""
+    from superconv.range_test import check_range_test_args
+    from superconv.suggest import check_rule
+
+    check_range_test_args(
+        start_lr=settings["start_lr"],
+        end_lr=settings["end_lr"],
+        num_steps=settings["num_steps"],
+        mode=settings["mode"],
+        eval_every=settings["eval_every"],
+        eval_batches=settings["eval_batches"],
+    )
+    if settings["eval_every"] is not None and not config.val_size:
+        raise UserError(
+            "--eval-every needs a validation split to evaluate on: set --val-size > 0 "
+            "(images held out of the training set; the test set is never used)."
+        )
+    check_rule(settings["rule"])  # before any work, as the ramp's settings above
+    budget = settings["budget"]
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
+        raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
+
+
+def _open_on_main(out: str | os.PathLike, record: dict[str, Any], pieces: Any) -> RunDir | None:
+    """Under torchrun, rank 0 alone writes (as train() does): its run folder, or None;
+    a refusal is raised on every rank."""
+    from superconv import distributed
+
+    run, failure = None, None
+    if pieces.world.is_main:
+        try:
+            run = RunDir.open(out, record, environment(pieces.device, pieces.config.seed))
+        except UserError as exc:
+            failure = exc
+    failure = distributed.broadcast_object(failure)
+    if failure is not None:
+        raise failure
+    return run
+
+
+def _timed_range_test(pieces: Any, settings: dict[str, Any], progress: bool) -> tuple[Any, Pace]:
+    """The range test on ``pieces`` (validation split where there is one), and its pace."""
+    import torch.nn.functional as F
+
+    from superconv import distributed
+    from superconv.range_test import range_test
+
+    num_steps, eval_every = settings["num_steps"], settings["eval_every"]
+    val_name = "val" if pieces.config.val_size else None
+    world = pieces.world
+    # Seconds per training step, for the time of the run the suggestion is for: every
+    # optimizer step of the test (restarts included) after the warm-up, but not the
+    # steps whose time holds an evaluation (range_test evaluates after the observers).
+    every = (eval_every or max(1, num_steps // 50)) if val_name else None
+    pace, steps = Pace(num_steps), itertools.count(1)
+
+    def timing(step: int, *_: Any) -> None:
+        pace.tick(next(steps), counted=not (every and step % every == 0 and step > 0))
+
+    curve = range_test(
+        pieces.model,
+        pieces.optimizer,
+        F.cross_entropy,
+        pieces.loader,
+        pieces.eval_loaders.get(val_name) if val_name else None,
+        start_lr=settings["start_lr"],
+        end_lr=settings["end_lr"],
+        num_steps=num_steps,
+        mode=settings["mode"],
+        eval_every=eval_every,
+        eval_batches=settings["eval_batches"],
+        autocast_dtype=pieces.autocast_dtype,
+        device=pieces.device,
+        progress=progress and world.is_main,
+        # every rank sees the same (rank-averaged) curve and stops at the same step
+        reduce_mean=distributed.mean_across_ranks if world.distributed else None,
+        adapt=settings["adapt"],
+        observers=[timing],
+    )
+    return curve, pace
+
+
+def _plot_lr_find(
+    run: RunDir,
+    config: Any,
+    settings: dict[str, Any],
+    curve: Any,
+    suggestion: Any,
+    others: dict[str, Any],
+) -> Path:
+    """range_test.png: the curve, the suggestion and the other rules' readings."""
+    from superconv.plots import plot_range_test
+
+    ramp = f"{settings['mode']} {settings['start_lr']:g} -> {settings['end_lr']:g}"
     if curve.notes:  # an adaptive restart: say what ran in the end
         ramp += f", restarted as exp {curve.lrs[0]:.3g} -> {curve.lrs[-1]:.3g}"
     title = (
         f"LR range test: {config.model} on {config.dataset}, {ramp} "
-        f"({len(curve.losses)} of {num_steps} steps; {_ended(curve)})"
+        f"({len(curve.losses)} of {settings['num_steps']} steps; {_ended(curve)})"
     )
     marks = {
         name: o.max_lr
         for name, o in others.items()
         if not isinstance(o, str) and (suggestion is None or name != suggestion.rule)
     }
-    result.files["plot"] = plot_range_test(
+    return plot_range_test(
         curve, suggestion, path=run.path / "range_test.png", title=_wrap(title), marks=marks
     )
-    return result
 
 
 def _ended(curve: Any) -> str:
@@ -424,11 +465,31 @@ def _fresh_folder(out: Path) -> None:
 
 
 def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
-    from superconv.plots import plot_curves, plot_schedule
-    from superconv.train import make_policy, resolve_device
-
     base = demo_config(plan, device, threads)
-    speed = _measure_speed(base)
+    expected = _print_plan(plan, seeds, _measure_speed(base), echo)
+    found = _demo_range_test(base, plan, out, progress, echo)
+    one_cycle = _demo_one_cycle(base, plan, out, found, progress, echo)
+    multistep, sweep = _demo_multistep(base, plan, out, progress, echo)
+    for seed in range(1, seeds):
+        _demo_other_seed(base, seed, one_cycle, multistep, out, progress, echo)
+    files = _demo_figures(base, plan, out, found, one_cycle, multistep)
+    wall = time.perf_counter() - t0
+    range_iters = len(found.curve.losses)
+    summary_lines = _verdict(one_cycle, multistep, plan, range_iters, len(plan.sweep_lrs), seeds)
+    summary_lines.append(
+        f"Wall time: {format_duration(wall)} (expected {format_duration(expected)}). Files: {out}/demo.md"
+    )
+    summary_lines += _checkpoints_note(out)
+    result = DemoResult(one_cycle, multistep, found, sweep, wall, expected, summary_lines, files)
+    _write_demo_records(result, plan, seeds, base, out)
+    echo("")
+    for line in summary_lines:
+        echo(line)
+    return result
+
+
+def _print_plan(plan: DemoPlan, seeds: int, speed: float, echo: Echo) -> float:
+    """Say what the demo will train and how long it should take; the expected seconds."""
     planned = plan.range_steps + (1 + len(plan.sweep_lrs)) * plan.iterations
     planned += 2 * (seeds - 1) * plan.iterations
     expected = _expected_seconds(plan, seeds, speed)
@@ -445,8 +506,13 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         f"Expected time: about {format_duration(expected)} ({planned:,} training iterations at "
         f"{speed:.0f} it/s measured just now, plus evaluations)."
     )
+    return expected
 
-    # 1. the LR range test on the validation split
+
+def _demo_range_test(
+    base: Any, plan: DemoPlan, out: Path, progress: bool, echo: Echo
+) -> LRFindResult:
+    """Step 1: the LR range test on the validation split, read by plateau_edge."""
     echo(f"\n[1/3] LR range test: exponential {plan.range_start_lr:g} -> {plan.range_end_lr:g}")
     found = lr_find(
         base,
@@ -466,16 +532,20 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
     )
     if found.suggestion is None:
         raise UserError(f"the LR range test gave no suggestion: {found.suggestion_error}")
-    range_iters = len(found.curve.losses)
     echo(
-        f"      {range_iters} iterations ({found.curve.stop_reason}); suggested max_lr "
-        f"{found.suggestion.max_lr:.3g}: {found.suggestion.reasons['max_lr']}."
+        f"      {len(found.curve.losses)} iterations ({found.curve.stop_reason}); suggested "
+        f"max_lr {found.suggestion.max_lr:.3g}: {found.suggestion.reasons['max_lr']}."
     )
+    return found
 
-    # 2. 1cycle at the suggested max_lr, halved after a divergence
+
+def _demo_one_cycle(
+    base: Any, plan: DemoPlan, out: Path, found: LRFindResult, progress: bool, echo: Echo
+) -> PolicyOutcome:
+    """Step 2: 1cycle at the suggested max_lr, halved after a divergence."""
     echo(f"\n[2/3] 1cycle, {plan.iterations} iterations")
     max_lr = found.suggestion.max_lr
-    spent, notes = range_iters, []
+    spent, notes = len(found.curve.losses), []
     for attempt in range(plan.max_halvings + 1):
         config = base.replace(policy="one_cycle", policy_params={"max_lr": max_lr})
         name = f"one_cycle-max_lr{max_lr:.3g}-seed0"
@@ -497,8 +567,22 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
                 ) from exc
             max_lr /= 2
     echo(f"      max_lr {max_lr:.3g}: {_accs(first)}")
+    return PolicyOutcome(
+        name="1cycle",
+        lr=max_lr,
+        runs=[out / "runs" / name],
+        test_accs=[first["final_test_acc"]],
+        val_accs=[first["final_val_acc"]],
+        tuning_iterations=spent,  # the range test and any diverged attempts
+        notes=notes,
+    )
 
-    # 3. the baseline: multistep, LR chosen on the validation split
+
+def _demo_multistep(
+    base: Any, plan: DemoPlan, out: Path, progress: bool, echo: Echo
+) -> tuple[PolicyOutcome, list[dict[str, Any]]]:
+    """Step 3: the baseline, multistep with its LR chosen on the validation split; and
+    the sweep's entries."""
     echo("\n[3/3] multistep (x0.1 at 50% and 75%), LR sweep on the validation split")
     sweep = []
     for lr in plan.sweep_lrs:
@@ -519,16 +603,6 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         raise UserError("every LR of the multistep sweep diverged; no baseline to compare with.")
     best = max(usable, key=lambda e: e["val_acc"])
     echo(f"      picked lr {best['lr']:g} (best validation accuracy, {best['val_acc']:.2f}%)")
-
-    one_cycle = PolicyOutcome(
-        name="1cycle",
-        lr=max_lr,
-        runs=[out / "runs" / name],
-        test_accs=[first["final_test_acc"]],
-        val_accs=[first["final_val_acc"]],
-        tuning_iterations=spent,  # the range test and any diverged attempts
-        notes=notes,
-    )
     multistep = PolicyOutcome(
         name="multistep",
         lr=best["lr"],
@@ -538,22 +612,47 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         # the other sweep runs: the best one is the baseline's own run
         tuning_iterations=sum(e["iterations"] for e in sweep) - plan.iterations,
     )
-    for seed in range(1, seeds):
-        echo(f"\n      seed {seed}:")
-        for outcome, policy, params in (
-            (one_cycle, "one_cycle", {"max_lr": max_lr}),
-            (multistep, "multistep", {"lr": best["lr"]}),
-        ):
-            config = base.replace(policy=policy, policy_params=params, seed=seed)
-            tag = f"max_lr{max_lr:.3g}" if policy == "one_cycle" else f"lr{best['lr']:g}"
-            run = out / "runs" / f"{policy}-{tag}-seed{seed}"
-            summary = _train(config, run, progress)
-            outcome.runs.append(run)
-            outcome.test_accs.append(summary["final_test_acc"])
-            outcome.val_accs.append(summary["final_val_acc"])
-            echo(f"      {outcome.name}: {_accs(summary)}")
+    return multistep, sweep
 
-    # figures and the report
+
+def _demo_other_seed(
+    base: Any,
+    seed: int,
+    one_cycle: PolicyOutcome,
+    multistep: PolicyOutcome,
+    out: Path,
+    progress: bool,
+    echo: Echo,
+) -> None:
+    """Both policies' final runs again on ``seed``, appended to their outcomes."""
+    echo(f"\n      seed {seed}:")
+    for outcome, policy, params in (
+        (one_cycle, "one_cycle", {"max_lr": one_cycle.lr}),
+        (multistep, "multistep", {"lr": multistep.lr}),
+    ):
+        config = base.replace(policy=policy, policy_params=params, seed=seed)
+        tag = f"max_lr{one_cycle.lr:.3g}" if policy == "one_cycle" else f"lr{multistep.lr:g}"
+        run = out / "runs" / f"{policy}-{tag}-seed{seed}"
+        summary = _train(config, run, progress)
+        outcome.runs.append(run)
+        outcome.test_accs.append(summary["final_test_acc"])
+        outcome.val_accs.append(summary["final_val_acc"])
+        echo(f"      {outcome.name}: {_accs(summary)}")
+
+
+def _demo_figures(
+    base: Any,
+    plan: DemoPlan,
+    out: Path,
+    found: LRFindResult,
+    one_cycle: PolicyOutcome,
+    multistep: PolicyOutcome,
+) -> dict[str, Path]:
+    """The two schedules and the test-accuracy curves; with the range test's plot."""
+    from superconv.plots import plot_curves, plot_schedule
+    from superconv.train import make_policy
+
+    max_lr, lr = one_cycle.lr, multistep.lr
     files: dict[str, Path] = {"range_test_plot": found.files["plot"]}
     files["schedule_one_cycle"] = plot_schedule(
         make_policy(base.replace(policy="one_cycle", policy_params={"max_lr": max_lr})),
@@ -562,14 +661,14 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         title=f"1cycle: max_lr {max_lr:.3g} (from the range test), momentum 0.95 -> 0.85 -> 0.95",
     )
     files["schedule_multistep"] = plot_schedule(
-        make_policy(base.replace(policy="multistep", policy_params={"lr": best["lr"]})),
+        make_policy(base.replace(policy="multistep", policy_params={"lr": lr})),
         plan.iterations,
         out / "schedule_multistep.png",
-        title=f"multistep: lr {best['lr']:g} (picked by the sweep), x0.1 at 50% and 75%",
+        title=f"multistep: lr {lr:g} (picked by the sweep), x0.1 at 50% and 75%",
     )
     curves = {
         f"1cycle, max_lr {max_lr:.3g}": _rows(one_cycle.runs),
-        f"multistep, lr {best['lr']:g}": _rows(multistep.runs),
+        f"multistep, lr {lr:g}": _rows(multistep.runs),
     }
     files["accuracy_plot"] = plot_curves(
         curves,
@@ -577,28 +676,33 @@ def _demo(out, plan, seeds, device, threads, progress, echo, t0) -> DemoResult:
         path=out / "accuracy.png",
         title="test accuracy (%) during training: reported only, never used for a choice",
     )
-    wall = time.perf_counter() - t0
-    summary_lines = _verdict(one_cycle, multistep, plan, range_iters, len(plan.sweep_lrs), seeds)
-    summary_lines.append(
-        f"Wall time: {format_duration(wall)} (expected {format_duration(expected)}). Files: {out}/demo.md"
-    )
+    return files
+
+
+def _checkpoints_note(out: Path) -> list[str]:
+    """Where the disk space went: the finished runs' weights (no line if none)."""
     checkpoints = sorted((out / "runs").glob("*/checkpoint.pt"))
-    if checkpoints:  # say where the disk space went; they are the finished runs' weights
-        size = sum(c.stat().st_size for c in checkpoints) / 1e6
-        summary_lines.append(
-            f"The {len(checkpoints)} runs' final checkpoints ({size:.0f} MB) are in "
-            f"{out}/runs/*/checkpoint.pt: delete them if you do not need the weights."
-        )
-    result = DemoResult(one_cycle, multistep, found, sweep, wall, expected, summary_lines, files)
+    if not checkpoints:
+        return []
+    size = sum(c.stat().st_size for c in checkpoints) / 1e6
+    return [
+        f"The {len(checkpoints)} runs' final checkpoints ({size:.0f} MB) are in "
+        f"{out}/runs/*/checkpoint.pt: delete them if you do not need the weights."
+    ]
+
+
+def _write_demo_records(
+    result: DemoResult, plan: DemoPlan, seeds: int, base: Any, out: Path
+) -> None:
+    """demo.json and demo.md (their paths into ``result.files``)."""
+    from superconv.train import resolve_device
+
+    files = result.files
     env = environment(str(resolve_device(base.device)), 0)
     files["json"] = atomic_write_json(out / "demo.json", _as_record(result, plan, seeds, base, env))
     files["markdown"] = atomic_write_text(
         out / "demo.md", _markdown(result, plan, seeds, base, env, out)
     )
-    echo("")
-    for line in summary_lines:
-        echo(line)
-    return result
 
 
 def _train(config: Any, run_dir: Path, progress: bool) -> dict[str, Any]:
@@ -752,22 +856,6 @@ def _markdown(
     result: DemoResult, plan: DemoPlan, seeds: int, base: Any, env: dict[str, Any], out: Path
 ) -> str:
     one, multi = result.one_cycle, result.multistep
-
-    def rel(path: Path) -> str:
-        with contextlib.suppress(ValueError):
-            return str(Path(path).relative_to(out))
-        return str(path)
-
-    sweep_rows = "\n".join(
-        f"| {e['lr']:g} | "
-        + (
-            f"{e['val_acc']:.2f}"
-            if e["val_acc"] is not None
-            else f"diverged at {e['iterations'] - 1}"
-        )
-        + f" | {'**picked**' if e['lr'] == multi.lr else ''} | `{rel(e['run'])}` |"
-        for e in result.sweep
-    )
     s = result.range_test.suggestion
     lines = [
         "# superconv demo: 1cycle vs a tuned multistep baseline at equal budget",
@@ -799,7 +887,7 @@ def _markdown(
         "",
         *[f"- `{key}`: {reason}" for key, reason in s.reasons.items()],
         "",
-        f"![range test]({rel(result.files['range_test_plot'])})",
+        f"![range test]({_relative(result.files['range_test_plot'], out)})",
         "",
         *(
             ["## 1cycle attempts", "", *[f"- {note}" for note in one.notes], ""]
@@ -810,7 +898,7 @@ def _markdown(
         "",
         "| lr | validation accuracy (%) | | run |",
         "|---|---|---|---|",
-        sweep_rows,
+        _sweep_rows(result, out),
         "",
         "## Figures",
         "",
@@ -828,3 +916,25 @@ def _markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` relative to the demo's folder (as it is, if outside it)."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(out))
+    return str(path)
+
+
+def _sweep_rows(result: DemoResult, out: Path) -> str:
+    """demo.md's table rows of the multistep sweep: LR, validation accuracy, the pick, run."""
+    return "\n".join(
+        f"| {e['lr']:g} | "
+        + (
+            f"{e['val_acc']:.2f}"
+            if e["val_acc"] is not None
+            else f"diverged at {e['iterations'] - 1}"
+        )
+        + f" | {'**picked**' if e['lr'] == result.multistep.lr else ''} | "
+        f"`{_relative(e['run'], out)}` |"
+        for e in result.sweep
+    )

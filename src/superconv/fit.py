@@ -31,7 +31,7 @@ import math
 import sys
 import time
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -801,25 +801,7 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
         f"![range test]({files['range_test'].name})",
         "",
     ]
-    if check:
-        lines += [
-            "## Check: successive halving",
-            "",
-            "| rung | max_lr | iterations | score (val acc %, or -val loss) | |",
-            "|---|---|---|---|---|",
-        ]
-        for t in check["trials"]:
-            score = "diverged" if t["score"] is None else f"{t['score']:.4g}"
-            mark = (
-                "**chosen**"
-                if t["lr"] == check["chosen"]
-                and t["rung"] == max(x["rung"] for x in check["trials"])
-                else ""
-            )
-            lines.append(f"| {t['rung']} | {t['lr']:.4g} | {t['iterations']} | {score} | {mark} |")
-        lines += ["", *[f"- {n}" for n in check["notes"]], "", "![candidates](candidates.png)", ""]
-    else:
-        lines += ["## Check", "", "Not run (verify off, or no budget left for it).", ""]
+    lines += _markdown_check(check)
     lines += [
         "## The chosen cycle",
         "",
@@ -828,7 +810,48 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
     ]
     if "training" in files:
         lines += ["## Training", "", "![training](training.png)", ""]
-    lines += [
+    lines += _markdown_costs(budget, rt, check, train)
+    ratio = data.get("tuning_wall_ratio")
+    if ratio is not None:
+        lines += [
+            "",
+            f"Tuning (range test + check) took {ratio:.2f} x the training run's wall time "
+            f"(tune budget {budget.tune_budget:g}; planned in iterations, so a resumed fit "
+            "replays the same plan; evaluations and the start-up of each short run cost extra).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_check(check: Mapping[str, Any] | None) -> list[str]:
+    """fit.md's section on the check: its trials by rung, the chosen one marked."""
+    if not check:
+        return ["## Check", "", "Not run (verify off, or no budget left for it).", ""]
+    lines = [
+        "## Check: successive halving",
+        "",
+        "| rung | max_lr | iterations | score (val acc %, or -val loss) | |",
+        "|---|---|---|---|---|",
+    ]
+    for t in check["trials"]:
+        score = "diverged" if t["score"] is None else f"{t['score']:.4g}"
+        mark = (
+            "**chosen**"
+            if t["lr"] == check["chosen"] and t["rung"] == max(x["rung"] for x in check["trials"])
+            else ""
+        )
+        lines.append(f"| {t['rung']} | {t['lr']:.4g} | {t['iterations']} | {score} | {mark} |")
+    lines += ["", *[f"- {n}" for n in check["notes"]], "", "![candidates](candidates.png)", ""]
+    return lines
+
+
+def _markdown_costs(
+    budget: Budget,
+    rt: Mapping[str, Any],
+    check: Mapping[str, Any] | None,
+    train: Mapping[str, Any],
+) -> list[str]:
+    """fit.md's table of iterations, wall time and images per phase."""
+    lines = [
         "## Time and images per phase",
         "",
         "| phase | iterations | share of the training run | wall time (s) | training images "
@@ -848,24 +871,14 @@ def _markdown(result: FitResult, title: str, files: Mapping[str, Path]) -> str:
         f"| training | {T:,} | 100% | {train.get('seconds', 0.0):.1f} | "
         f"{train.get('train_images_seen', 0):,} | {train.get('eval_images', 0):,} |"
     )
-    ratio = data.get("tuning_wall_ratio")
-    if ratio is not None:
-        lines += [
-            "",
-            f"Tuning (range test + check) took {ratio:.2f} x the training run's wall time "
-            f"(tune budget {budget.tune_budget:g}; planned in iterations, so a resumed fit "
-            "replays the same plan; evaluations and the start-up of each short run cost extra).",
-        ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # ----------------------------------------------------------------------------- CLI backend
 class _ConfigBackend:
     """Everything from a TrainConfig: superconv's models and data, ``train.train`` run folders."""
 
-    def __init__(
-        self, config: Any, out: Path, progress: bool, test_images: int, board: Any = None
-    ):
+    def __init__(self, config: Any, out: Path, progress: bool, test_images: int, board: Any = None):
         self.config, self.out, self.progress = config, out, progress
         self.val_images, self.test_images = config.val_size, test_images
         self.board = board  # a TensorBoardLogger, or None
@@ -917,9 +930,7 @@ class _ConfigBackend:
         if summary is not None and summary.get("status") in ("finished", "diverged"):
             return summary  # done before an interruption: read, not retrained
         resume = (run_dir / "config.json").is_file()
-        return train(
-            config, run_dir, resume=resume, progress=self.progress, logger=board
-        ).summary
+        return train(config, run_dir, resume=resume, progress=self.progress, logger=board).summary
 
     def trial(self, lr: float, iterations: int, rung: int) -> Trial:
         run_dir = self.out / "check" / f"rung{rung}-lr{lr:.4g}"
@@ -995,43 +1006,12 @@ def fit_run(
     records: each range test (``range_test/seed<s>/...``), the training run's
     loss, LR, momentum and metrics rows, and the chosen ``fit/max_lr``.
     """
-    from superconv.data import load_dataset
-    from superconv.distributed import world_from_env
-
     out = Path(out)
-    if world_from_env().world_size > 1:
-        raise UserError(
-            "fit runs in one process: its range test and check are not distributed yet. Run "
-            "it without torchrun, then train the chosen cycle with torchrun superconv train."
-        )
-    if config.val_size <= 0:
-        raise UserError(
-            "fit needs a validation split for its choices: set val_size > 0 (images held out "
-            "of the training set; the test set is never used for a choice)."
-        )
-    config.validate()
+    _check_fit_run(config)
     if range_plan is None:  # the default test's ramp for this optimizer
         range_plan = RangePlan.for_optimizer(config.optimizer)
-    if config.dataset.startswith("folder:"):  # your own images: counted, not loaded
-        from superconv.data.folder import folder_splits
-
-        train_images, test_set = folder_splits(config.dataset, check=False)
-        sizes = (len(train_images), len(test_set) if test_set is not None else 0)
-    else:
-        data = load_dataset(config.dataset, config.data_dir)
-        sizes = (len(data.train_y), len(data.test_y))
-    num_train = sizes[0] - config.val_size
-    if config.train_subset is not None:
-        num_train = min(num_train, config.train_subset)
-    if epochs is not None:
-        if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
-            raise UserError(f"epochs must be a number > 0, got {epochs!r}.")
-        config = config.replace(
-            iterations=max(1, math.ceil(epochs * num_train / config.batch_size))
-        )
-    if evaluations is not None:  # metrics rows and checkpoints (the resume points) alike
-        every = max(1, config.iterations // evaluations)
-        config = config.replace(eval_every=every, checkpoint_every=every)
+    sizes = _split_sizes(config)
+    config = _budgeted(config, epochs, evaluations, sizes)
     budget = plan_budget(
         config.iterations,
         tune_budget=tune_budget,
@@ -1054,34 +1034,96 @@ def fit_run(
     }
     record = _open_record(out, settings, resume)
     if record.out is not None and not record.data["phases"]:
-        from superconv.records import environment
-        from superconv.train import resolve_device
-
-        out.mkdir(parents=True, exist_ok=True)
-        record.data["environment"] = environment(str(resolve_device(config.device)), config.seed)
-        record.data["split"] = (
-            f"{config.val_size} images held out of the {sizes[0]} training images for "
-            f"validation (split seed {config.split_seed}); {sizes[1]} test images are "
-            "only reported"
-        )
-        record.commit()
+        _record_start(record, out, config, sizes)
     echo(
         f"superconv fit: {config.model} on {config.dataset}, {budget.iterations} iterations at "
         f"batch {config.batch_size}; {record.data['split']}."
     )
     with _board(tensorboard, logger, config.log_every) as board:
         backend = _ConfigBackend(config, out, progress, sizes[1], board=board)
-        try:
+        with _resume_hint(out, record, budget):
             result = _phases(backend, budget, range_plan, record, echo, config.seed, factors)
-        except KeyboardInterrupt as exc:
-            raise KeyboardInterrupt(
-                f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
-                f"every finished phase is in {out / FIT_FILE}. Continue it with "
-                f"superconv fit --resume {out}"
-            ) from exc
         _log_choice(board, result)
     result.files = _write_report(result, f"{config.model} on {config.dataset}")
     return result
+
+
+@contextlib.contextmanager
+def _resume_hint(out: Path, record: Any, budget: Budget) -> Iterator[None]:
+    """An interrupt of the fit's phases says which phase it stopped in and how to continue."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        raise KeyboardInterrupt(
+            f"the fit was interrupted in its {_current_phase(record, budget)} phase ({exc}); "
+            f"every finished phase is in {out / FIT_FILE}. Continue it with "
+            f"superconv fit --resume {out}"
+        ) from exc
+
+
+def _check_fit_run(config: Any) -> None:
+    """Refuse what fit_run cannot do: several processes, no validation split, a bad config."""
+    from superconv.distributed import world_from_env
+
+    if world_from_env().world_size > 1:
+        raise UserError(
+            "fit runs in one process: its range test and check are not distributed yet. Run "
+            "it without torchrun, then train the chosen cycle with torchrun superconv train."
+        )
+    if config.val_size <= 0:
+        raise UserError(
+            "fit needs a validation split for its choices: set val_size > 0 (images held out "
+            "of the training set; the test set is never used for a choice)."
+        )
+    config.validate()
+
+
+def _split_sizes(config: Any) -> tuple[int, int]:
+    """The data set's training and test images (a folder's counted, not loaded)."""
+    from superconv.data import load_dataset
+
+    if config.dataset.startswith("folder:"):  # your own images: counted, not loaded
+        from superconv.data.folder import folder_splits
+
+        train_images, test_set = folder_splits(config.dataset, check=False)
+        return (len(train_images), len(test_set) if test_set is not None else 0)
+    data = load_dataset(config.dataset, config.data_dir)
+    return (len(data.train_y), len(data.test_y))
+
+
+def _budgeted(
+    config: Any, epochs: float | None, evaluations: int | None, sizes: tuple[int, int]
+) -> Any:
+    """``config`` with the iterations of ``epochs`` (if given) and its metrics rows and
+    checkpoints every ``iterations / evaluations`` (if given)."""
+    num_train = sizes[0] - config.val_size
+    if config.train_subset is not None:
+        num_train = min(num_train, config.train_subset)
+    if epochs is not None:
+        if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+            raise UserError(f"epochs must be a number > 0, got {epochs!r}.")
+        config = config.replace(
+            iterations=max(1, math.ceil(epochs * num_train / config.batch_size))
+        )
+    if evaluations is not None:  # metrics rows and checkpoints (the resume points) alike
+        every = max(1, config.iterations // evaluations)
+        config = config.replace(eval_every=every, checkpoint_every=every)
+    return config
+
+
+def _record_start(record: Any, out: Path, config: Any, sizes: tuple[int, int]) -> None:
+    """A new fit's record: its environment and the split, stated."""
+    from superconv.records import environment
+    from superconv.train import resolve_device
+
+    out.mkdir(parents=True, exist_ok=True)
+    record.data["environment"] = environment(str(resolve_device(config.device)), config.seed)
+    record.data["split"] = (
+        f"{config.val_size} images held out of the {sizes[0]} training images for "
+        f"validation (split seed {config.split_seed}); {sizes[1]} test images are "
+        "only reported"
+    )
+    record.commit()
 
 
 def _board(tensorboard: Any, logger: Any, every: int = 10) -> Any:
@@ -1354,6 +1396,7 @@ def _split(train_data: Any, fraction: float, seed: int) -> tuple[Any, Any, str]:
     return train_loader, val_loader, stated
 
 
+# long: public API with 26 parameters, each documented in the docstring; the code is ~57 lines
 def fit(
     model: Any,
     train_data: Any,
@@ -1427,23 +1470,12 @@ def fit(
     import torch
     import torch.nn.functional as F
 
-    if iterations is None and epochs is None:
-        raise UserError("give the training budget: epochs= or iterations=.")
-    if iterations is not None and epochs is not None:
-        raise UserError("give epochs= or iterations=, not both.")
-    if not (0 < val_fraction < 1):
-        raise UserError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
+    _check_budget_args(iterations, epochs, val_fraction)
     split = "val_data given by the caller"
     if val_data is None:
         train_data, val_data, split = _split(train_data, val_fraction, seed)
     if epochs is not None:
-        if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
-            raise UserError(f"epochs must be a number > 0, got {epochs!r}.")
-        try:
-            per_epoch = len(train_data)
-        except TypeError:
-            raise UserError("epochs= needs a train_data with a length; give iterations=.") from None
-        iterations = max(1, math.ceil(epochs * per_epoch))
+        iterations = _iterations_of_epochs(epochs, train_data)
     budget = plan_budget(
         iterations,
         tune_budget=tune_budget,
@@ -1496,14 +1528,39 @@ def fit(
         result = _phases(backend, budget, range_plan, record, echo, seed, factors)
         _log_choice(board, result)
     if out_path is not None:
-        from superconv.records import RunDir
-
-        run = RunDir(out_path / "train")
-        run.path.mkdir(parents=True, exist_ok=True)
-        run.write_metrics(backend.rows)
-        run.write_summary({k: v for k, v in result.summary.items() if k != "metrics"})
+        _write_final_run(out_path / "train", backend.rows, result)
         result.files = _write_report(result, type(model).__name__)
     return result
+
+
+def _check_budget_args(iterations: int | None, epochs: float | None, val_fraction: float) -> None:
+    if iterations is None and epochs is None:
+        raise UserError("give the training budget: epochs= or iterations=.")
+    if iterations is not None and epochs is not None:
+        raise UserError("give epochs= or iterations=, not both.")
+    if not (0 < val_fraction < 1):
+        raise UserError(f"val_fraction must be in (0, 1), got {val_fraction!r}.")
+
+
+def _iterations_of_epochs(epochs: float, train_data: Any) -> int:
+    """The optimizer steps of ``epochs`` passes over the training loader (rounded up)."""
+    if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
+        raise UserError(f"epochs must be a number > 0, got {epochs!r}.")
+    try:
+        per_epoch = len(train_data)
+    except TypeError:
+        raise UserError("epochs= needs a train_data with a length; give iterations=.") from None
+    return max(1, math.ceil(epochs * per_epoch))
+
+
+def _write_final_run(folder: Path, rows: list[dict[str, Any]], result: FitResult) -> None:
+    """The API's final run as a run folder: metrics.csv and summary.json (no checkpoint)."""
+    from superconv.records import RunDir
+
+    run = RunDir(folder)
+    run.path.mkdir(parents=True, exist_ok=True)
+    run.write_metrics(rows)
+    run.write_summary({k: v for k, v in result.summary.items() if k != "metrics"})
 
 
 def find_cycle(

@@ -59,6 +59,25 @@ def plot_range_test(
     fig = _figure((7.0, 6.0))
     ax = fig.add_subplot()
     lrs = np.asarray(curve.lrs, dtype=float)
+    smoothed = _draw_range_losses(ax, curve, lrs, eval_name)
+    handles, labels = _clip_loss_axis(ax, smoothed, curve)
+    bar_axis = _draw_range_accuracy(ax, curve, eval_name, handles, labels)
+    if suggestion is not None:
+        _draw_suggestion(ax, bar_axis, suggestion, show_band, handles, labels)
+    _draw_lr_marks(ax, marks or {}, candidates, handles, labels)
+    # Below the axes, not over the curve (a legend over the curve hid its end).
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
+    ax.set_title(
+        title
+        or f"LR range test ({curve.mode}, {len(lrs)} of {curve.num_steps} steps; {curve.stop_reason})",
+        fontsize="medium",
+    )
+    return _save(fig, path)
+
+
+def _draw_range_losses(ax: Any, curve: Any, lrs: np.ndarray, eval_name: str) -> np.ndarray:
+    """The train loss (raw, faint, and smoothed) and the evaluation loss against the LR;
+    the smoothed train loss."""
     losses, smoothed = _finite(curve.losses), _finite(curve.smoothed_losses)
     ax.plot(lrs, losses, color="tab:blue", alpha=0.3, lw=0.8, label="train loss")
     ax.plot(lrs, smoothed, color="tab:blue", lw=1.6, label="train loss (smoothed)")
@@ -76,9 +95,14 @@ def plot_range_test(
     ax.set_ylabel("loss")
     if curve.mode == "exp":
         ax.set_xscale("log")
-    # Keep a blow-up (the end of a diverged test, or one wild evaluation, as the bottleneck
-    # ResNet's 4e8 test loss in Fig. 11a) from flattening the rest of the figure: the axis
-    # ends at 1.5x the 95th percentile of the losses, and the points above it are counted.
+    return smoothed
+
+
+def _clip_loss_axis(ax: Any, smoothed: np.ndarray, curve: Any) -> tuple[list, list]:
+    """Keep a blow-up (the end of a diverged test, or one wild evaluation, as the bottleneck
+    ResNet's 4e8 test loss in Fig. 11a) from flattening the rest of the figure: the axis
+    ends at 1.5x the 95th percentile of the losses, and the points above it are counted
+    in the legend. The legend's handles and labels so far."""
     shown = np.concatenate([smoothed, _finite(curve.val_losses)])
     shown = shown[np.isfinite(shown)]
     above = 0
@@ -91,49 +115,66 @@ def plot_range_test(
         (off,) = ax.plot([], [], " ")
         handles.append(off)
         labels.append(f"{above} loss point(s) above the axis (max {shown.max():.3g})")
+    return handles, labels
+
+
+def _draw_range_accuracy(ax: Any, curve: Any, eval_name: str, handles: list, labels: list) -> Any:
+    """The evaluation accuracy on a twin axis, if there is any; the axis the plateau bar
+    goes on (the twin, else ``ax``)."""
     accs = _finite(curve.val_accs)
-    if np.isfinite(accs).any():
-        twin = ax.twinx()
-        twin.plot(
-            curve.eval_lrs,
-            accs,
-            "s-",
-            color="tab:green",
-            ms=3,
-            lw=1.2,
-            label=f"{eval_name} accuracy",
-        )
-        twin.set_ylabel(f"{eval_name} accuracy")
-        h, lab = twin.get_legend_handles_labels()
-        handles, labels = handles + h, labels + lab
-        bar_axis = twin
-    else:
-        bar_axis = ax
-    if suggestion is not None:
-        low, high = getattr(suggestion, "band", (suggestion.min_lr_ratio, suggestion.max_lr))
-        if show_band:
-            band = ax.axvspan(low, high, color="tab:red", alpha=0.12)
-            handles.append(band)
-            labels.append(f"band {low:.3g} .. {high:.3g} (within 2x of max_lr)")
-        peak = ax.axvline(suggestion.max_lr, color="tab:red", lw=1.6)
-        handles.append(peak)
-        rule = getattr(suggestion, "rule", "")
-        labels.append(
-            f"max_lr {suggestion.max_lr:.3g} ({rule}), cycle from min_lr {suggestion.min_lr_ratio:.3g}"
-        )
-        lo, hi = suggestion.plateau
-        (bar,) = bar_axis.plot(
-            [lo, hi],
-            [0.98, 0.98],
-            transform=bar_axis.get_xaxis_transform(),
-            color="tab:purple",
-            lw=4,
-            solid_capstyle="butt",
-        )
-        handles.append(bar)
-        labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
+    if not np.isfinite(accs).any():
+        return ax
+    twin = ax.twinx()
+    twin.plot(
+        curve.eval_lrs,
+        accs,
+        "s-",
+        color="tab:green",
+        ms=3,
+        lw=1.2,
+        label=f"{eval_name} accuracy",
+    )
+    twin.set_ylabel(f"{eval_name} accuracy")
+    h, lab = twin.get_legend_handles_labels()
+    handles += h
+    labels += lab
+    return twin
+
+
+def _draw_suggestion(
+    ax: Any, bar_axis: Any, suggestion: Any, show_band: bool, handles: list, labels: list
+) -> None:
+    """The suggestion: its band shaded (if ``show_band``), max_lr, the plateau as a bar."""
+    low, high = getattr(suggestion, "band", (suggestion.min_lr_ratio, suggestion.max_lr))
+    if show_band:
+        band = ax.axvspan(low, high, color="tab:red", alpha=0.12)
+        handles.append(band)
+        labels.append(f"band {low:.3g} .. {high:.3g} (within 2x of max_lr)")
+    peak = ax.axvline(suggestion.max_lr, color="tab:red", lw=1.6)
+    handles.append(peak)
+    rule = getattr(suggestion, "rule", "")
+    labels.append(
+        f"max_lr {suggestion.max_lr:.3g} ({rule}), cycle from min_lr {suggestion.min_lr_ratio:.3g}"
+    )
+    lo, hi = suggestion.plateau
+    (bar,) = bar_axis.plot(
+        [lo, hi],
+        [0.98, 0.98],
+        transform=bar_axis.get_xaxis_transform(),
+        color="tab:purple",
+        lw=4,
+        solid_capstyle="butt",
+    )
+    handles.append(bar)
+    labels.append(f"plateau ({suggestion.signal}): {suggestion.plateau_width:.2f} decades")
+
+
+def _draw_lr_marks(
+    ax: Any, marks: Mapping[str, float], candidates: Sequence[float], handles: list, labels: list
+) -> None:
+    """Other rules' picks as labelled lines; the candidates as grey dashed ones."""
     styles = ("--", ":", "-.", (0, (5, 2, 1, 2)))
-    for i, (name, lr) in enumerate(sorted((marks or {}).items(), key=lambda kv: kv[1])):
+    for i, (name, lr) in enumerate(sorted(marks.items(), key=lambda kv: kv[1])):
         line = ax.axvline(lr, color="0.35", lw=1.0, ls=styles[i % len(styles)])
         handles.append(line)
         labels.append(f"{name}: {lr:.3g}")
@@ -142,14 +183,6 @@ def plot_range_test(
         if i == 0:
             handles.append(line)
             labels.append("candidates: " + ", ".join(f"{c:.3g}" for c in candidates))
-    # Below the axes, not over the curve (a legend over the curve hid its end).
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="small")
-    ax.set_title(
-        title
-        or f"LR range test ({curve.mode}, {len(lrs)} of {curve.num_steps} steps; {curve.stop_reason})",
-        fontsize="medium",
-    )
-    return _save(fig, path)
 
 
 def plot_schedule(
@@ -341,52 +374,86 @@ def plot_run_curves(
         raise UserError("runs is empty: give at least one run's metric rows.")
     fig = _figure((7.5, 8.0))
     loss_ax, acc_ax, lr_ax = fig.subplots(3, 1, sharex=True, height_ratios=(2, 2, 1.2))
-    styles = {"train": "-", "val": "--", "test": ":"}
-    split_colors = {"train": "C0", "val": "C1", "test": "C2"}
     single = len(runs) == 1
     mom_ax = None
     for i, (label, rows) in enumerate(runs.items()):
         color = f"C{i % 10}"
-        for split in ("train", "val", "test"):
-            for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
-                pts = [
-                    (_number(r.get("iteration")), _number(r.get(f"{split}_{metric}"))) for r in rows
-                ]
-                pts = [(x, y) for x, y in pts if x is not None and y is not None]
-                if not pts:
-                    continue
-                xs, ys = zip(*pts)
-                name = split if single else f"{label} {split}"
-                ax.plot(
-                    xs,
-                    ys,
-                    styles[split],
-                    color=split_colors[split] if single else color,
-                    lw=1.5,
-                    label=name if metric == "loss" else None,
-                    marker="." if len(xs) < 30 else None,
-                )
-        for key, axis in (("lr", lr_ax), ("momentum", None)):
-            pts = [(_number(r.get("iteration")), _number(r.get(key))) for r in rows]
-            if policy is not None and total_steps and key in policy:
-                grid = np.unique(np.linspace(0, total_steps - 1, min(total_steps, 1000)))
-                pts = [(int(t) + 1, float(policy[key](int(t)))) for t in grid.round()]
+        _draw_run_metrics(loss_ax, acc_ax, rows, label if not single else None, color)
+        mom_ax = _draw_run_schedule(
+            lr_ax, mom_ax, rows, label if not single else None, color, policy, total_steps
+        )
+    _label_run_axes(loss_ax, acc_ax, lr_ax, mom_ax, single)
+    loss_ax.set_title(title or "training curves", fontsize="medium")
+    return _save(fig, path)
+
+
+_SPLIT_STYLES = {"train": "-", "val": "--", "test": ":"}
+_SPLIT_COLORS = {"train": "C0", "val": "C1", "test": "C2"}
+
+
+def _draw_run_metrics(
+    loss_ax: Any, acc_ax: Any, rows: Sequence[Mapping[str, Any]], label: str | None, color: str
+) -> None:
+    """One run's loss and accuracy per split. ``label``: the run's, when several are
+    overlaid (a colour per run); None for a single run (a colour per split)."""
+    single = label is None
+    for split in ("train", "val", "test"):
+        for ax, metric in ((loss_ax, "loss"), (acc_ax, "acc")):
+            pts = [(_number(r.get("iteration")), _number(r.get(f"{split}_{metric}"))) for r in rows]
             pts = [(x, y) for x, y in pts if x is not None and y is not None]
             if not pts:
                 continue
-            if axis is None:
-                mom_ax = mom_ax or lr_ax.twinx()
-                axis = mom_ax
             xs, ys = zip(*pts)
-            axis.plot(
+            name = split if single else f"{label} {split}"
+            ax.plot(
                 xs,
                 ys,
-                "-" if key == "lr" else "--",
-                color=(("C3" if key == "lr" else "C4") if single else color),
-                lw=1.2,
-                drawstyle="steps-post",
-                label=(key if single else f"{label} {key}"),
+                _SPLIT_STYLES[split],
+                color=_SPLIT_COLORS[split] if single else color,
+                lw=1.5,
+                label=name if metric == "loss" else None,
+                marker="." if len(xs) < 30 else None,
             )
+
+
+def _draw_run_schedule(
+    lr_ax: Any,
+    mom_ax: Any,
+    rows: Sequence[Mapping[str, Any]],
+    label: str | None,
+    color: str,
+    policy: Mapping[str, Callable[[int], float]] | None,
+    total_steps: int | None,
+) -> Any:
+    """One run's LR (and momentum on a twin axis, made on first use; returned): from
+    ``policy`` over ``total_steps`` where given, else from the rows."""
+    single = label is None
+    for key, axis in (("lr", lr_ax), ("momentum", None)):
+        pts = [(_number(r.get("iteration")), _number(r.get(key))) for r in rows]
+        if policy is not None and total_steps and key in policy:
+            grid = np.unique(np.linspace(0, total_steps - 1, min(total_steps, 1000)))
+            pts = [(int(t) + 1, float(policy[key](int(t)))) for t in grid.round()]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        if not pts:
+            continue
+        if axis is None:
+            mom_ax = mom_ax or lr_ax.twinx()
+            axis = mom_ax
+        xs, ys = zip(*pts)
+        axis.plot(
+            xs,
+            ys,
+            "-" if key == "lr" else "--",
+            color=(("C3" if key == "lr" else "C4") if single else color),
+            lw=1.2,
+            drawstyle="steps-post",
+            label=(key if single else f"{label} {key}"),
+        )
+    return mom_ax
+
+
+def _label_run_axes(loss_ax: Any, acc_ax: Any, lr_ax: Any, mom_ax: Any, single: bool) -> None:
+    """Axis labels, a log loss axis for a blown-up loss, legends and grids."""
     loss_ax.set_ylabel("loss")
     finite = [
         y
@@ -406,8 +473,6 @@ def plot_run_curves(
     lr_ax.legend(handles, [h.get_label() for h in handles], loc="upper right", fontsize="small")
     for ax in (loss_ax, acc_ax, lr_ax):
         ax.grid(alpha=0.3)
-    loss_ax.set_title(title or "training curves", fontsize="medium")
-    return _save(fig, path)
 
 
 def plot_by_size(

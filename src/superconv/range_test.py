@@ -282,6 +282,7 @@ def _restore(
 
 
 # ----------------------------------------------------------------------------- the test
+# long: public API with 27 parameters, each documented in the docstring; the code is ~35 lines
 def range_test(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -400,87 +401,155 @@ def range_test(
         raise UserError(f"max_restarts must be an integer >= 0, got {max_restarts!r}.")
     _check_state_to(state_to)
     forward = steps.make_forward(loss_fn, batch_fn=batch_fn, batch_loss=batch_loss, device=device)
-    autocast = steps.autocast(device, autocast_dtype)
+    ramps = _Ramps(
+        model, optimizer, scaler, train_loader, val_loader, forward,
+        steps.autocast(device, autocast_dtype), device, num_steps, eval_every, eval_batches,
+        sync_every, smooth_beta, diverge_factor, accumulation_steps, reduce_mean,
+        observers, progress, state_to, state_dir,
+    )  # fmt: skip
+    curve = ramps.run(start_lr, end_lr, mode)
+    return _restarted(ramps, curve, max_restarts if adapt else 0)
 
-    def run(start_lr: float, end_lr: float, mode: str) -> RangeTestCurve:
+
+@dataclass
+class _Ramps:
+    """What every ramp of one :func:`range_test` shares (an adaptive restart runs another
+    ramp on the same model, data and settings)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: Any
+    train_loader: Iterable
+    val_loader: Iterable | None
+    forward: Any
+    autocast: Any
+    device: torch.device
+    num_steps: int
+    eval_every: int | None
+    eval_batches: int | None
+    sync_every: int
+    smooth_beta: float
+    diverge_factor: float
+    accumulation_steps: int
+    reduce_mean: Callable[[torch.Tensor], torch.Tensor] | None
+    observers: Sequence[Callable[..., Any]]
+    progress: bool
+    state_to: str
+    state_dir: str | os.PathLike | None
+
+    def run(self, start_lr: float, end_lr: float, mode: str) -> RangeTestCurve:
+        """One ramp from ``start_lr`` to ``end_lr``; the model's state restored after."""
+        num_steps = self.num_steps
         ramp = (LinearRamp if mode == "linear" else ExpRamp)(start_lr, end_lr, num_steps)
-
         curve = RangeTestCurve(mode=mode, num_steps=num_steps)
         # Divergence is judged once the EMA spans ~1/(1 - beta) losses (at most a tenth of the test).
-        grace = min(int(1 / (1 - smooth_beta)), num_steps // 10)
-        tracker = _DivergenceTracker(smooth_beta, diverge_factor, grace)
-        pending: list[torch.Tensor] = []
-        bar = _progress_bar(progress, num_steps)
+        grace = min(int(1 / (1 - self.smooth_beta)), num_steps // 10)
+        tracker = _DivergenceTracker(self.smooth_beta, self.diverge_factor, grace)
+        bar = _progress_bar(self.progress, num_steps)
         try:
             with preserved_state(
-                model, optimizer, scaler, state_to=state_to, state_dir=state_dir
+                self.model,
+                self.optimizer,
+                self.scaler,
+                state_to=self.state_to,
+                state_dir=self.state_dir,
             ):
-                model.train()
-                batches = steps.cycle(train_loader, "train_loader")
-                for step in range(num_steps):
-                    lr = apply({"lr": ramp}, optimizer, step)["lr"]
-                    loss = steps.train_step(
-                        model, optimizer, forward, batches, accumulation_steps, autocast, scaler
-                    )
-                    for obs in observers:
-                        obs(step, model, optimizer, {"loss": loss, "lr": lr})
-                    curve.lrs.append(lr)
-                    pending.append(loss)
-                    at_eval = eval_every is not None and (step + 1) % eval_every == 0
-                    if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
-                        continue
-                    first_step = len(curve.losses)
-                    losses = torch.stack(pending).float()
-                    if reduce_mean is not None:
-                        losses = reduce_mean(losses)
-                    for offset, value in enumerate(losses.cpu().tolist()):
-                        reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
-                        curve.losses.append(value)
-                        curve.smoothed_losses.append(tracker.smoothed)
-                        if reason:
-                            curve.stop_reason = reason
-                            break
-                    pending = []
-                    if bar is not None:
-                        bar.pace.tick(len(curve.losses))  # losses just read: the work is done
-                        bar.show(len(curve.losses), lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
-                    if curve.stop_reason != COMPLETED:
-                        del curve.lrs[len(curve.losses) :]
-                        break
-                    if at_eval:
-                        val_loss, val_acc = steps.evaluate(
-                            model,
-                            forward,
-                            steps.eval_batches(val_loader, eval_batches),
-                            autocast,
-                            device,
-                        )
-                        if reduce_mean is not None:
-                            pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=device)
-                            val_loss, val_acc = reduce_mean(pair).tolist()
-                        curve.eval_steps.append(step)
-                        curve.eval_lrs.append(lr)
-                        curve.val_losses.append(val_loss)
-                        curve.val_accs.append(val_acc)
+                self._steps(ramp, curve, tracker, bar)
         finally:
             if bar is not None:
                 bar.close()
         return curve
 
-    curve = run(start_lr, end_lr, mode)
+    def _steps(
+        self, ramp: Any, curve: RangeTestCurve, tracker: _DivergenceTracker, bar: Any
+    ) -> None:
+        """Train along ``ramp`` into ``curve``: the losses read every ``sync_every`` steps
+        (and before each evaluation), until the end or a stop."""
+        model, optimizer, eval_every = self.model, self.optimizer, self.eval_every
+        num_steps, sync_every = self.num_steps, self.sync_every
+        model.train()
+        batches = steps.cycle(self.train_loader, "train_loader")
+        pending: list[torch.Tensor] = []
+        for step in range(num_steps):
+            lr = apply({"lr": ramp}, optimizer, step)["lr"]
+            loss = steps.train_step(
+                model,
+                optimizer,
+                self.forward,
+                batches,
+                self.accumulation_steps,
+                self.autocast,
+                self.scaler,
+            )
+            for obs in self.observers:
+                obs(step, model, optimizer, {"loss": loss, "lr": lr})
+            curve.lrs.append(lr)
+            pending.append(loss)
+            at_eval = eval_every is not None and (step + 1) % eval_every == 0
+            if not (at_eval or (step + 1) % sync_every == 0 or step + 1 == num_steps):
+                continue
+            self._read_losses(pending, curve, tracker)
+            pending = []
+            if bar is not None:
+                bar.pace.tick(len(curve.losses))  # losses just read: the work is done
+                bar.show(len(curve.losses), lr=f"{lr:.3g}", loss=f"{tracker.smoothed:.4g}")
+            if curve.stop_reason != COMPLETED:
+                del curve.lrs[len(curve.losses) :]
+                break
+            if at_eval:
+                self._evaluate(step, lr, curve)
+
+    def _read_losses(
+        self, pending: list[torch.Tensor], curve: RangeTestCurve, tracker: _DivergenceTracker
+    ) -> None:
+        """Append the losses of the steps since the last read (rank-averaged under DDP),
+        up to the first that stops the test (``curve.stop_reason`` then says why)."""
+        first_step = len(curve.losses)
+        losses = torch.stack(pending).float()
+        if self.reduce_mean is not None:
+            losses = self.reduce_mean(losses)
+        for offset, value in enumerate(losses.cpu().tolist()):
+            reason = tracker.add(value, first_step + offset, curve.lrs[first_step + offset])
+            curve.losses.append(value)
+            curve.smoothed_losses.append(tracker.smoothed)
+            if reason:
+                curve.stop_reason = reason
+                break
+
+    def _evaluate(self, step: int, lr: float, curve: RangeTestCurve) -> None:
+        """One validation evaluation (rank-averaged under DDP), appended to ``curve``."""
+        val_loss, val_acc = steps.evaluate(
+            self.model,
+            self.forward,
+            steps.eval_batches(self.val_loader, self.eval_batches),
+            self.autocast,
+            self.device,
+        )
+        if self.reduce_mean is not None:
+            pair = torch.tensor([val_loss, val_acc], dtype=torch.float64, device=self.device)
+            val_loss, val_acc = self.reduce_mean(pair).tolist()
+        curve.eval_steps.append(step)
+        curve.eval_lrs.append(lr)
+        curve.val_losses.append(val_loss)
+        curve.val_accs.append(val_acc)
+
+
+def _restarted(ramps: _Ramps, curve: RangeTestCurve, max_restarts: int) -> RangeTestCurve:
+    """``curve``, or where it broke down in its first fifth (burn-in and smoothing), before
+    any rule can read it, the curve of a restart: exponentially over the four decades below
+    where it broke down, at most ``max_restarts`` times. ``notes`` says what ran."""
+    num_steps = ramps.num_steps
     notes, spent = [], len(curve.losses)
-    for _ in range(max_restarts if adapt else 0):
+    for _ in range(max_restarts):
         stop_lr = curve.lrs[-1] if curve.lrs else 0.0
         if curve.stop_reason == COMPLETED or len(curve.losses) >= _early(num_steps) or stop_lr <= 0:
             break
-        # It broke down in its first fifth (burn-in and smoothing), before any rule can read it:
-        # run again, exponentially over the four decades below where it broke down.
         notes.append(
             f"stopped at step {len(curve.losses) - 1} of {num_steps} (lr {stop_lr:.4g}: "
             f"{curve.stop_reason}), inside the first fifth of the test; restarted with an exp "
             f"ramp {stop_lr * 1e-4:.3g} -> {stop_lr:.3g} over {num_steps} steps"
         )
-        curve = run(stop_lr * 1e-4, stop_lr, "exp")
+        curve = ramps.run(stop_lr * 1e-4, stop_lr, "exp")
         spent += len(curve.losses)
     curve.notes, curve.steps_run = notes, spent
     return curve
@@ -599,8 +668,6 @@ class _DivergenceTracker:
 
 def _progress_bar(enabled: bool, total: int) -> Progress | None:
     return Progress(Pace(total), desc="LR range test") if enabled else None
-
-
 
 
 def __getattr__(name: str) -> Any:

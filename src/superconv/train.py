@@ -203,10 +203,52 @@ class Pieces:
 def build(config: TrainConfig) -> Pieces:
     """Build model, data, optimizer and policy from ``config`` (validated first)."""
     from superconv import distributed
-    from superconv.data import DeviceLoader, balanced_subset, load_dataset, train_val_split
+    from superconv.data import load_dataset
 
     config.validate()
-    world = distributed.world_from_env()
+    per_rank_batch = _per_rank_batch(config, distributed.world_from_env())
+    world, device = distributed.setup(resolve_device(config.device))
+    _set_torch_modes(config)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    autocast_dtype = _autocast_dtype(config, device)
+    if config.dataset.startswith("folder:"):
+        loader, eval_loaders, num_train, classes = _folder_loaders(config, world, device)
+        model, module, optimizer, policy = _model_and_optimizer(
+            config, world, device, len(classes), 3, loader.image_size, torch.float32,
+            memory_format,
+        )  # fmt: skip
+        return Pieces(config, device, model, optimizer, policy, loader, eval_loaders,
+                      autocast_dtype, num_train, world=world, module=module,
+                      num_classes=len(classes))  # fmt: skip
+    data = load_dataset(config.dataset, config.data_dir)
+    train_idx, val_idx = _split_indices(config, data)
+    dtype = torch.float64 if config.precision == "fp64" else torch.float32
+    loader, eval_loaders = _tensor_loaders(
+        config, data, train_idx, val_idx, per_rank_batch, world, device, dtype
+    )
+    model, module, optimizer, policy = _model_and_optimizer(
+        config, world, device, len(data.classes), int(data.train_x.shape[1]),
+        int(data.train_x.shape[-1]), dtype, memory_format,
+    )  # fmt: skip
+    return Pieces(
+        config,
+        device,
+        model,
+        optimizer,
+        policy,
+        loader,
+        eval_loaders,
+        autocast_dtype,
+        len(train_idx),
+        world=world,
+        module=module,
+        num_classes=len(data.classes),
+    )
+
+
+def _per_rank_batch(config: TrainConfig, world: Any) -> int:
+    """Each process's share of the global batch; refuse one that does not divide evenly
+    (over the processes, or into ghost batches)."""
     if config.batch_size % world.world_size:
         raise UserError(
             f"batch_size ({config.batch_size}) is the global batch and must divide evenly over "
@@ -218,27 +260,29 @@ def build(config: TrainConfig) -> Pieces:
             f"ghost_batch ({config.ghost_batch}) must divide the per-process batch "
             f"({per_rank_batch} = {config.batch_size} / {world.world_size} processes)."
         )
-    world, device = distributed.setup(resolve_device(config.device))
+    return per_rank_batch
+
+
+def _set_torch_modes(config: TrainConfig) -> None:
+    """Deterministic algorithms and the thread count, where the config asks for them."""
     if config.deterministic:
         # Process-wide by nature; asked for explicitly (tests, bit-identical resume checks).
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    autocast_dtype = None
+
+
+def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
-        autocast_dtype = torch.bfloat16
-    if config.dataset.startswith("folder:"):
-        loader, eval_loaders, num_train, classes = _folder_loaders(config, world, device)
-        model, module, optimizer, policy = _model_and_optimizer(
-            config, world, device, len(classes), 3, loader.image_size, torch.float32,
-            memory_format,
-        )  # fmt: skip
-        return Pieces(config, device, model, optimizer, policy, loader, eval_loaders,
-                      autocast_dtype, num_train, world=world, module=module,
-                      num_classes=len(classes))  # fmt: skip
-    data = load_dataset(config.dataset, config.data_dir)
+        return torch.bfloat16
+    return None
+
+
+def _split_indices(config: TrainConfig, data: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The training images' and validation images' indices into the training split
+    (``val_size`` held out, then the ``train_subset``), checked against the batch."""
+    from superconv.data import balanced_subset, train_val_split
 
     train_idx = torch.arange(len(data.train_y))
     val_idx = None
@@ -273,11 +317,26 @@ def build(config: TrainConfig) -> Pieces:
             f"batch_size ({config.batch_size}) is larger than the training data "
             f"({len(train_idx)} images); use a smaller batch."
         )
+    return train_idx, val_idx
+
+
+def _tensor_loaders(
+    config: TrainConfig,
+    data: Any,
+    train_idx: torch.Tensor,
+    val_idx: torch.Tensor | None,
+    per_rank_batch: int,
+    world: Any,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> tuple[Any, dict[str, Any]]:
+    """The training loader (this process's shard) and the evaluation loaders (``val``
+    where images are held out, then ``test``) over an in-memory data set."""
+    from superconv.data import DeviceLoader
 
     mean, std = data.mean, data.std
     if config.normalize == "unit":
         mean, std = tuple(0.0 for _ in mean), tuple(1.0 for _ in std)
-    dtype = torch.float64 if config.precision == "fp64" else torch.float32
     common = dict(
         mean=mean, std=std, device=device, channels_last=config.channels_last, dtype=dtype
     )
@@ -305,25 +364,7 @@ def build(config: TrainConfig) -> Pieces:
     eval_loaders["test"] = DeviceLoader(
         data.test_x, data.test_y, config.eval_batch_size, train=False, **common
     )
-
-    model, module, optimizer, policy = _model_and_optimizer(
-        config, world, device, len(data.classes), int(data.train_x.shape[1]),
-        int(data.train_x.shape[-1]), dtype, memory_format,
-    )  # fmt: skip
-    return Pieces(
-        config,
-        device,
-        model,
-        optimizer,
-        policy,
-        loader,
-        eval_loaders,
-        autocast_dtype,
-        len(train_idx),
-        world=world,
-        module=module,
-        num_classes=len(data.classes),
-    )
+    return loader, eval_loaders
 
 
 def _model_and_optimizer(
@@ -430,9 +471,7 @@ def _folder_loaders(
     eval_loaders = {}
     for name, folder in (("val", val_folder), ("test", test_folder)):
         if folder is not None:
-            eval_loaders[name] = FolderLoader(
-                folder, config.eval_batch_size, train=False, **common
-            )
+            eval_loaders[name] = FolderLoader(folder, config.eval_batch_size, train=False, **common)
     return loader, eval_loaders, len(train_folder), train_folder.classes
 
 
@@ -680,8 +719,10 @@ def _first_compiled_step(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tens
         _set_rng_state(rng, pieces.device)
         logits, loss = _forward_backward(pieces.model, pieces, x, y)  # a real bug raises here
         inner = getattr(exc, "inner_exception", None) or exc
+        # stacklevel: the line in train() that runs the loop (_Loop._train_step, _steps,
+        # run_to_end and _train lie between)
         warnings.warn(
-            f"torch.compile failed ({type(inner).__name__}: {inner}); running eager.", stacklevel=3
+            f"torch.compile failed ({type(inner).__name__}: {inner}); running eager.", stacklevel=6
         )
         return logits, loss, pieces.model
 
@@ -748,266 +789,378 @@ def _train(
     progress: bool,
     board: Any,
 ) -> RunResult:
-    from superconv import distributed
-    from superconv.estimator import LREstimator
-
     pieces = build(config)
-    device, optimizer, policy = pieces.device, pieces.optimizer, pieces.policy
-    world, module = pieces.world, pieces.module
-    config_record = {**config.to_dict(), "policy_built": policy_to_dict(policy)}
     checkpoint_path = RunDir(run_dir).checkpoint_path
     state = None
     if resume and checkpoint_path.exists():
-        # Read and check the checkpoint before the run folder is touched: a corrupt
-        # or foreign one is refused with every file of the run left as it was.
-        state = ckpt.load(checkpoint_path, map_location=device)
-        _check_state(checkpoint_path, state, _new_sums(device), config.iterations)
-        ckpt.check_model_state(checkpoint_path, module, state["model"])
-        ckpt.check_config(checkpoint_path, state, config.to_dict())
-    user_observers = list(observers)
-    observers = list(observers)
-    estimator = None
-    if config.estimator_k is not None and world.is_main:
-        # Weights are identical on every rank: the eq. 8 estimate is computed once.
-        estimator = LREstimator(k=config.estimator_k)
-        observers.append(estimator)
-    if board is not None:  # not one of the caller's observers: no state in the checkpoint
-        observers.append(board)
+        state = _read_checkpoint(checkpoint_path, pieces)
+    loop = _Loop(config, run_dir, pieces, observers, board)
+    loop.restore(state)
+    loop.run = _open_run_dir(run_dir, config, pieces, resume)
+    try:  # the run folder stays locked until the run ends, however it ends
+        return loop.run_to_end(state, progress)
+    finally:
+        if loop.run is not None:
+            loop.run.close()
 
-    sums = _new_sums(device)
-    rows: list[dict[str, Any]] = []
-    start, elapsed = 0, 0.0
-    if state is not None:
-        # Every entry is checked and loaded before the run folder is touched: a partial
-        # or malformed checkpoint is refused with every file of the run as it was.
-        try:
-            module.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            for key in sums:
-                sums[key].copy_(state["sums"][key])
-            # The run's own estimator by name; a caller's observers by position.
-            if estimator is not None and state.get("estimator") is not None:
-                estimator.load_state_dict(state["estimator"])
-            for obs, obs_state in zip(user_observers, state.get("observers") or []):
-                if obs_state is not None and hasattr(obs, "load_state_dict"):
-                    obs.load_state_dict(obs_state)
-            rng = state["rng"]
-            if len(rng) == world.world_size:
-                _set_rng_state(rng[world.rank], device)
-            else:  # resumed with another world size: a fresh, still deterministic stream
-                torch.manual_seed(config.seed + world.rank + 1_000_003 * int(state["step"]))
-        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise CheckpointError(
-                f"{checkpoint_path} holds a malformed run state ({type(exc).__name__}: "
-                f"{ckpt._first_sentence(exc)}). It was damaged or not written by this version; "
-                "start the run again in a new folder."
-            ) from None
-        start, elapsed, rows = int(state["step"]), float(state["elapsed"]), list(state["metrics"])
-    else:
-        torch.manual_seed(config.seed + world.rank)  # dropout etc. draw from here
 
+def _read_checkpoint(path: Path, pieces: Pieces) -> dict[str, Any]:
+    """Read and check the checkpoint before the run folder is touched: a corrupt or
+    foreign one is refused with every file of the run left as it was."""
+    config = pieces.config
+    state = ckpt.load(path, map_location=pieces.device)
+    _check_state(path, state, _new_sums(pieces.device), config.iterations)
+    ckpt.check_model_state(path, pieces.module, state["model"])
+    ckpt.check_config(path, state, config.to_dict())
+    return state
+
+
+def _open_run_dir(
+    run_dir: str | Path, config: TrainConfig, pieces: Pieces, resume: bool
+) -> RunDir | None:
+    """Rank 0 opens (and locks) the run folder; a refusal is raised on every rank."""
+    from superconv import distributed
+
+    config_record = {**config.to_dict(), "policy_built": policy_to_dict(pieces.policy)}
     run = None
     failure = None
-    if world.is_main:
+    if pieces.world.is_main:
         try:
             run = RunDir.open(
-                run_dir, config_record, environment(device, config.seed), resume=resume, lock=True
+                run_dir,
+                config_record,
+                environment(pieces.device, config.seed),
+                resume=resume,
+                lock=True,
             )
         except UserError as exc:
             failure = exc
     failure = distributed.broadcast_object(failure)
     if failure is not None:
         raise failure
-    try:  # the run folder stays locked until the run ends, however it ends
-        if run is not None:
-            run.write_metrics(rows)  # drops rows past the checkpoint of a killed run
+    return run
 
-        forward = _compiled(pieces.model, config.compile)
-        compile_checked = False
-        module.train()
-        iterations = config.iterations
 
-        def reduced() -> dict[str, float]:
-            """The interval's sums over all ranks (one small all-reduce; a host sync)."""
-            packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
-            packed = distributed.all_reduce_(packed).tolist()
-            bad = sums["bad_step"].double()
-            bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
-            first_bad = distributed.all_reduce_(bad, op="min").item()
-            return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
+class _Loop:
+    """One run of :func:`train`: its state (the metrics rows, the device-side loss
+    sums, the wall time) and the steps of the loop, each a method.
 
-        def save_checkpoint(step: int, train_point: Mapping[str, Any] | None) -> None:
-            rng = distributed.all_gather_object(_rng_state(device))
-            if run is not None:
-                ckpt.save(
-                    run.checkpoint_path,
-                    {
-                        "step": step,
-                        # a schedule-free run: "model" is its evaluation point, this the
-                        # point it trains at (see evaluation_point)
-                        **({} if train_point is None else {"train_point": train_point}),
-                        "elapsed": elapsed,
-                        "metrics": rows,
-                        "model": module.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "sums": {k: v.detach().clone() for k, v in sums.items()},
-                        "observers": [
-                            o.state_dict() if hasattr(o, "state_dict") else None
-                            for o in user_observers
-                        ],
-                        "estimator": estimator.state_dict() if estimator is not None else None,
-                        "rng": rng,
-                        "config": config.to_dict(),
-                    },
-                )
-                if estimator is not None:
-                    _write_estimates(run, estimator)
-            distributed.barrier()
+    ``run`` is the open run folder on rank 0, None on the other ranks.
+    """
 
-        def diverged(bad: int) -> DivergenceError:
-            lr = apply_values_at(policy, bad).get("lr", float("nan"))
-            if run is not None:
-                run.write_metrics(rows)
-                summary = _summary(config, rows, elapsed, status="diverged", step=bad)
-                summary["diverged_lr"] = lr
-                run.write_summary(summary)
-                _write_curves(run, rows, config, "diverged", policy)
-            kept = (
-                "the last good checkpoint is kept"
-                if checkpoint_path.is_file()
-                else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
-            )
-            return DivergenceError(
-                f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
-                f"Metrics so far are in {RunDir(run_dir).metrics_path}; {kept}. "
-                "Lower max_lr or check the data.",
-                step=bad,
-                lr=lr,
-            )
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path,
+        pieces: Pieces,
+        observers: Sequence[Observer],
+        board: Any,
+    ) -> None:
+        from superconv.estimator import LREstimator
 
-        def collapsed(found: Collapse) -> DivergenceError:
-            lr = found.lr if found.lr is not None else float("nan")
-            if run is not None:
-                run.write_metrics(rows)
-                summary = _summary(config, rows, elapsed, status="diverged", step=found.iteration)
-                summary["diverged_lr"] = lr
-                summary["collapse"] = found.what
-                run.write_summary(summary)
-                _write_curves(
-                    run, rows, config, f"collapsed at iteration {found.iteration:,}", policy
-                )
-            kept = (
-                "the last checkpoint, from before the blow-up, is kept"
-                if checkpoint_path.is_file()
-                else "no checkpoint was written before it"
-            )
-            return DivergenceError(
-                f"the run collapsed: {found.what}. Stopped; metrics are in "
-                f"{RunDir(run_dir).metrics_path}; {kept}. Use a lower max_lr: the "
-                "suggestion band of `superconv lr-find` (its safe value) is the place to start.",
-                step=found.iteration,
-                lr=lr,
-            )
+        self.config, self.run_dir, self.pieces, self.board = config, run_dir, pieces, board
+        self.checkpoint_path = RunDir(run_dir).checkpoint_path
+        self.user_observers = list(observers)
+        self.observers = list(observers)
+        self.estimator = None
+        if config.estimator_k is not None and pieces.world.is_main:
+            # Weights are identical on every rank: the eq. 8 estimate is computed once.
+            self.estimator = LREstimator(k=config.estimator_k)
+            self.observers.append(self.estimator)
+        if board is not None:  # not one of the caller's observers: no state in the checkpoint
+            self.observers.append(board)
+        self.sums = _new_sums(pieces.device)
+        self.rows: list[dict[str, Any]] = []
+        self.start, self.elapsed = 0, 0.0
+        self.run: RunDir | None = None
+        self.forward: Callable[[torch.Tensor], torch.Tensor] = pieces.model
+        self.compile_checked = False
+        self.t0 = 0.0  # perf_counter at the start of the current timed stretch
 
-        warmup = lr_peak_step(policy["lr"], iterations) if "lr" in policy else 0
+    # ------------------------------------------------------------------ set-up
+    def restore(self, state: Mapping[str, Any] | None) -> None:
+        """Load a checked checkpoint ``state`` (every entry before the run folder is
+        touched: a partial or malformed one is refused with every file of the run as it
+        was); or, for a fresh run, seed the process's generator."""
+        pieces, world = self.pieces, self.pieces.world
+        if state is None:
+            torch.manual_seed(self.config.seed + world.rank)  # dropout etc. draw from here
+            return
+        try:
+            pieces.module.load_state_dict(state["model"])
+            pieces.optimizer.load_state_dict(state["optimizer"])
+            for key in self.sums:
+                self.sums[key].copy_(state["sums"][key])
+            # The run's own estimator by name; a caller's observers by position.
+            if self.estimator is not None and state.get("estimator") is not None:
+                self.estimator.load_state_dict(state["estimator"])
+            for obs, obs_state in zip(self.user_observers, state.get("observers") or []):
+                if obs_state is not None and hasattr(obs, "load_state_dict"):
+                    obs.load_state_dict(obs_state)
+            rng = state["rng"]
+            if len(rng) == world.world_size:
+                _set_rng_state(rng[world.rank], pieces.device)
+            else:  # resumed with another world size: a fresh, still deterministic stream
+                torch.manual_seed(self.config.seed + world.rank + 1_000_003 * int(state["step"]))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{self.checkpoint_path} holds a malformed run state ({type(exc).__name__}: "
+                f"{ckpt._first_sentence(exc)}). It was damaged or not written by this version; "
+                "start the run again in a new folder."
+            ) from None
+        self.start, self.elapsed = int(state["step"]), float(state["elapsed"])
+        self.rows = list(state["metrics"])
+
+    def run_to_end(self, state: Mapping[str, Any] | None, progress: bool) -> RunResult:
+        """The loop from ``self.start`` to the last iteration, then the summary."""
+        pieces, config = self.pieces, self.config
+        if self.run is not None:
+            self.run.write_metrics(self.rows)  # drops rows past the checkpoint of a killed run
+        self.forward = _compiled(pieces.model, config.compile)
+        self.compile_checked = False
+        pieces.module.train()
+        policy = pieces.policy
+        warmup = lr_peak_step(policy["lr"], config.iterations) if "lr" in policy else 0
         # a schedule-free optimizer trains at its own point (resumed exactly where it was)
-        training_point(optimizer, module, state.get("train_point") if state else None)
+        training_point(pieces.optimizer, pieces.module, state.get("train_point") if state else None)
         # The time left and the run's seconds per step, from the steps after the first
         # few (timing.WARMUP_STEPS), read where the loss is synced from the device.
-        pace = Pace(iterations, start)
-        bar = _progress(progress and world.is_main, pace)
-        values: dict[str, float] = {}
+        pace = Pace(config.iterations, self.start)
+        bar = _progress(progress and pieces.world.is_main, pace)
         try:
-            with _StopFlag() as stop:
-                t0 = time.perf_counter()
-                for step in range(start, iterations):
-                    values = apply(policy, optimizer, step)
-                    x, y = pieces.loader.batch(step)
-                    if forward is not pieces.model and not compile_checked:
-                        # torch.compile builds lazily: a failure shows at the first call.
-                        compile_checked = True
-                        logits, loss, forward = _first_compiled_step(forward, pieces, x, y)
-                    else:
-                        logits, loss = _forward_backward(forward, pieces, x, y)
-                    optimizer.step()
-
-                    detached = loss.detach()
-                    _add_step(sums, detached, logits, y, step)
-                    for obs in observers:
-                        obs(step, module, optimizer, {"loss": detached, **values})
-
-                    done = step + 1
-                    at_eval = done % config.eval_every == 0 or done == iterations
-                    at_log = done % config.log_every == 0 or at_eval
-                    # One process stops at once; several agree on it at a log step.
-                    want_stop = stop.raised if not world.distributed else False
-                    if at_log:
-                        totals = reduced()
-                        pace.tick(done)
-                        if math.isfinite(totals["bad_step"]):
-                            elapsed += time.perf_counter() - t0
-                            raise diverged(int(totals["bad_step"]))
-                        if world.distributed:
-                            flag = torch.tensor([float(stop.raised)], device=device)
-                            want_stop = bool(distributed.all_reduce_(flag, op="max").item())
-                        if bar is not None:
-                            bar.show(
-                                done,
-                                loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
-                                acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
-                                lr=f"{values.get('lr', float('nan')):.3g}",
-                            )
-                    if at_eval:
-                        elapsed += time.perf_counter() - t0
-                        with evaluation_point(pieces, done) as train_point:
-                            distributed.average_buffers_(module)
-                            rows.append(_metrics_row(pieces, step, values, totals, elapsed))
-                            for key in ("loss", "correct", "count", "steps"):
-                                sums[key].zero_()
-                            # Checked before this evaluation's checkpoint: the one kept
-                            # is from before the blow-up.
-                            collapse = check_collapse(
-                                rows,
-                                iterations=iterations,
-                                num_classes=pieces.num_classes,
-                                warmup_steps=warmup,
-                            )
-                            if collapse is not None:
-                                raise collapsed(collapse)
-                            if run is not None:
-                                run.write_metrics(rows)
-                            if board is not None:
-                                board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
-                            if bar is not None:
-                                bar.show(done, test_acc=f"{rows[-1]['test_acc']:.2f}")
-                            if done % config.checkpoint_every == 0 or done == iterations:
-                                save_checkpoint(done, train_point)
-                        t0 = time.perf_counter()
-                    if want_stop:
-                        elapsed += time.perf_counter() - t0
-                        with evaluation_point(pieces, done) as train_point:
-                            distributed.average_buffers_(module)
-                            save_checkpoint(done, train_point)
-                        raise Interrupted(
-                            f"interrupted at iteration {done}; checkpoint saved in {checkpoint_path}. "
-                            f"Resume with --resume {RunDir(run_dir).path}.",
-                            signum=stop.signum,
-                        )
+            self._steps(pace, bar, warmup)
         finally:
             if bar is not None:
                 bar.close()
+        return self._finish(pace)
 
-        summary = _summary(config, rows, elapsed, status="finished", step=iterations)
+    # ------------------------------------------------------------------ the loop
+    def _steps(self, pace: Pace, bar: Progress | None, warmup: int) -> None:
+        """Every iteration a training step; every log_every the sums read (and the NaN
+        check); every eval_every a metrics row (and its checkpoint); a signal stops the
+        loop at the step boundary with a checkpoint."""
+        config, world = self.config, self.pieces.world
+        iterations = config.iterations
+        with _StopFlag() as stop:
+            self.t0 = time.perf_counter()
+            for step in range(self.start, iterations):
+                values = self._train_step(step)
+                done = step + 1
+                at_eval = done % config.eval_every == 0 or done == iterations
+                at_log = done % config.log_every == 0 or at_eval
+                # One process stops at once; several agree on it at a log step.
+                want_stop = stop.raised if not world.distributed else False
+                if at_log:
+                    totals = self._log(done, values, pace, bar)
+                    if world.distributed:
+                        want_stop = self._any_stopped(stop)
+                if at_eval:
+                    self._evaluate(step, done, values, totals, bar, warmup)
+                if want_stop:
+                    self._interrupt(done, stop.signum)
+
+    def _train_step(self, step: int) -> dict[str, float]:
+        """One iteration: the policy's values, forward, backward, the optimizer step;
+        the loss summed on the device and shown to the observers."""
+        pieces = self.pieces
+        values = apply(pieces.policy, pieces.optimizer, step)
+        x, y = pieces.loader.batch(step)
+        if self.forward is not pieces.model and not self.compile_checked:
+            # torch.compile builds lazily: a failure shows at the first call.
+            self.compile_checked = True
+            logits, loss, self.forward = _first_compiled_step(self.forward, pieces, x, y)
+        else:
+            logits, loss = _forward_backward(self.forward, pieces, x, y)
+        pieces.optimizer.step()
+
+        detached = loss.detach()
+        _add_step(self.sums, detached, logits, y, step)
+        for obs in self.observers:
+            obs(step, pieces.module, pieces.optimizer, {"loss": detached, **values})
+        return values
+
+    def _log(
+        self, done: int, values: Mapping[str, float], pace: Pace, bar: Progress | None
+    ) -> dict[str, float]:
+        """A log step: read the interval's sums (raise on a NaN/inf loss), show them."""
+        totals = self._reduced()
+        pace.tick(done)
+        if math.isfinite(totals["bad_step"]):
+            self.elapsed += time.perf_counter() - self.t0
+            raise self._diverged(int(totals["bad_step"]))
+        if bar is not None:
+            bar.show(
+                done,
+                loss=f"{totals['loss'] / max(totals['steps'], 1):.3f}",
+                acc=f"{100 * totals['correct'] / max(totals['count'], 1):.1f}",
+                lr=f"{values.get('lr', float('nan')):.3g}",
+            )
+        return totals
+
+    def _any_stopped(self, stop: _StopFlag) -> bool:
+        """Whether any process received a signal (every process agrees)."""
+        from superconv import distributed
+
+        flag = torch.tensor([float(stop.raised)], device=self.pieces.device)
+        return bool(distributed.all_reduce_(flag, op="max").item())
+
+    def _evaluate(
+        self,
+        step: int,
+        done: int,
+        values: Mapping[str, float],
+        totals: Mapping[str, float],
+        bar: Progress | None,
+        warmup: int,
+    ) -> None:
+        """An evaluation step: a metrics row, the collapse check, the records and, at
+        its interval, a checkpoint."""
+        from superconv import distributed
+
+        config, pieces, rows = self.config, self.pieces, self.rows
+        self.elapsed += time.perf_counter() - self.t0
+        with evaluation_point(pieces, done) as train_point:
+            distributed.average_buffers_(pieces.module)
+            rows.append(_metrics_row(pieces, step, values, totals, self.elapsed))
+            for key in ("loss", "correct", "count", "steps"):
+                self.sums[key].zero_()
+            # Checked before this evaluation's checkpoint: the one kept
+            # is from before the blow-up.
+            collapse = check_collapse(
+                rows,
+                iterations=config.iterations,
+                num_classes=pieces.num_classes,
+                warmup_steps=warmup,
+            )
+            if collapse is not None:
+                raise self._collapsed(collapse)
+            if self.run is not None:
+                self.run.write_metrics(rows)
+            if self.board is not None:
+                self.board.log_row(rows[-1]["iteration"], rows[-1], prefix="metrics")
+            if bar is not None:
+                bar.show(done, test_acc=f"{rows[-1]['test_acc']:.2f}")
+            if done % config.checkpoint_every == 0 or done == config.iterations:
+                self._save_checkpoint(done, train_point)
+        self.t0 = time.perf_counter()
+
+    def _interrupt(self, done: int, signum: int) -> None:
+        """A signal arrived: save a checkpoint at this step, then raise Interrupted."""
+        from superconv import distributed
+
+        self.elapsed += time.perf_counter() - self.t0
+        with evaluation_point(self.pieces, done) as train_point:
+            distributed.average_buffers_(self.pieces.module)
+            self._save_checkpoint(done, train_point)
+        raise Interrupted(
+            f"interrupted at iteration {done}; checkpoint saved in {self.checkpoint_path}. "
+            f"Resume with --resume {RunDir(self.run_dir).path}.",
+            signum=signum,
+        )
+
+    def _finish(self, pace: Pace) -> RunResult:
+        config, pieces = self.config, self.pieces
+        summary = _summary(
+            config, self.rows, self.elapsed, status="finished", step=config.iterations
+        )
         summary["seconds_per_step"] = pace.seconds_per_step  # after the warm-up; None if short
         summary["train_images"] = pieces.num_train
-        summary["world_size"] = world.world_size
+        summary["world_size"] = pieces.world.world_size
+        if self.run is not None:
+            self.run.write_summary(summary)
+            _write_curves(self.run, self.rows, config, "finished", pieces.policy)
+        return RunResult(RunDir(self.run_dir).path, self.rows, summary)
+
+    # ------------------------------------------------------------------ helpers
+    def _reduced(self) -> dict[str, float]:
+        """The interval's sums over all ranks (one small all-reduce; a host sync)."""
+        from superconv import distributed
+
+        sums = self.sums
+        packed = torch.stack([sums[k].double() for k in ("loss", "correct", "count", "steps")])
+        packed = distributed.all_reduce_(packed).tolist()
+        bad = sums["bad_step"].double()
+        bad = torch.where(bad < 0, torch.full_like(bad, math.inf), bad).reshape(1)
+        first_bad = distributed.all_reduce_(bad, op="min").item()
+        return dict(zip(("loss", "correct", "count", "steps"), packed), bad_step=first_bad)
+
+    def _save_checkpoint(self, step: int, train_point: Mapping[str, Any] | None) -> None:
+        from superconv import distributed
+
+        pieces, estimator = self.pieces, self.estimator
+        rng = distributed.all_gather_object(_rng_state(pieces.device))
+        if self.run is not None:
+            ckpt.save(
+                self.run.checkpoint_path,
+                {
+                    "step": step,
+                    # a schedule-free run: "model" is its evaluation point, this the
+                    # point it trains at (see evaluation_point)
+                    **({} if train_point is None else {"train_point": train_point}),
+                    "elapsed": self.elapsed,
+                    "metrics": self.rows,
+                    "model": pieces.module.state_dict(),
+                    "optimizer": pieces.optimizer.state_dict(),
+                    "sums": {k: v.detach().clone() for k, v in self.sums.items()},
+                    "observers": [
+                        o.state_dict() if hasattr(o, "state_dict") else None
+                        for o in self.user_observers
+                    ],
+                    "estimator": estimator.state_dict() if estimator is not None else None,
+                    "rng": rng,
+                    "config": self.config.to_dict(),
+                },
+            )
+            if estimator is not None:
+                _write_estimates(self.run, estimator)
+        distributed.barrier()
+
+    def _diverged(self, bad: int) -> DivergenceError:
+        """Record the run as diverged at iteration ``bad``; the error to raise."""
+        config, policy, run = self.config, self.pieces.policy, self.run
+        lr = apply_values_at(policy, bad).get("lr", float("nan"))
         if run is not None:
+            run.write_metrics(self.rows)
+            summary = _summary(config, self.rows, self.elapsed, status="diverged", step=bad)
+            summary["diverged_lr"] = lr
             run.write_summary(summary)
-            _write_curves(run, rows, config, "finished", policy)
-        return RunResult(RunDir(run_dir).path, rows, summary)
-    finally:
+            _write_curves(run, self.rows, config, "diverged", policy)
+        kept = (
+            "the last good checkpoint is kept"
+            if self.checkpoint_path.is_file()
+            else f"no checkpoint was written yet (the first is at iteration {config.checkpoint_every})"
+        )
+        return DivergenceError(
+            f"the training loss became NaN/inf at iteration {bad} (lr {lr:.4g}). "
+            f"Metrics so far are in {RunDir(self.run_dir).metrics_path}; {kept}. "
+            "Lower max_lr or check the data.",
+            step=bad,
+            lr=lr,
+        )
+
+    def _collapsed(self, found: Collapse) -> DivergenceError:
+        """Record the run as collapsed (finite numbers, see check_collapse); the error."""
+        config, policy, run, rows = self.config, self.pieces.policy, self.run, self.rows
+        lr = found.lr if found.lr is not None else float("nan")
         if run is not None:
-            run.close()
+            run.write_metrics(rows)
+            summary = _summary(config, rows, self.elapsed, status="diverged", step=found.iteration)
+            summary["diverged_lr"] = lr
+            summary["collapse"] = found.what
+            run.write_summary(summary)
+            _write_curves(run, rows, config, f"collapsed at iteration {found.iteration:,}", policy)
+        kept = (
+            "the last checkpoint, from before the blow-up, is kept"
+            if self.checkpoint_path.is_file()
+            else "no checkpoint was written before it"
+        )
+        return DivergenceError(
+            f"the run collapsed: {found.what}. Stopped; metrics are in "
+            f"{RunDir(self.run_dir).metrics_path}; {kept}. Use a lower max_lr: the "
+            "suggestion band of `superconv lr-find` (its safe value) is the place to start.",
+            step=found.iteration,
+            lr=lr,
+        )
 
 
 def _check_state(path: Path, state: Mapping[str, Any], sums: Mapping[str, Any], iterations: int):
