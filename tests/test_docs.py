@@ -46,6 +46,12 @@ def test_example_runs(label, code, tmp_path, monkeypatch, capsys):
     assert capsys.readouterr().out.strip(), "each example prints what it shows"
 
 
+def test_the_readme_stays_short():
+    """The README is the front page (under 12 KB); guides live in docs/, every
+    experiment's tables in results/README.md."""
+    assert len((REPO / "README.md").read_bytes()) < 12 * 1024
+
+
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 
