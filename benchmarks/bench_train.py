@@ -594,7 +594,7 @@ def targets_from(result: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 # ============================================================================ reporting
 def markdown_table(result: Mapping[str, Any]) -> str:
-    """The throughput rows and the targets as Markdown (for the README's Speed section)."""
+    """The throughput rows and the targets as Markdown (for docs/speed.md)."""
     env = result["environment"]
     device = env.get("gpu") or f"{env['cpu']}, {env['torch_threads']} threads"
     lines = [

@@ -1,8 +1,8 @@
 """Every Python example in docs/integrations.md runs as written (issue 25, item 7).
 
-As tests/test_readme.py does for the README, in one temporary folder shared by the
-page's examples in order (the ImageNet recipe uses the folder the image example
-made). An example that imports an optional extra is skipped, by name, without it.
+As tests/test_docs.py does for README.md and the other pages, but in one temporary
+folder shared by the page's examples in order (the ImageNet recipe uses the folder the
+image example made). An example that imports an optional extra is skipped, by name, without it.
 """
 
 from __future__ import annotations

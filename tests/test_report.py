@@ -8,6 +8,7 @@ small with 1 seed); the oracles here read their raw files directly.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -196,6 +197,18 @@ def _index_row(text: str, exp_id: str, row: str) -> list[str]:
     return [cell.strip() for cell in line.strip().strip("|").split("|")]
 
 
+def _headline_rows(text: str) -> dict[str, list[str]]:
+    """The README block's table rows by row name (its experiment cell is filled on the
+    first row of each experiment only)."""
+    out, lead = {}, ""
+    for line in text.splitlines():
+        if line.startswith("| ") and "`" in line:
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            lead = cells[0] or lead
+            out[cells[1].strip("`")] = [lead, *cells[1:]]
+    return out
+
+
 def test_index_and_readme_block_carry_every_experiments_numbers(tmp_path):
     from superconv.cli import main
 
@@ -209,23 +222,29 @@ def test_index_and_readme_block_carry_every_experiments_numbers(tmp_path):
     block = readme.read_text()
     assert block.startswith("# Title\n\nbefore\n\n") and block.endswith("\n\nafter\n")
     assert "old text" not in block
-    for text, prefix in ((index, ""), (block, "results/")):
-        # a final-accuracy row: the mean of the run's own summaries, the paper's number beside
-        cells = _index_row(text, "mnist-lenet", "onecycle-12ep")
-        assert cells[0] == f"[mnist-lenet]({prefix}mnist-lenet/small/report.md)"
-        accs = [
-            s["final_test_acc"] for s in summaries(results / "mnist-lenet/small", "onecycle-12ep")
-        ]
-        assert cells[7] == format_mean_std(accs) and cells[8] == "99.30"
-        # a range-test row: the suggestion recorded in range_test.json
-        for run in sorted((results / "fig2b/small").glob("range-*/seed0")):
-            data = json.loads((run / "range_test.json").read_text())
-            cells = _index_row(text, "fig2b", run.parent.name)
-            assert cells[2] == "small" and cells[9] == f"{data['suggestion']['max_lr']:.3f}"
-        # an estimate row: the last smoothed value in estimates.csv
-        est = read_csv(results / "fig5a/small/clr-0.1-3/seed0/estimates.csv")
-        cells = _index_row(text.split("**Eq. 8 LR estimate**")[1], "fig5a", "clr-0.1-3")
-        assert cells[2] == "small" and cells[7] == f"{est[-1]['smoothed']:.3f}"
+    accs = [s["final_test_acc"] for s in summaries(results / "mnist-lenet/small", "onecycle-12ep")]
+    # the index: every experiment's numbers
+    # a final-accuracy row: the mean of the run's own summaries, the paper's number beside
+    cells = _index_row(index, "mnist-lenet", "onecycle-12ep")
+    assert cells[0] == "[mnist-lenet](mnist-lenet/small/report.md)"
+    assert cells[7] == format_mean_std(accs) and cells[8] == "99.30"
+    # a range-test row: the suggestion recorded in range_test.json
+    for run in sorted((results / "fig2b/small").glob("range-*/seed0")):
+        data = json.loads((run / "range_test.json").read_text())
+        cells = _index_row(index, "fig2b", run.parent.name)
+        assert cells[2] == "small" and cells[9] == f"{data['suggestion']['max_lr']:.3f}"
+    # an estimate row: the last smoothed value in estimates.csv
+    est = read_csv(results / "fig5a/small/clr-0.1-3/seed0/estimates.csv")
+    cells = _index_row(index.split("**Eq. 8 LR estimate**")[1], "fig5a", "clr-0.1-3")
+    assert cells[2] == "small" and cells[7] == f"{est[-1]['smoothed']:.3f}"
+    # the README block: the headline experiments only, a few columns, a link to the index
+    rows = _headline_rows(block)
+    assert rows["onecycle-12ep"][0] == "[mnist-lenet](results/mnist-lenet/small/report.md) (small)"
+    assert rows["onecycle-12ep"][5:7] == [format_mean_std(accs), "99.30"]
+    assert "onecycle-12ep" in rows
+    assert set(rows) <= {"onecycle-12ep", "inv-12ep-tuned", "caffe-reference-85ep"}
+    assert "fig2b" not in block and "fig5a" not in block
+    assert "[results/README.md](results/README.md)" in block
     # each linked report exists
     assert (results / "mnist-lenet/small/report.md").exists()
 
@@ -241,18 +260,57 @@ def test_readme_without_the_markers_is_refused_untouched(tmp_path):
     assert readme.read_text() == "# no block here\n"
 
 
-def test_the_projects_readme_shows_what_the_committed_results_say():
-    """README's results table is generated from results/, never typed in: it must match."""
+def _stale_results(repo: Path) -> list[str]:
+    """What is stale in ``repo``'s README block and results/README.md against the run
+    folders under ``repo/results`` (empty: both show what the committed runs say)."""
     from superconv.cli import report_folders
-    from superconv.report import README_END, README_START, summary_markdown
+    from superconv.report import README_END, README_START, headline_markdown, summary_markdown
 
-    repo = Path(__file__).resolve().parents[1]
+    stale = []
+    folders = report_folders(repo / "results")
     text = (repo / "README.md").read_text(encoding="utf-8")
     block = text.split(README_START, 1)[1].split(README_END, 1)[0]
-    folders = report_folders(repo / "results")
-    assert block == "\n" + summary_markdown(folders, repo), (
-        "README.md's results block is stale: run `superconv report results --readme README.md`"
-    )
+    if block != "\n" + headline_markdown(folders, repo):
+        stale.append("README.md's results block")
+    index = (repo / "results" / "README.md").read_text(encoding="utf-8")
+    if not index.endswith("\n" + summary_markdown(folders, repo / "results")):
+        stale.append("results/README.md")
+    return stale
+
+
+def test_the_projects_readme_shows_what_the_committed_results_say():
+    """README's headline table and results/README.md's full tables are generated from
+    results/, never typed in: they must match."""
+    repo = Path(__file__).resolve().parents[1]
+    assert _stale_results(repo) == [], "stale: run `superconv report results --readme README.md`"
+
+
+def test_a_stale_readme_number_is_caught(tmp_path):
+    """The check above fails when one committed number in the README's block, or in
+    results/README.md, differs from the runs (a copy of the repository's files)."""
+    from superconv.report import README_END, README_START
+
+    repo = Path(__file__).resolve().parents[1]
+    for exp_id in ("mnist-lenet", "fig5a"):  # a headline experiment and another one
+        shutil.copytree(repo / "results" / exp_id, tmp_path / "results" / exp_id)
+    from superconv.cli import report_folders
+    from superconv.report import update_readme, write_index
+
+    (tmp_path / "README.md").write_text(f"# t\n\n{README_START}\n{README_END}\n")
+    folders = report_folders(tmp_path / "results")  # the two files `report --readme` writes
+    write_index(tmp_path / "results", folders)
+    update_readme(tmp_path / "README.md", folders)
+    assert _stale_results(tmp_path) == []
+    for name in ("README.md", "results/README.md"):
+        path = tmp_path / name
+        good = path.read_text(encoding="utf-8")
+        row = next(line for line in good.splitlines() if "`onecycle-12ep`" in line)
+        mean = re.search(r"\| (\d+\.\d\d) ± ", row).group(1)
+        path.write_text(good.replace(row, row.replace(mean, f"{float(mean) + 0.01:.2f}")))
+        assert _stale_results(tmp_path) == [
+            "README.md's results block" if name == "README.md" else "results/README.md"
+        ]
+        path.write_text(good)
 
 
 def test_verdict_bands_and_reach():

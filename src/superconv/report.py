@@ -1266,6 +1266,59 @@ def summary_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
     return "\n".join(lines[1:]) + "\n"
 
 
+# The README's short results table: the experiments behind its headline claims, in this
+# order (the full tables stay in results/README.md, written by write_index).
+HEADLINE_EXPERIMENTS = ("suggest", "fair-comparison", "mnist-lenet")
+_HEADLINE_COLUMNS = (
+    "row",
+    "model",
+    "iterations",
+    "n",
+    "test acc % (mean ± std)",
+    "paper",
+    "time / seed",
+)  # of _results_rows' header
+
+
+def headline_markdown(folders: Sequence[str | Path], base: str | Path) -> str:
+    """The README's headline table: the ended rows of HEADLINE_EXPERIMENTS on all their
+    training data (limited-data rows stay in the full tables), a few columns each, and a
+    link to the full summary (``results/README.md``). Read from the run directories only.
+    """
+    base = Path(base)
+    found: dict[str, list[list[str]]] = {}
+    head: list[str] = []
+    for folder in folders:
+        root = Path(folder)
+        ctx = _context(root)
+        exp_id = ctx.experiment.id if ctx.experiment is not None else root.parent.name
+        if exp_id not in HEADLINE_EXPERIMENTS:
+            continue
+        rows = {n: [r for r in runs if r.status != "unfinished"] for n, runs in scan(root).items()}
+        rows = {n: runs for n, runs in rows.items() if runs}
+        lay = _layout(root, rows, ctx)
+        ran = [n for n in lay.train_rows if rows.get(n)]
+        ran = [n for n in ran if not rows[n][0].config.get("train_subset")]
+        if not ran:
+            continue
+        full_head, body, _ = _results_rows(ctx, ran, lay.steps, rows, show_val=False)
+        keep = [full_head.index(c) for c in _HEADLINE_COLUMNS]
+        head = ["experiment", *(full_head[i] for i in keep)]
+        lead = f"[{exp_id}]({_link(root / REPORT_FILE, base)}) ({ctx.scale})"
+        found.setdefault(exp_id, []).extend(
+            [lead if i == 0 else "", *(cells[k] for k in keep)] for i, cells in enumerate(body)
+        )
+    index = _link(base / "results" / INDEX_FILE, base) if (base / "results").is_dir() else None
+    more = f" All tables: [results/README.md]({index})." if index else ""
+    if not found:
+        return f"No runs yet.{more}\n"
+    lines = [_row(head), _row(["---"] * len(head))]
+    for exp_id in HEADLINE_EXPERIMENTS:
+        lines += [_row(cells) for cells in found.get(exp_id, [])]
+    lines += ["", f"Ended runs on all their training data; test accuracy over seeds.{more}"]
+    return "\n".join(lines) + "\n"
+
+
 def _link(path: Path, base: Path) -> str:
     import os
 
@@ -1293,7 +1346,8 @@ def write_index(root: str | Path, folders: Sequence[str | Path]) -> Path:
 
 
 def update_readme(readme: str | Path, folders: Sequence[str | Path]) -> Path:
-    """Replace the block between the results markers in ``readme`` with the summary."""
+    """Replace the block between the results markers in ``readme`` with the headline table
+    (headline_markdown; the full summary goes to results/README.md, write_index)."""
     readme = Path(readme)
     if not readme.is_file():
         raise UserError(f"{readme} does not exist: name the README to update.")
@@ -1305,7 +1359,7 @@ def update_readme(readme: str | Path, folders: Sequence[str | Path]) -> Path:
         )
     head, rest = text.split(README_START, 1)
     _, tail = rest.split(README_END, 1)
-    summary = summary_markdown(folders, readme.parent)
+    summary = headline_markdown(folders, readme.parent)
     return atomic_write_text(readme, f"{head}{README_START}\n{summary}{README_END}{tail}")
 
 
