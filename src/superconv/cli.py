@@ -91,7 +91,10 @@ FIELD_HELP = {
     "estimator_k": "record the Hessian-free LR estimate (eq. 8) every K iterations (Fig. 5); "
     "writes estimates.csv and estimates.png",
     "device": "auto (a GPU if there is one), cpu, cuda or cuda:N",
-    "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16 or fp64 (for checks)",
+    "precision": "auto (bf16 autocast on CUDA, fp32 on the CPU), fp32, bf16, fp16 (autocast "
+    "with a gradient scaler) or fp64 (for checks)",
+    "accumulation_steps": "split each batch into N equal micro-batches, their gradients summed "
+    "(the batch's memory / N, same updates; BN sees the micro-batches)",
     "channels_last": "channels-last memory layout",
     "compile": "torch.compile the model",
     "deterministic": "ask torch for deterministic kernels",

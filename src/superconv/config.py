@@ -26,7 +26,7 @@ POLICY_NAMES = (
     "wsd",
 )  # fmt: skip
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp64")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "fp64")
 OPTIMIZERS = (
     "sgd", "nesterov", "adam", "adamw", "adagrad", "adadelta",
     "schedulefree_sgd", "prodigy",  # optional extras: pip install 'superconv[schedulefree]' / [prodigy]
@@ -82,6 +82,11 @@ class TrainConfig:
     # -- speed
     device: str = "auto"  # "auto" = cuda if available, else cpu
     precision: str = "auto"  # "auto" = bf16 autocast on CUDA, fp32 on the CPU; "fp64" for checks
+    # fp16: autocast to float16 with a GradScaler (steps with inf/NaN gradients skipped).
+    # Micro-batches per step: each batch is split into this many equal parts whose
+    # gradients add up to the whole batch's (its memory at the cost of time); None = 1.
+    # BN sees micro-batches, as with ghost_batch. None (not 1) keeps older runs' records.
+    accumulation_steps: int | None = None
     channels_last: bool = True
     compile: bool = False
     deterministic: bool = False
@@ -155,6 +160,13 @@ class TrainConfig:
             _positive_int("estimator_k", self.estimator_k)
         if self.ghost_batch is not None:
             _positive_int("ghost_batch", self.ghost_batch)
+        if self.accumulation_steps is not None:
+            _positive_int("accumulation_steps", self.accumulation_steps)
+            if self.batch_size % self.accumulation_steps:
+                raise UserError(
+                    f"accumulation_steps ({self.accumulation_steps}) must divide batch_size "
+                    f"({self.batch_size}) into equal micro-batches."
+                )
         if self.ghost_batch is not None and self.batch_size % self.ghost_batch:
             raise UserError(
                 f"ghost_batch ({self.ghost_batch}) must divide batch_size ({self.batch_size})."

@@ -194,10 +194,13 @@ class Pieces:
     module: torch.nn.Module | None = None  # the model without its DDP wrapper
     num_classes: int = 10  # chance level for collapse detection
     autocast: Callable[[], Any] | None = None  # the autocast context factory (superconv.step)
+    scaler: Any = None  # fp16's torch.amp.GradScaler (None: no scaling)
 
     def __post_init__(self) -> None:
         if self.autocast is None:  # built once here: a step only calls it
             self.autocast = steps.autocast(self.device, self.autocast_dtype)
+        if self.config.precision == "fp16" and self.scaler is None:
+            self.scaler = steps.amp("fp16", self.device)[1]
 
 
 def build(config: TrainConfig) -> Pieces:
@@ -276,6 +279,8 @@ def _set_torch_modes(config: TrainConfig) -> None:
 def _autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | None:
     if config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda"):
         return torch.bfloat16
+    if config.precision == "fp16":
+        return torch.float16
     return None
 
 
@@ -694,12 +699,26 @@ def _add_step(
 
 
 def _forward_backward(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
-    """Forward, loss and backward of one step (the optimizer step is the caller's)."""
-    with pieces.autocast():
-        loss, logits, _ = _cross_entropy(forward, (x, y))
-    pieces.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    return logits, loss
+    """One optimizer step on the batch ``(x, y)``: :func:`superconv.step.train_step` (the
+    one step the range test and fit take too) over its ``accumulation_steps`` equal
+    micro-batches, through fp16's scaler if any. Returns the batch's logits and mean loss.
+
+    With one micro-batch and no scaler this is forward, backward, ``optimizer.step()``
+    exactly as before accumulation existed (the loss divided by 1): runs stay identical.
+    """
+    k = pieces.config.accumulation_steps or 1
+    logits: list[torch.Tensor] = []
+
+    def cross_entropy(model, batch):
+        out = _cross_entropy(model, batch)
+        logits.append(out[1])
+        return out
+
+    micro = zip(x.chunk(k), y.chunk(k)) if k > 1 else iter([(x, y)])
+    loss = steps.train_step(
+        forward, pieces.optimizer, cross_entropy, micro, k, pieces.autocast, pieces.scaler
+    )
+    return (logits[0] if k == 1 else torch.cat(logits)), loss
 
 
 def _first_compiled_step(forward, pieces: Pieces, x: torch.Tensor, y: torch.Tensor):
@@ -897,6 +916,8 @@ class _Loop:
             for obs, obs_state in zip(self.user_observers, state.get("observers") or []):
                 if obs_state is not None and hasattr(obs, "load_state_dict"):
                     obs.load_state_dict(obs_state)
+            if pieces.scaler is not None and "scaler" in state:
+                pieces.scaler.load_state_dict(state["scaler"])
             rng = state["rng"]
             if len(rng) == world.world_size:
                 _set_rng_state(rng[world.rank], pieces.device)
@@ -971,7 +992,6 @@ class _Loop:
             logits, loss, self.forward = _first_compiled_step(self.forward, pieces, x, y)
         else:
             logits, loss = _forward_backward(self.forward, pieces, x, y)
-        pieces.optimizer.step()
 
         detached = loss.detach()
         _add_step(self.sums, detached, logits, y, step)
@@ -1109,6 +1129,7 @@ class _Loop:
                     "estimator": estimator.state_dict() if estimator is not None else None,
                     "rng": rng,
                     "config": self.config.to_dict(),
+                    **({} if pieces.scaler is None else {"scaler": pieces.scaler.state_dict()}),
                 },
             )
             if estimator is not None:
