@@ -7,7 +7,7 @@ writes ``report.md`` and PNG figures under ``plots/`` beside it, and gives the
 same Markdown each time it is run on the same run directories.
 
 Layout read: ``RESULTS_DIR/<row>/seed<k>/`` run directories, as
-:func:`superconv.experiments.reproduce` writes them under
+:func:`superconv.runner.reproduce` writes them under
 ``out/<experiment>/<scale>/``. When the folder belongs to a registered
 experiment (its manifest, or the path ``.../<experiment>/<scale>``), rows
 follow the experiment's plan and carry the paper's and the authors'-log
@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from superconv.errors import UserError
+from superconv.plan import Fit, RangeTest, Sweep, Train, pick_best
 from superconv.records import atomic_write_text
 from superconv.runs import (
+    MANIFEST_FILE,
     RunRecord,
     fit_tuning_cost,
     read_json,
@@ -80,20 +82,20 @@ def _num(value: Any, fmt: str = ".2f") -> str:
 class _Context:
     root: Path
     manifest: dict[str, Any]
-    experiment: Any  # superconv.experiments.Experiment or None
-    plan: Any  # superconv.experiments.Plan or None
+    experiment: Any  # superconv.plan.Experiment or None
+    plan: Any  # superconv.plan.Plan or None
     scale: str
     seeds: int | None  # seeds asked for by the last call (None: unknown)
 
 
 def _context(root: Path) -> _Context:
-    from superconv import experiments as ex
+    from superconv import paper
 
-    manifest = read_json(root / ex.MANIFEST_FILE) or {}
+    manifest = read_json(root / MANIFEST_FILE) or {}
     exp_id = manifest.get("experiment") or root.parent.name
     scale = manifest.get("scale") or root.name
-    experiment = ex.experiments().get(exp_id)
-    plan = experiment.plan(scale) if experiment is not None and scale in ex.SCALES else None
+    experiment = paper.experiments().get(exp_id)
+    plan = experiment.plan(scale) if experiment is not None and scale in paper.SCALES else None
     if plan is None:
         experiment = None
     return _Context(
@@ -101,7 +103,7 @@ def _context(root: Path) -> _Context:
         manifest,
         experiment,
         plan,
-        scale if scale in ex.SCALES else _DASH,
+        scale if scale in paper.SCALES else _DASH,
         manifest.get("seeds"),
     )
 
@@ -127,13 +129,11 @@ class _Layout:
 
 
 def _layout(root: Path, rows: dict[str, list[RunRecord]], ctx: _Context) -> _Layout:
-    from superconv import experiments as ex
-
     plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
-    sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
+    sweeps = [s for s in plan_steps if isinstance(s, Sweep)]
     trial_rows = {t.name: s for s in sweeps for t in s.trials()}
-    planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
-    planned_rows = [s for s in plan_steps if isinstance(s, (ex.Train, ex.Fit))]
+    planned_tests = [s for s in plan_steps if isinstance(s, RangeTest)]
+    planned_rows = [s for s in plan_steps if isinstance(s, (Train, Fit))]
     planned_names = {s.name for s in plan_steps} | set(trial_rows)
     extra = [name for name in rows if name not in planned_names]
     test_rows = [s.name for s in planned_tests] + [
@@ -420,7 +420,7 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
 def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | None:
     """The values rows take from a range test: read by the test's rule and budget when it
     has one (as the runner does), else its recorded suggestion; a str says why none."""
-    from superconv.experiments import suggestion_values
+    from superconv.suggest import suggestion_values
 
     if getattr(test, "rule", None) is not None:
         from superconv.range_test import RangeTestCurve
@@ -439,8 +439,6 @@ def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | No
 
 def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float]) -> str:
     """What the report says of a sweep's pick (some of its values have ended runs)."""
-    from superconv.experiments import pick_best
-
     try:
         best = pick_best(scores)
     except UserError as exc:  # every ended trial diverged
@@ -719,9 +717,7 @@ def row_tuning(step: Any, runs: Sequence[RunRecord], rows, steps) -> dict[str, A
     that several rows share is charged in full to each: what one user with one budget
     would pay.
     """
-    from superconv import experiments as ex
-
-    if isinstance(step, ex.Fit):
+    if isinstance(step, Fit):
         costs = [fit_tuning_cost(r) for r in _finished(runs)]
         if not costs:
             return {"iterations": None, "images": None, "seconds": None, "paid": "fit"}
@@ -731,7 +727,7 @@ def row_tuning(step: Any, runs: Sequence[RunRecord], rows, steps) -> dict[str, A
     paid = []
     for source in dict.fromkeys(t.source for t in getattr(step, "tuned", ())):
         src = steps.get(source)
-        if isinstance(src, ex.Sweep):
+        if isinstance(src, Sweep):
             tuning = [r for t in src.trials() for r in rows.get(t.name, [])]
         else:
             tuning = list(rows.get(source, []))
@@ -762,11 +758,10 @@ COST_NOTE = (
 def _cost_section(ctx, lay: _Layout, rows, plots: Path, base: Path) -> list[str]:
     """The cost of each row including its tuning, and time-to-accuracy plots whose x axis
     counts the tuning iterations first (only for plans that tune by training: sweeps, fit)."""
-    from superconv import experiments as ex
     from superconv import plots as P
 
     plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
-    if not any(isinstance(s, (ex.Sweep, ex.Fit)) for s in plan_steps):
+    if not any(isinstance(s, (Sweep, Fit)) for s in plan_steps):
         return []
     head = [
         "row", "n", "test acc %", "training it", "tuning it", "total it (× run)",
@@ -1135,8 +1130,8 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
                 title=f"{what} vs iteration (the recorded policy of each row)",
             )
             made.append((f"{what} vs iteration", path))
-    from superconv.experiments import suggestion_from_dict
     from superconv.range_test import RangeTestCurve
+    from superconv.suggest import Suggestion
 
     for name in test_rows:
         tests = [r for r in rows.get(name, []) if r.range_test is not None]
@@ -1145,7 +1140,7 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
         first = tests[0]
         data = first.range_test
         curve = RangeTestCurve.from_dict(data["curve"])
-        suggestion = suggestion_from_dict(data["suggestion"]) if data.get("suggestion") else None
+        suggestion = Suggestion.from_dict(data["suggestion"]) if data.get("suggestion") else None
         path = P.plot_range_test(
             curve,
             suggestion,
