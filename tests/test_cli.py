@@ -309,7 +309,7 @@ def test_lr_find_unwritable_out_exits_2(capsys, tmp_path):
 
 # ----------------------------------------------------------------------------- reproduce / report
 def test_reproduce_list_shows_every_experiment(capsys):
-    from superconv.experiments import EXPERIMENTS
+    from superconv.paper import EXPERIMENTS
 
     assert main(["reproduce", "--list"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:-1]]
@@ -438,7 +438,7 @@ def test_every_help_line_names_its_default_once_and_val_size_as_resolved():
 
 
 def test_durations_read_in_hours_and_minutes():
-    from superconv.experiments import format_duration
+    from superconv.timing import format_duration
 
     assert format_duration(42) == "42 s"
     assert format_duration(12 * 60) == "12 min"

@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import torch
 
-from superconv import experiments as ex
+from superconv import paper, runner
 from superconv import train as train_mod
 from superconv.errors import UserError
 from superconv.models import build_model
+from superconv.plan import NO_REFERENCE, Fit, Plan, RangeTest, Step, Sweep, pick_best
+from superconv.runs import DONE
 from superconv.schedules import build_policy
 from superconv.train import TrainConfig
 
@@ -28,15 +30,15 @@ MNIST = "mnist-lenet"
 
 
 # ----------------------------------------------------------------------------- helpers
-def final_configs(plan: ex.Plan) -> list[tuple[str, TrainConfig]]:
+def final_configs(plan: Plan) -> list[tuple[str, TrainConfig]]:
     """Every config the plan trains, tuned parameters filled with placeholder values."""
     placeholders: dict[str, dict[str, float]] = {}
     out = []
     for step in plan.steps:
-        if isinstance(step, ex.Sweep):
+        if isinstance(step, Sweep):
             placeholders[step.name] = {"best": step.values[0]}
             out += [(t.name, t.config) for t in step.trials()]
-        elif isinstance(step, ex.RangeTest):
+        elif isinstance(step, RangeTest):
             placeholders[step.name] = {
                 "max_lr": 1.0,
                 "min_lr": 0.25,
@@ -44,7 +46,7 @@ def final_configs(plan: ex.Plan) -> list[tuple[str, TrainConfig]]:
                 "div": 4.0,
             }
             out.append((step.name, step.config))
-        elif isinstance(step, ex.Fit):  # fit chooses max_lr: a placeholder, as for a sweep
+        elif isinstance(step, Fit):  # fit chooses max_lr: a placeholder, as for a sweep
             params = {**dict(step.config.policy_params), "max_lr": 1.0}
             out.append((step.name, step.config.replace(policy_params=params)))
         else:
@@ -52,8 +54,8 @@ def final_configs(plan: ex.Plan) -> list[tuple[str, TrainConfig]]:
     return out
 
 
-def rows(exp_id: str, scale: str = "full") -> dict[str, ex.Step]:
-    return {s.name: s for s in ex.get_experiment(exp_id).plan(scale).steps}
+def rows(exp_id: str, scale: str = "full") -> dict[str, Step]:
+    return {s.name: s for s in paper.get_experiment(exp_id).plan(scale).steps}
 
 
 def lr_at(config: TrainConfig, step: int) -> float:
@@ -62,8 +64,8 @@ def lr_at(config: TrainConfig, step: int) -> float:
 
 # ----------------------------------------------------------------------------- the registry
 def test_registry_is_read_only_and_lists_the_paper_items():
-    registry = ex.EXPERIMENTS
-    assert set(ex.experiment_ids()) >= {
+    registry = paper.EXPERIMENTS
+    assert set(paper.experiment_ids()) >= {
         "table1-clr-range", "table1-maf", "table1-limited-data", "fig1", "fig2b", "fig4",
         "fig5a", "fig5b", "fig6", "fig7", "fig8", "table5", "table6", "fig11", MNIST,
         "fair-comparison",
@@ -76,27 +78,27 @@ def test_unknown_experiment_and_scale_are_user_errors_with_hints():
     with pytest.raises(
         UserError, match=r"unknown experiment 'tabel1-maf'; did you mean 'table1-maf'\?"
     ):
-        ex.get_experiment("tabel1-maf")
+        paper.get_experiment("tabel1-maf")
     with pytest.raises(
         UserError,
         match="it is split into 'table1-clr-range', 'table1-maf', 'table1-limited-data'",
     ):
-        ex.get_experiment("table1")
+        paper.get_experiment("table1")
     with pytest.raises(UserError, match="Known: table1-clr-range"):
-        ex.reproduce("no-such-thing", dry_run=True)
+        runner.reproduce(paper.get_experiment("no-such-thing"), dry_run=True)
     with pytest.raises(UserError, match=r"unknown scale 'smal'; did you mean 'small'\?"):
-        ex.get_experiment("fig1").plan("smal")
+        paper.get_experiment("fig1").plan("smal")
     with pytest.raises(UserError, match="Choose one of: small, reduced, full"):
-        ex.reproduce("fig1", scale="huge", dry_run=True)
+        runner.reproduce(paper.get_experiment("fig1"), scale="huge", dry_run=True)
     with pytest.raises(UserError, match="seeds must be an integer >= 1"):
-        ex.reproduce("fig1", seeds=0, dry_run=True)
+        runner.reproduce(paper.get_experiment("fig1"), seeds=0, dry_run=True)
 
 
 @pytest.mark.parametrize("scale", ["full", "reduced", "small"])
 def test_every_entry_validates_without_loading_data(scale):
     models = set()
-    for exp_id in ex.experiment_ids():
-        plan = ex.get_experiment(exp_id).plan(scale)
+    for exp_id in paper.experiment_ids():
+        plan = paper.get_experiment(exp_id).plan(scale)
         names = [s.name for s in plan.steps]
         assert len(names) == len(set(names)), exp_id
         assert plan.notes, f"{exp_id}: the scale's choices must be documented"
@@ -105,11 +107,11 @@ def test_every_entry_validates_without_loading_data(scale):
             for t in getattr(step, "tuned", ()):
                 assert t.source in seen, f"{exp_id}/{step.name} takes {t.param} from a later step"
                 source = plan.step(t.source)
-                assert (t.field == "best") == isinstance(source, ex.Sweep)
-            if isinstance(step, ex.Sweep):
+                assert (t.field == "best") == isinstance(source, Sweep)
+            if isinstance(step, Sweep):
                 # the suggestion benchmark's grids are completed by reused runs (test_suggest)
                 assert step.config.val_size > 0 and (len(step.values) >= 4 or exp_id == "suggest")
-            if isinstance(step, ex.RangeTest) and step.evaluate_on == "val":
+            if isinstance(step, RangeTest) and step.evaluate_on == "val":
                 assert step.config.val_size > 0
             seen.add(step.name)
         for _, config in final_configs(plan):
@@ -191,7 +193,7 @@ def test_full_figures_match_the_paper():
     fig2b = rows("fig2b")
     assert sorted(s.config.iterations for s in fig2b.values()) == [5_000, 20_000, 100_000]
     for step in fig2b.values():
-        assert isinstance(step, ex.RangeTest)
+        assert isinstance(step, RangeTest)
         assert (step.start_lr, step.end_lr, step.mode, step.evaluate_on) == (
             0.0,
             3.0,
@@ -205,7 +207,7 @@ def test_full_figures_match_the_paper():
         assert {s.config.estimator_k for s in fig5.values()} == {k}
         assert lr_at(fig5["constant-0.1"].config, 1234) == 0.1
         assert_clr(fig5["clr-0.1-3"].config, 0.1, 3.0, 10_000)  # stepsize 5,000
-    assert ex.get_experiment("fig5a").plan("full").estimates_window == 300
+    assert paper.get_experiment("fig5a").plan("full").estimates_window == 300
     fig6 = rows("fig6")
     for depth in (20, 110):
         assert fig6[f"clr-resnet{depth}"].config.model == f"resnet{depth}"
@@ -256,11 +258,11 @@ def test_full_mnist_is_caffes_lenet_solver():
     )
     assert mnist["onecycle-12ep"].config.iterations == 12 * 60_000 // 64
     assert mnist["onecycle-12ep"].config.policy == "one_cycle"
-    assert isinstance(mnist["sweep-onecycle"], ex.Sweep)
+    assert isinstance(mnist["sweep-onecycle"], Sweep)
 
 
 def test_full_fair_comparison_is_the_skeptics_setting():
-    plan = ex.get_experiment("fair-comparison").plan("full")
+    plan = paper.get_experiment("fair-comparison").plan("full")
     steps = {s.name: s for s in plan.steps}
     for name, config in final_configs(plan):
         assert (config.model, config.dataset, config.batch_size) == ("resnet20", "cifar10", 128), (
@@ -273,7 +275,7 @@ def test_full_fair_comparison_is_the_skeptics_setting():
         assert (config.optimizer, config.momentum, config.weight_decay) == (optimizer, 0.9, 1e-4)
         assert (config.flip, config.crop_pad, config.val_size) == (True, 4, 5_000)
     short, long = math.ceil(5 * 45_000 / 128), math.ceil(15 * 45_000 / 128)
-    sweeps = [s for s in plan.steps if isinstance(s, ex.Sweep)]
+    sweeps = [s for s in plan.steps if isinstance(s, Sweep)]
     assert {s.config.policy for s in sweeps} == {"multistep", "warmup_cosine", "one_cycle"}
     assert all(len(s.values) >= 4 and s.config.iterations == short for s in sweeps)
     assert steps["range-test"].evaluate_on == "val"
@@ -317,7 +319,7 @@ def test_reduced_scale_settings():
     epochs = sorted(s.config.iterations * 128 / 50_000 for s in fig2b.values())
     assert epochs == pytest.approx([1, 4], abs=0.01)
     assert all(s.end_lr == 3.0 and s.start_lr == 0 for s in fig2b.values())
-    assert ex.get_experiment("fig5a").plan("reduced").estimates_window == 300
+    assert paper.get_experiment("fig5a").plan("reduced").estimates_window == 300
     maf = rows("table1-maf", "reduced")
     assert maf["maf0.95-10k"].config.bn_maf == 0.95 and maf["maf0.999-10k"].config.bn_maf == 0.999
     assert maf["maf0.95-10k"].config.iterations == maf["maf0.999-10k"].config.iterations == 1_200
@@ -379,15 +381,15 @@ def test_published_numbers_equal_reference_md(scale):
         assert (ref.paper, ref.log) == expected, (exp_id, row)
         assert ref.source, (exp_id, row)
     # Rows the paper gives no number for carry none (shown as a dash, never invented).
-    assert rows("fair-comparison")["onecycle-5ep"].ref == ex.NO_REFERENCE
+    assert rows("fair-comparison")["onecycle-5ep"].ref == NO_REFERENCE
     assert rows("table6")["wd0.001"].ref.paper is None
 
 
 def test_pick_best_uses_the_mean_and_never_a_diverged_value():
-    assert ex.pick_best({0.1: [90.0, 94.0], 0.2: [91.0, 91.0], 0.4: []}) == 0.1
-    assert ex.pick_best({0.1: [91.0], 0.2: [91.0]}) == 0.1  # ties: the first
+    assert pick_best({0.1: [90.0, 94.0], 0.2: [91.0, 91.0], 0.4: []}) == 0.1
+    assert pick_best({0.1: [91.0], 0.2: [91.0]}) == 0.1  # ties: the first
     with pytest.raises(UserError, match="no value of the sweep finished"):
-        ex.pick_best({0.1: [], 0.2: []})
+        pick_best({0.1: [], 0.2: []})
 
 
 # ----------------------------------------------------------------------------- reproduce
@@ -454,16 +456,16 @@ def sweep(tmp_path_factory):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(train_mod, "train", wrapper(first))
             with pytest.raises(_Crash):
-                ex.reproduce(MNIST, seeds=2, scale="small", out=out, device="cpu", progress=False)
+                runner.reproduce(paper.get_experiment(MNIST), seeds=2, scale="small", out=out, device="cpu", progress=False)
             info["first_calls"], calls[:] = list(calls), []
             info["after_kill"] = {
-                p: ex._status(root / p) for p in ("onecycle-12ep/seed0", "onecycle-12ep/seed1")
+                p: runner._status(root / p) for p in ("onecycle-12ep/seed0", "onecycle-12ep/seed1")
             }
             info["manifest_after_kill"] = json.loads((root / "manifest.json").read_text())
             info["mtimes_after_kill"] = _summary_mtimes(root)
             mp.setattr(train_mod, "train", wrapper(lambda row, seed: []))
-            info["runs"] = ex.reproduce(
-                MNIST, seeds=2, scale="small", out=out, device="cpu", progress=False
+            info["runs"] = runner.reproduce(
+                paper.get_experiment(MNIST), seeds=2, scale="small", out=out, device="cpu", progress=False
             )
             info["second_calls"], calls[:] = list(calls), []
             info["mtimes_after_second"] = _summary_mtimes(root)
@@ -472,8 +474,8 @@ def sweep(tmp_path_factory):
                 raise AssertionError("a finished run was trained again")
 
             mp.setattr(train_mod, "train", must_not_train)
-            info["third_runs"] = ex.reproduce(
-                MNIST, seeds=2, scale="small", out=out, device="cpu", progress=False
+            info["third_runs"] = runner.reproduce(
+                paper.get_experiment(MNIST), seeds=2, scale="small", out=out, device="cpu", progress=False
             )
             info["mtimes_after_third"] = _summary_mtimes(root)
     finally:
@@ -501,7 +503,7 @@ def test_killed_sweep_resumes_and_finished_runs_are_skipped(sweep):
     assert {("inv-12ep-tuned", 0), ("inv-12ep-tuned", 1), ("caffe-reference-85ep", 1)} <= set(
         second
     )
-    statuses = {str(p.relative_to(root)): ex._status(p) for p in sweep["runs"]}
+    statuses = {str(p.relative_to(root)): runner._status(p) for p in sweep["runs"]}
     assert len(statuses) == 4 * 2 + 3 * 2  # two sweeps of 4 values (seed 0) + 3 rows x 2 seeds
     assert statuses["sweep-inv-base_lr0.1/seed0"] == "diverged"  # the injected divergence
     finals = [s for p, s in statuses.items() if not p.startswith("sweep-")]
@@ -543,7 +545,7 @@ def test_diverged_trial_is_recorded_and_never_picked(sweep):
 def test_report_of_the_sweep_has_paper_numbers_and_numpy_statistics(sweep):
     root = sweep["root"]
     report = (root / "report.md").read_text()
-    for row, paper in (("onecycle-12ep", 99.3), ("caffe-reference-85ep", 99.03)):
+    for row, published in (("onecycle-12ep", 99.3), ("caffe-reference-85ep", 99.03)):
         accs = [
             json.loads((root / f"{row}/seed{k}/summary.json").read_text())["final_test_acc"]
             for k in (0, 1)
@@ -553,15 +555,15 @@ def test_report_of_the_sweep_has_paper_numbers_and_numpy_statistics(sweep):
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] == "small" and cells[4] == "2"
         assert cells[5] == f"{mean:.2f} ± {std:.2f}"
-        assert cells[6] == f"{paper:.2f}" and cells[7] == "—"
-        assert cells[8] == f"{mean - paper:+.2f}"
+        assert cells[6] == f"{published:.2f}" and cells[7] == "—"
+        assert cells[8] == f"{mean - published:+.2f}"
     assert (root / "plots" / "test_acc.png").stat().st_size > 1000
 
 
 def test_estimate_is_printed_before_starting_and_dry_run_writes_nothing(tmp_path, capsys):
-    seconds = ex.estimate_wall_time(MNIST, "small", "cpu", seeds=2)
+    seconds = runner.estimate_wall_time(paper.get_experiment(MNIST), "small", "cpu", seeds=2)
     assert isinstance(seconds, float) and 0 < seconds < 3600
-    runs = ex.reproduce(MNIST, seeds=2, scale="small", out=tmp_path, device="cpu", dry_run=True)
+    runs = runner.reproduce(paper.get_experiment(MNIST), seeds=2, scale="small", out=tmp_path, device="cpu", dry_run=True)
     printed = capsys.readouterr().out
     assert re.search(
         r"Expected wall time on cpu .*: about \d+ (s|min)\. This is an estimate", printed
@@ -575,14 +577,14 @@ def test_a_busy_cpu_gets_a_threads_hint_and_an_idle_one_or_a_gpu_none(monkeypatc
     import torch
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(ex.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    hint = ex._cpu_contention(cpu, load=1.0)
+    hint = runner._cpu_contention(cpu, load=1.0)
     assert "load average 1.0 on 2 cores" in hint and "--threads 1" in hint
-    assert ex._cpu_contention(cpu, load=0.2) == ""
-    assert ex._cpu_contention(cuda, load=5.0) == ""
+    assert runner._cpu_contention(cpu, load=0.2) == ""
+    assert runner._cpu_contention(cuda, load=5.0) == ""
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    assert ex._cpu_contention(cpu, load=1.0) == ""  # one thread per run already
+    assert runner._cpu_contention(cpu, load=1.0) == ""  # one thread per run already
 
 
 def test_finished_run_of_another_plan_is_refused(sweep, tmp_path):
@@ -597,24 +599,24 @@ def test_finished_run_of_another_plan_is_refused(sweep, tmp_path):
     with pytest.raises(
         UserError, match=r"holds a finished run of a different plan \(differs in: weight_decay\)"
     ):
-        ex.reproduce(MNIST, seeds=2, scale="small", out=out, device="cpu", progress=False)
+        runner.reproduce(paper.get_experiment(MNIST), seeds=2, scale="small", out=out, device="cpu", progress=False)
 
 
 def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsys):
     out = tmp_path / "results"
     root = out / MNIST / "small"
     before = torch.get_num_threads()
-    plan = ex.get_experiment(MNIST).plan("small")
-    chosen = [s.name for s in ex.select_steps(plan, ["onecycle-*"])]
+    plan = paper.get_experiment(MNIST).plan("small")
+    chosen = [s.name for s in runner.select_steps(plan, ["onecycle-*"])]
     assert chosen == ["sweep-onecycle", "onecycle-12ep"]  # the sweep it takes max_lr from
     with pytest.raises(
         UserError, match=r"--only 'inv-12ep' matches no step.*Steps: sweep-onecycle"
     ):
-        ex.select_steps(plan, ["inv-12ep"])
+        runner.select_steps(plan, ["inv-12ep"])
     with pytest.raises(UserError, match="threads must be an integer >= 1"):
-        ex.reproduce(MNIST, seeds=1, out=out, threads=0, dry_run=True)
+        runner.reproduce(paper.get_experiment(MNIST), seeds=1, out=out, threads=0, dry_run=True)
 
-    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"])
+    runner.reproduce(paper.get_experiment(MNIST), seeds=1, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"])
     assert torch.get_num_threads() == before  # restored after the call
     assert sorted(p.name for p in root.iterdir() if (p / "seed0").is_dir()) == [
         "caffe-reference-85ep"
@@ -624,7 +626,7 @@ def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsy
 
     # A second call with other rows: the manifest keeps both calls, both sets of runs, and
     # the finished row is not trained again (its config differs only in where it ran).
-    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", progress=False, only=["onecycle-12ep"])
+    runner.reproduce(paper.get_experiment(MNIST), seeds=1, out=out, device="cpu", progress=False, only=["onecycle-12ep"])
     manifest = json.loads((root / "manifest.json").read_text())
     calls = manifest["invocations"]
     assert len(calls) == 2 and all(c["finished"] for c in calls)
@@ -640,7 +642,7 @@ def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsy
     inv_row = next(line for line in report.splitlines() if line.startswith("| `inv-12ep-tuned`"))
     assert "not run yet" in inv_row
     capsys.readouterr()
-    ex.reproduce(MNIST, seeds=1, out=out, device="cpu", only=["caffe-*"], dry_run=True)
+    runner.reproduce(paper.get_experiment(MNIST), seeds=1, out=out, device="cpu", only=["caffe-*"], dry_run=True)
     assert "1 runs: 1 done" in capsys.readouterr().out
 
 
@@ -665,18 +667,18 @@ def test_calls_sharing_a_folder_skip_a_claimed_final_run_and_wait_for_a_claimed_
 
     monkeypatch.setattr(train_mod, "train", train)
     held = root / "caffe-reference-85ep" / "seed0"
-    with ex.run_claim(held) as mine:  # "another process" is running seed 0
+    with runner.run_claim(held) as mine:  # "another process" is running seed 0
         assert mine
-        with ex.run_claim(held) as again:  # a second claim conflicts, even from this process
+        with runner.run_claim(held) as again:  # a second claim conflicts, even from this process
             assert not again
-        ex.reproduce(
-            MNIST, seeds=2, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"]
+        runner.reproduce(
+            paper.get_experiment(MNIST), seeds=2, out=out, device="cpu", progress=False, threads=1, only=["caffe-*"]
         )
     printed = capsys.readouterr().out
     assert trained == ["caffe-reference-85ep/seed1"]
     assert "caffe-reference-85ep/seed0: another process is running it, skipped here" in printed
     assert "1 run(s) were left to the other process running them" in printed
-    assert ex._status(held) == "new" and ex._status(root / "caffe-reference-85ep/seed1") in ex.DONE
+    assert runner._status(held) == "new" and runner._status(root / "caffe-reference-85ep/seed1") in DONE
 
     # A sweep trial claimed elsewhere is waited for: the pick needs it. Here the other
     # "process" lets go without ending it (as if killed), so this call runs it itself.
@@ -684,7 +686,7 @@ def test_calls_sharing_a_folder_skip_a_claimed_final_run_and_wait_for_a_claimed_
     claimed = threading.Event()
 
     def other():
-        with ex.run_claim(trial):
+        with runner.run_claim(trial):
             claimed.set()
             release.wait(timeout=60)
 
@@ -692,8 +694,8 @@ def test_calls_sharing_a_folder_skip_a_claimed_final_run_and_wait_for_a_claimed_
     thread.start()
     claimed.wait(timeout=60)
     trained.clear()
-    ex.reproduce(
-        MNIST, seeds=1, out=out, device="cpu", progress=False, threads=1, only=["onecycle-12ep"]
+    runner.reproduce(
+        paper.get_experiment(MNIST), seeds=1, out=out, device="cpu", progress=False, threads=1, only=["onecycle-12ep"]
     )
     thread.join()
     printed = capsys.readouterr().out

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from superconv import experiments as ex
+from superconv import paper, runner
 from superconv import report as rp
 from superconv import suggest as suggest_module
+from superconv.plan import Experiment, Fit, Plan, RangeTest, Sweep, Train, Tuned
+from superconv.runs import DONE
 from superconv.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,14 +30,14 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _names(plan: ex.Plan) -> list[str]:
+def _names(plan: Plan) -> list[str]:
     return [s.name for s in plan.steps]
 
 
 # ----------------------------------------------------------------------------- the plan
 def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only(monkeypatch):
     monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)  # no rule rows: tested below
-    plan = ex.get_experiment("fair-comparison").plan("reduced")
+    plan = paper.get_experiment("fair-comparison").plan("reduced")
     names = _names(plan)
     new = names[names.index("fit-5ep") :]
     assert new == [
@@ -47,7 +49,7 @@ def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only(monkeypatch):
     assert not any(n.endswith("-20k") for n in new)
     assert names.index("warmup_cosine-5ep-20k") < names.index("fit-5ep")
     steps = {s.name: s for s in plan.steps}
-    assert isinstance(steps["fit-5ep"], ex.Fit)
+    assert isinstance(steps["fit-5ep"], Fit)
     assert [steps[f"fit-{b}"].seeds for b in ("5ep", "15ep", "5ep-10k")] == [None, 2, None]
     assert steps["prodigy-15ep"].seeds == steps["schedulefree-15ep"].seeds == 2
     assert steps["fit-5ep-10k"].config.train_subset == 10_000
@@ -72,26 +74,26 @@ def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only(monkeypatch):
 def test_committed_runs_keep_their_identity():
     """The runner's own check (a finished run whose config differs is refused) passes for
     every committed run of the plan, with the tuned values the manifest records."""
-    plan = ex.get_experiment("fair-comparison").plan("reduced")
+    plan = paper.get_experiment("fair-comparison").plan("reduced")
     manifest = json.loads((FAIR / "manifest.json").read_text())
     done = 0
-    for job in ex._jobs(plan, 3, FAIR):
-        if ex._status(job.path, job.step) in ex.DONE:
-            values = manifest["tuned"] if isinstance(job.step, ex.Train) else {}
-            ex._check_same(job, values, {"device": "auto", "data_dir": None, "threads": 1})
+    for job in runner._jobs(plan, 3, FAIR):
+        if runner._status(job.path, job.step) in DONE:
+            values = manifest["tuned"] if isinstance(job.step, Train) else {}
+            runner._check_same(job, values, {"device": "auto", "data_dir": None, "threads": 1})
             done += 1
     assert done == 66  # 16 rows x 3 seeds, 17 sweep trials, 1 range test
 
 
 def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
     monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
-    plan = ex.get_experiment("fair-comparison").plan("reduced")
+    plan = paper.get_experiment("fair-comparison").plan("reduced")
     assert not any(n.startswith("onecycle_plateau") for n in _names(plan))
     monkeypatch.setattr(suggest_module, "DEFAULT", {"rule": "loss_edge", "fraction": 0.5})
     monkeypatch.setattr(
         suggest_module, "DEFAULT_TEST", {"mode": "exp", "fraction": 0.1, "min_steps": 100}
     )
-    chosen = ex.get_experiment("fair-comparison").plan("reduced")
+    chosen = paper.get_experiment("fair-comparison").plan("reduced")
     # the old steps are the same objects' equals, in the same order, first
     assert chosen.steps[: len(plan.steps) - 9] == plan.steps[: len(plan.steps) - 9]
     steps = {s.name: s for s in chosen.steps}
@@ -99,12 +101,12 @@ def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
                                       ("5ep-10k", 1758, 10_000)):  # fmt: skip
         row, test = steps[f"onecycle_loss_edge-{label}"], steps[f"range-test-loss_edge-{label}"]
         assert _names(chosen).index(test.name) < _names(chosen).index(row.name)
-        assert isinstance(test, ex.RangeTest) and test.seeds == 1
+        assert isinstance(test, RangeTest) and test.seeds == 1
         assert test.rule == ("loss_edge", (("fraction", 0.5),)) and test.budget == iterations
         assert test.config.iterations == max(100, -(-iterations // 10))  # 10% of the budget
         assert test.config.train_subset == subset  # the 10k rows test on the 10k subset
         assert (test.mode, test.start_lr, test.end_lr) == ("exp", 1e-4, 10.0)
-        assert row.tuned == (ex.Tuned("max_lr", test.name, "max_lr"),)
+        assert row.tuned == (Tuned("max_lr", test.name, "max_lr"),)
         assert row.config.iterations == iterations and row.config.train_subset == subset
         assert row.seeds == (2 if label == "15ep" else None)
     assert "onecycle_loss_edge-5ep-20k" not in steps
@@ -113,9 +115,9 @@ def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
 def test_fit_status_reads_fit_json(tmp_path):
     def status(data):
         (tmp_path / "fit.json").write_text(json.dumps(data))
-        return ex.fit_status(tmp_path)
+        return runner.fit_status(tmp_path)
 
-    assert ex.fit_status(tmp_path) == "new"
+    assert runner.fit_status(tmp_path) == "new"
     assert status({"phases": {"range_test": {}}}) == "resume"
     assert status({"phases": {"range_test": {}, "check": {"done": True, "chosen": None}}}) == (
         "diverged"
@@ -130,29 +132,29 @@ def test_fit_status_reads_fit_json(tmp_path):
 TINY = "tiny-fair"
 
 
-def _tiny_plan(scale) -> ex.Plan:
+def _tiny_plan(scale) -> Plan:
     """A swept baseline and a fit row at one budget, on the bundled MNIST subset."""
     base = TrainConfig(
         model="lenet", dataset="mnist-demo", normalize="unit", flip=False, batch_size=32,
         iterations=200, eval_every=50, checkpoint_every=50, eval_batch_size=1000, threads=1,
         val_size=1000, device="cpu",
     )  # fmt: skip
-    return ex.Plan(
-        scale.name,
+    return Plan(
+        scale,
         (
-            ex.Sweep(
+            Sweep(
                 "sweep",
                 base.replace(policy="multistep", policy_params={"lr": 0.01}),
                 "lr",
                 (0.01, 0.05),
             ),  # fmt: skip
-            ex.Train(
+            Train(
                 "multistep",
                 base.replace(policy="multistep", policy_params={}),
-                tuned=(ex.Tuned("lr", "sweep"),),
+                tuned=(Tuned("lr", "sweep"),),
             ),
-            ex.Fit("fit", base.replace(policy="one_cycle", policy_params={"div": 4}), seeds=1),
-            ex.Train(
+            Fit("fit", base.replace(policy="one_cycle", policy_params={"div": 4}), seeds=1),
+            Train(
                 "prodigy",
                 base.replace(optimizer="prodigy", policy="cosine", policy_params={"max_lr": 1.0}),
             ),  # fmt: skip
@@ -163,19 +165,19 @@ def _tiny_plan(scale) -> ex.Plan:
 
 @pytest.fixture
 def tiny_experiment(monkeypatch):
-    entries = ex._entries
-    tiny = ex.Experiment(TINY, "Tiny fair comparison", "tests", "fit pays its tuning", _tiny_plan)
-    monkeypatch.setattr(ex, "_entries", lambda: (*entries(), tiny))
+    entries = paper._entries
+    tiny = Experiment(TINY, "Tiny fair comparison", "tests", "fit pays its tuning", _tiny_plan)
+    monkeypatch.setattr(paper, "_entries", lambda: (*entries(), tiny))
     return TINY
 
 
 def test_a_fit_row_runs_end_to_end_and_reports_its_tuning_cost(tmp_path, tiny_experiment, capsys):
     out = tmp_path / "results"
-    ex.reproduce(TINY, seeds=1, scale="small", out=out, device="cpu", progress=False,
+    runner.reproduce(paper.get_experiment(TINY), seeds=1, scale="small", out=out, device="cpu", progress=False,
                  only=["fit", "multistep"])  # fmt: skip
     root = out / TINY / "small"
     fit = json.loads((root / "fit/seed0/fit.json").read_text())
-    assert "train" in fit["phases"] and ex.fit_status(root / "fit/seed0") == "finished"
+    assert "train" in fit["phases"] and runner.fit_status(root / "fit/seed0") == "finished"
     assert fit["settings"]["train_config"]["eval_every"] == 50  # the row's own cadence
     rt, check = fit["phases"]["range_test"], fit["phases"]["check"]
     tuning = rt["iterations"] + check["cost_iterations"]
@@ -202,7 +204,7 @@ def test_a_fit_row_runs_end_to_end_and_reports_its_tuning_cost(tmp_path, tiny_ex
 
     # run again: the finished fit is skipped (its identity checked), nothing is retrained
     capsys.readouterr()
-    ex.reproduce(TINY, seeds=1, scale="small", out=out, device="cpu", progress=False,
+    runner.reproduce(paper.get_experiment(TINY), seeds=1, scale="small", out=out, device="cpu", progress=False,
                  only=["fit"])  # fmt: skip
     assert "fit/seed0: finished earlier, skipped" in capsys.readouterr().out
 
@@ -218,20 +220,20 @@ def test_a_started_fit_is_resumed_in_its_phase(tmp_path, tiny_experiment, monkey
 
     monkeypatch.setattr(fit_module, "_train_phase", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ex.reproduce(TINY, seeds=1, scale="small", out=out, device="cpu", progress=False,
+        runner.reproduce(paper.get_experiment(TINY), seeds=1, scale="small", out=out, device="cpu", progress=False,
                      only=["fit"])  # fmt: skip
     seed = out / TINY / "small" / "fit" / "seed0"
-    assert ex.fit_status(seed) == "resume"
+    assert runner.fit_status(seed) == "resume"
     before = json.loads((seed / "fit.json").read_text())["phases"]
     monkeypatch.setattr(fit_module, "_train_phase", real)
     capsys.readouterr()
-    ex.reproduce(TINY, seeds=1, scale="small", out=out, device="cpu", progress=False,
+    runner.reproduce(paper.get_experiment(TINY), seeds=1, scale="small", out=out, device="cpu", progress=False,
                  only=["fit"])  # fmt: skip
     printed = capsys.readouterr().out
     assert "resuming fit" in printed and "LR range test: done (read from fit.json)" in printed
     after = json.loads((seed / "fit.json").read_text())["phases"]
     assert after["range_test"] == before["range_test"] and after["check"] == before["check"]
-    assert ex.fit_status(seed) == "finished"
+    assert runner.fit_status(seed) == "finished"
 
 
 # ----------------------------------------------------------------------------- the plot
@@ -256,15 +258,15 @@ def test_the_time_to_accuracy_plot_shifts_each_row_by_its_tuning(tmp_path, monke
     curves start after 2 x 100 (the sweep), 30 (the test) and 0 iterations."""
     base = TrainConfig(model="lenet", dataset="mnist-demo", batch_size=32, iterations=100,
                        eval_every=50, val_size=1000)  # fmt: skip
-    plan = ex.Plan("small", (
-        ex.Sweep("sweep", base.replace(policy="constant", policy_params={"lr": 0.1}), "lr",
+    plan = Plan("small", (
+        Sweep("sweep", base.replace(policy="constant", policy_params={"lr": 0.1}), "lr",
                  (0.1, 0.2)),
-        ex.RangeTest("rt", base.replace(iterations=30), evaluate_on="val"),
-        ex.Train("swept", base.replace(policy="constant", policy_params={}),
-                 tuned=(ex.Tuned("lr", "sweep"),)),
-        ex.Train("tested", base.replace(policy="one_cycle", policy_params={}),
-                 tuned=(ex.Tuned("max_lr", "rt", "max_lr"),)),
-        ex.Train("untuned", base.replace(policy="constant", policy_params={"lr": 0.1})),
+        RangeTest("rt", base.replace(iterations=30), evaluate_on="val"),
+        Train("swept", base.replace(policy="constant", policy_params={}),
+                 tuned=(Tuned("lr", "sweep"),)),
+        Train("tested", base.replace(policy="one_cycle", policy_params={}),
+                 tuned=(Tuned("max_lr", "rt", "max_lr"),)),
+        Train("untuned", base.replace(policy="constant", policy_params={"lr": 0.1})),
     ), ("fixture",))  # fmt: skip
     monkeypatch.setattr(rp, "_context", lambda root: rp._Context(root, {}, None, plan, "small", 1))
     root = tmp_path / "exp" / "small"

@@ -54,7 +54,7 @@ from superconv.data.formats import (  # noqa: E402
     read_idx_split,
 )
 from superconv.errors import UserError  # noqa: E402
-from superconv.report import read_run  # noqa: E402
+from superconv.runs import read_run  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _COMMON = dict(

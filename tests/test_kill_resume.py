@@ -30,8 +30,9 @@ import pytest
 import torch
 
 from superconv import checkpoint as ckpt
-from superconv import experiments as ex
+from superconv import paper
 from superconv.cli import main
+from superconv.plan import Experiment, Plan, Sweep, Train, Tuned
 from superconv.records import read_csv
 from superconv.train import TrainConfig
 
@@ -225,27 +226,27 @@ def kill_and_resume(tmp_path: Path, capsys, args: list[str]) -> None:
 TINY_EXPERIMENT = "tiny-sweep"
 
 
-def _tiny_plan(scale) -> ex.Plan:
+def _tiny_plan(scale) -> Plan:
     """Two sweep trials picking max_lr on a validation split, then the final run."""
     base = TrainConfig(
         model="lenet", dataset="mnist-demo", normalize="unit", flip=False, batch_size=32,
         iterations=40, eval_every=10, checkpoint_every=10, eval_batch_size=1000, threads=1,
         policy="one_cycle", policy_params={},
     )  # fmt: skip
-    return ex.Plan(
-        scale.name,
+    return Plan(
+        scale,
         (
-            ex.Sweep("sweep", base.replace(val_size=1000), "max_lr", (0.01, 0.05)),
-            ex.Train("final", base, tuned=(ex.Tuned("max_lr", "sweep"),)),
+            Sweep("sweep", base.replace(val_size=1000), "max_lr", (0.01, 0.05)),
+            Train("final", base, tuned=(Tuned("max_lr", "sweep"),)),
         ),
     )
 
 
 def install_tiny_experiment(setattr=setattr) -> None:
     """Register :data:`TINY_EXPERIMENT` beside the real ones (for this process only)."""
-    entries = ex._entries
-    tiny = ex.Experiment(TINY_EXPERIMENT, "Tiny sweep", "tests", "survives a kill", _tiny_plan)
-    setattr(ex, "_entries", lambda: (*entries(), tiny))
+    entries = paper._entries
+    tiny = Experiment(TINY_EXPERIMENT, "Tiny sweep", "tests", "survives a kill", _tiny_plan)
+    setattr(paper, "_entries", lambda: (*entries(), tiny))
 
 
 # The command line with the tiny experiment registered: what `superconv` runs, plus it.

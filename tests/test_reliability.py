@@ -235,7 +235,7 @@ def test_a_live_run_folder_is_refused_naming_the_holder_and_a_stale_lock_is_take
 
 
 def test_the_lock_helper_is_exclusive_across_processes_and_run_claim_wraps_it(tmp_path):
-    from superconv import experiments as ex
+    from superconv import runner
 
     path = tmp_path / "row" / "seed0"
     path.parent.mkdir()
@@ -249,14 +249,14 @@ def test_the_lock_helper_is_exclusive_across_processes_and_run_claim_wraps_it(tm
     )  # fmt: skip
     try:
         assert holder.stdout.readline().strip() == "True"
-        with ex.run_claim(path) as mine:
+        with runner.run_claim(path) as mine:
             assert not mine  # held by the other process
         lock = records.FileLock(path.parent / ".seed0.lock")
         assert lock.holder() == holder.pid
     finally:
         holder.kill()
         holder.communicate()
-    with ex.run_claim(path) as mine:  # the holder died: free again
+    with runner.run_claim(path) as mine:  # the holder died: free again
         assert mine
         assert (path.parent / ".seed0.lock").read_text() == f"{os.getpid()}\n"
     assert (path.parent / ".seed0.lock").stat().st_size == 0

@@ -471,7 +471,8 @@ def test_suggest_each_reads_once_and_agrees_with_suggest():
 
 def test_confirmation_rows_train_at_the_default_rules_suggestion(monkeypatch):
     from superconv import suggest as suggest_module
-    from superconv.experiments import RangeTest, Train, _Job, _range_pick
+    from superconv.plan import RangeTest, Train
+    from superconv.runner import _Job, _range_pick
 
     monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
     assert not any(s.name.endswith("-confirm") for s in sb.plan_steps())  # no default test

@@ -29,12 +29,6 @@ def test_durations_read_in_seconds_minutes_and_hours(seconds, text):
     assert format_duration(seconds) == text
 
 
-def test_the_old_home_of_format_duration_is_the_same_function():
-    from superconv import experiments
-
-    assert experiments.format_duration is format_duration
-
-
 def fake_clock(times):
     """A clock that returns ``times`` one by one (a test fails if it is read more often)."""
     return iter(times).__next__

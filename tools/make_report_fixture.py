@@ -1,6 +1,6 @@
 """Make ``tests/fixtures/report/``: run directories of real tiny runs for the report tests.
 
-Runs :func:`superconv.experiments.reproduce` at the small scale for
+Runs :func:`superconv.runner.reproduce` at the small scale for
 
 - ``mnist-lenet`` with 2 seeds (LeNet on the MNIST subset shipped in the package:
   sweeps, tuned rows, the paper's numbers, mean ± std over seeds),
@@ -36,12 +36,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from superconv.experiments import reproduce
+    from superconv.paper import get_experiment
+    from superconv.runner import reproduce
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         for exp_id, seeds in RUNS:
-            reproduce(exp_id, seeds=seeds, scale="small", out=tmp, device="cpu", progress=False)
+            reproduce(get_experiment(exp_id), seeds=seeds, scale="small", out=tmp, device="cpu", progress=False)
         if args.out.exists():
             shutil.rmtree(args.out)
         for exp_id, _ in RUNS:

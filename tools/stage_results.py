@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from superconv.experiments import DONE  # the statuses reproduce counts as ended
+from superconv.runs import DONE  # the statuses reproduce counts as ended
 
 
 def status(run: Path) -> str:

@@ -6,7 +6,7 @@
 ``superconv fit``      :func:`superconv.fit.fit_run` (range test -> check -> 1cycle)
 ``superconv demo``     :func:`superconv.demo.demo`
 ``superconv data``     :func:`superconv.fetch.fetch`, :func:`superconv.data.load_dataset`
-``superconv reproduce``  :func:`superconv.experiments.reproduce`
+``superconv reproduce``  :func:`superconv.runner.reproduce`
 ``superconv report``   :func:`superconv.report.write_report`
 =====================  ====================================================
 
@@ -629,7 +629,7 @@ def _add_data_check_parser(data: Any) -> None:
 
 
 def _add_reproduce_parser(commands: Any) -> None:
-    """superconv.experiments' command."""
+    """superconv.paper's catalogue, run by superconv.runner."""
     sub = _command(
         commands,
         "reproduce",
@@ -1517,10 +1517,10 @@ def _indent(text: str, width: int) -> str:
 
 # ----------------------------------------------------------------------------- experiments
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from superconv import experiments
+    from superconv import paper, runner
 
     if args.list:
-        registry = experiments.EXPERIMENTS
+        registry = paper.EXPERIMENTS
         w_id = max(len(e.id) for e in registry.values())
         w_item = max(len(e.paper_item) for e in registry.values())
         print(f"{'experiment':<{w_id}}  {'paper item':<{w_item}}  title")
@@ -1530,9 +1530,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         return 0
     if not args.experiment:
         raise UserError("name an experiment (superconv reproduce --list shows them).")
-    experiments.get_experiment(args.experiment)  # unknown ids: a did-you-mean, before any work
-    paths = experiments.reproduce(
-        args.experiment,
+    experiment = paper.get_experiment(args.experiment)  # unknown ids: a did-you-mean
+    paths = runner.reproduce(
+        experiment,
         seeds=args.seeds,
         scale=args.scale,
         out=args.out,

@@ -304,20 +304,15 @@ def _plot_lr_find(
 
 
 def _ended(curve: Any) -> str:
-    """What happened at the end of a range test, in words: stopped (diverged) or ran to end_lr."""
-    from superconv.range_test import COMPLETED
-
-    if curve.stop_reason == COMPLETED:
-        return "ran to end_lr"
-    return "stopped: " + curve.stop_reason.split(":")[0]
+    """What happened at the end of a range test, in words (:meth:`RangeTestCurve.ending`)."""
+    return curve.ending()
 
 
 def _wrap(text: str, width: int = 80) -> str:
-    """Break a long figure title in two at a word boundary."""
-    if len(text) <= width:
-        return text
-    cut = text.rfind(" ", 0, width)
-    return text[:cut] + "\n" + text[cut + 1 :] if cut > 0 else text
+    """Break a long figure title in two at a word boundary (:func:`plots.wrap_title`)."""
+    from superconv.plots import wrap_title
+
+    return wrap_title(text, width)
 
 
 # ----------------------------------------------------------------------------- the demo

@@ -601,6 +601,14 @@ def plot_suggestions(
     return _save(fig, path)
 
 
+def wrap_title(text: str, width: int = 80) -> str:
+    """Break a long figure title in two at a word boundary."""
+    if len(text) <= width:
+        return text
+    cut = text.rfind(" ", 0, width)
+    return text[:cut] + "\n" + text[cut + 1 :] if cut > 0 else text
+
+
 def _thousands():
     from matplotlib.ticker import FuncFormatter
 

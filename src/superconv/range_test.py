@@ -64,6 +64,12 @@ class RangeTestCurve:
     notes: list[str] = field(default_factory=list)  # what an adaptive test did, in words
     steps_run: int = 0  # optimizer steps over every attempt (an adaptive test may restart)
 
+    def ending(self) -> str:
+        """What happened at the end of the test, in words: ran to end_lr, or stopped (why)."""
+        if self.stop_reason == COMPLETED:
+            return "ran to end_lr"
+        return "stopped: " + self.stop_reason.split(":")[0]
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (NaN / inf become ``None``, strict JSON has no NaN)."""
         return {

@@ -7,7 +7,7 @@ writes ``report.md`` and PNG figures under ``plots/`` beside it, and gives the
 same Markdown each time it is run on the same run directories.
 
 Layout read: ``RESULTS_DIR/<row>/seed<k>/`` run directories, as
-:func:`superconv.experiments.reproduce` writes them under
+:func:`superconv.runner.reproduce` writes them under
 ``out/<experiment>/<scale>/``. When the folder belongs to a registered
 experiment (its manifest, or the path ``.../<experiment>/<scale>``), rows
 follow the experiment's plan and carry the paper's and the authors'-log
@@ -21,221 +21,34 @@ are reported as such, never averaged in.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import re
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from superconv.errors import UserError
-from superconv.records import atomic_write_text, read_csv
+from superconv.plan import Fit, RangeTest, Sweep, Train, pick_best
+from superconv.records import atomic_write_text
+from superconv.runs import (
+    MANIFEST_FILE,
+    RunRecord,
+    fit_tuning_cost,
+    read_json,
+    read_run,
+    read_table,
+    scan,
+    tuning_cost,
+)
 
 REPORT_FILE = "report.md"
 PLOTS_DIR = "plots"
-_SEED_DIR = re.compile(r"seed(\d+)")
 _DASH = "—"
-
-
-# ----------------------------------------------------------------------------- reading
-@dataclass
-class RunRecord:
-    """What one run directory holds (files that are missing are None / empty)."""
-
-    path: Path
-    row: str
-    seed: int
-    config: dict[str, Any]
-    summary: dict[str, Any] | None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    estimates: list[dict[str, Any]] = field(default_factory=list)
-    range_test: dict[str, Any] | None = None
-    fit: dict[str, Any] | None = None  # fit.json of a `superconv fit` row (read_fit_run)
-
-    @property
-    def status(self) -> str:
-        """``finished``, ``diverged`` or ``unfinished`` (killed or still running)."""
-        return (self.summary or {}).get("status", "unfinished")
-
-
-def read_run(path: str | Path) -> RunRecord:
-    """Read one run directory ``.../<row>/seed<k>/``.
-
-    Every file is checked as it is read: a damaged one (not JSON, a JSON value of
-    the wrong shape, a CSV with text where numbers belong) is a :class:`UserError`
-    naming the file and what is wrong with it.
-    """
-    path = Path(path)
-    match = _SEED_DIR.fullmatch(path.name)
-    config = _read_json(path / "config.json")
-    if config is None:
-        raise UserError(f"{path} is not a run directory: it has no config.json.")
-    _check_fields(path / "config.json", config, _CONFIG_TYPES)
-    summary = _read_json(path / "summary.json")
-    if summary is not None:
-        _check_fields(path / "summary.json", summary, _SUMMARY_TYPES)
-    return RunRecord(
-        path=path,
-        row=path.parent.name,
-        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
-        config=config,
-        summary=summary,
-        metrics=_read_table(path / "metrics.csv"),
-        estimates=_read_table(path / "estimates.csv"),
-        range_test=_read_json(path / "range_test.json"),
-    )
-
-
-FIT_FILE = "fit.json"  # superconv.fit.FIT_FILE (not imported: the report never trains)
-
-
-def read_fit_run(path: str | Path) -> RunRecord:
-    """Read one seed of a ``superconv fit`` row, ``.../<row>/seed<k>/fit.json``, as a run:
-    the config, summary and metrics of its training phase (``<seed>/<run>/``), and
-    ``fit`` = fit.json, whose phases record the tuning (range test, check) and its cost.
-    Unfinished (its training phase not ended): the summary is None."""
-    path = Path(path)
-    data = _read_json(path / FIT_FILE)
-    if data is None:
-        raise UserError(f"{path} is not a fit folder: it has no {FIT_FILE}.")
-    phases = data.get("phases")
-    settings = data.get("settings")
-    if not isinstance(phases, dict) or not isinstance(settings, dict):
-        raise _damaged(path / FIT_FILE, "lacks its 'phases' or 'settings'")
-    done = phases.get("train")
-    run_name = (done or {}).get("run") or data.get("train_attempt", {}).get("run") or "train"
-    trained = path / str(run_name)
-    config = _read_json(trained / "config.json") or dict(settings.get("train_config") or {})
-    _check_fields(path / FIT_FILE, config, _CONFIG_TYPES)
-    summary = None
-    if isinstance(done, dict):
-        summary = {**done, "status": done.get("status", "finished")}
-        _check_fields(path / FIT_FILE, summary, _SUMMARY_TYPES)
-    match = _SEED_DIR.fullmatch(path.name)
-    return RunRecord(
-        path=path,
-        row=path.parent.name,
-        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
-        config=config,
-        summary=summary,
-        metrics=_read_table(trained / "metrics.csv"),
-        fit=data,
-    )
-
-
-def fit_tuning_cost(run: RunRecord) -> dict[str, Any]:
-    """What one fit spent before its final run: the range test(s), the check and any
-    diverged final attempts (rerun at half the LR), in iterations, training images and
-    seconds, as fit.json and the attempts' summaries record them."""
-    data = run.fit or {}
-    phases = data.get("phases") or {}
-    rt, check = phases.get("range_test") or {}, phases.get("check") or {}
-    trials = check.get("trials") or []
-    iterations = int(rt.get("iterations") or 0) + int(
-        check.get("cost_iterations", sum(int(t.get("steps_run") or 0) for t in trials))
-    )
-    details = [t.get("details") or {} for t in trials]
-    images = int(rt.get("train_images") or 0) + int(
-        check.get("train_images", sum(int(d.get("train_images") or 0) for d in details))
-    )
-    seconds = float(rt.get("seconds") or 0.0) + float(
-        check.get("seconds", sum(float(d.get("seconds") or 0.0) for d in details))
-    )
-    final = (phases.get("train") or {}).get("run")
-    retries = 0
-    for k in range(int((data.get("train_attempt") or {}).get("n") or 0)):
-        name = "train" if k == 0 else f"train-retry{k}"
-        if name == final:
-            continue
-        attempt = _read_json(run.path / name / "summary.json") or {}
-        done = int(attempt.get("iterations") or 0)
-        retries += done
-        images += done * int(run.config.get("batch_size") or 0)
-        seconds += float(attempt.get("wall_time") or 0.0)
-    return {"iterations": iterations + retries, "images": images, "seconds": seconds}
-
-
-def _damaged(path: Path, why: str) -> UserError:
-    return UserError(
-        f"{path} {why}; the run directory {path.parent} is damaged. Delete that run "
-        "directory (reproduce runs it again) or restore the file, then report again."
-    )
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8
-        raise _damaged(path, f"is not valid JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise _damaged(path, f"holds a JSON {type(obj).__name__}, not an object")
-    return obj
-
-
-_NUMBER = (int, float)
-# The fields the report reads from config.json and summary.json, with their types
-# (None is allowed for every one: a field may be absent or null).
-_CONFIG_TYPES = {
-    "seed": int, "iterations": int, "batch_size": int, "train_subset": int, "model": str,
-    "dataset": str, "policy": str, "policy_params": dict, "val_size": int,
-}  # fmt: skip
-_SUMMARY_TYPES = {
-    "status": str, "iterations": _NUMBER, "final_test_acc": _NUMBER, "final_test_loss": _NUMBER,
-    "final_val_acc": _NUMBER, "final_train_loss": _NUMBER, "best_test_acc": _NUMBER,
-    "wall_time": _NUMBER, "train_images": _NUMBER, "diverged_lr": _NUMBER,
-}  # fmt: skip
-
-
-def _check_fields(path: Path, obj: dict[str, Any], types: dict[str, Any]) -> None:
-    for key, kind in types.items():
-        value = obj.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-            raise _damaged(path, f"has {key} = {value!r} ({type(value).__name__})")
-
-
-def _read_table(path: Path) -> list[dict[str, Any]]:
-    """A CSV of the run (metrics.csv, estimates.csv): numbers or empty cells only."""
-    if not path.exists():
-        return []
-    try:
-        rows = read_csv(path)
-    except (OSError, ValueError, csv.Error) as exc:  # ValueError: not UTF-8
-        raise _damaged(path, f"is not a readable CSV ({exc})") from None
-    for number, row in enumerate(rows, start=2):  # line 1 is the header
-        if None in row:
-            raise _damaged(path, f"has more cells than its header on line {number}")
-        for key, value in row.items():
-            if key is None or not (value is None or isinstance(value, _NUMBER)):
-                raise _damaged(
-                    path, f"has {value!r} in column {key!r} on line {number}, where numbers belong"
-                )
-        if not isinstance(row.get("iteration"), int):
-            raise _damaged(path, f"has no integer iteration on line {number}")
-    return rows
-
-
-def scan(results_dir: str | Path) -> dict[str, list[RunRecord]]:
-    """Every run directory ``<row>/seed<k>/`` under ``results_dir``: row -> runs by seed."""
-    root = Path(results_dir)
-    rows: dict[str, list[RunRecord]] = {}
-    for config in sorted(root.glob("*/seed*/config.json")):
-        if _SEED_DIR.fullmatch(config.parent.name):
-            record = read_run(config.parent)
-            rows.setdefault(record.row, []).append(record)
-    for fit in sorted(root.glob(f"*/seed*/{FIT_FILE}")):  # `superconv fit` rows
-        if _SEED_DIR.fullmatch(fit.parent.name) and not (fit.parent / "config.json").exists():
-            record = read_fit_run(fit.parent)
-            rows.setdefault(record.row, []).append(record)
-    for runs in rows.values():
-        runs.sort(key=lambda r: r.seed)
-    return rows
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -269,20 +82,20 @@ def _num(value: Any, fmt: str = ".2f") -> str:
 class _Context:
     root: Path
     manifest: dict[str, Any]
-    experiment: Any  # superconv.experiments.Experiment or None
-    plan: Any  # superconv.experiments.Plan or None
+    experiment: Any  # superconv.plan.Experiment or None
+    plan: Any  # superconv.plan.Plan or None
     scale: str
     seeds: int | None  # seeds asked for by the last call (None: unknown)
 
 
 def _context(root: Path) -> _Context:
-    from superconv import experiments as ex
+    from superconv import paper
 
-    manifest = _read_json(root / ex.MANIFEST_FILE) or {}
+    manifest = read_json(root / MANIFEST_FILE) or {}
     exp_id = manifest.get("experiment") or root.parent.name
     scale = manifest.get("scale") or root.name
-    experiment = ex.experiments().get(exp_id)
-    plan = experiment.plan(scale) if experiment is not None and scale in ex.SCALES else None
+    experiment = paper.experiments().get(exp_id)
+    plan = experiment.plan(scale) if experiment is not None and scale in paper.SCALES else None
     if plan is None:
         experiment = None
     return _Context(
@@ -290,7 +103,7 @@ def _context(root: Path) -> _Context:
         manifest,
         experiment,
         plan,
-        scale if scale in ex.SCALES else _DASH,
+        scale if scale in paper.SCALES else _DASH,
         manifest.get("seeds"),
     )
 
@@ -316,13 +129,11 @@ class _Layout:
 
 
 def _layout(root: Path, rows: dict[str, list[RunRecord]], ctx: _Context) -> _Layout:
-    from superconv import experiments as ex
-
     plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
-    sweeps = [s for s in plan_steps if isinstance(s, ex.Sweep)]
+    sweeps = [s for s in plan_steps if isinstance(s, Sweep)]
     trial_rows = {t.name: s for s in sweeps for t in s.trials()}
-    planned_tests = [s for s in plan_steps if isinstance(s, ex.RangeTest)]
-    planned_rows = [s for s in plan_steps if isinstance(s, (ex.Train, ex.Fit))]
+    planned_tests = [s for s in plan_steps if isinstance(s, RangeTest)]
+    planned_rows = [s for s in plan_steps if isinstance(s, (Train, Fit))]
     planned_names = {s.name for s in plan_steps} | set(trial_rows)
     extra = [name for name in rows if name not in planned_names]
     test_rows = [s.name for s in planned_tests] + [
@@ -609,7 +420,7 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
 def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | None:
     """The values rows take from a range test: read by the test's rule and budget when it
     has one (as the runner does), else its recorded suggestion; a str says why none."""
-    from superconv.experiments import suggestion_values
+    from superconv.suggest import suggestion_values
 
     if getattr(test, "rule", None) is not None:
         from superconv.range_test import RangeTestCurve
@@ -628,8 +439,6 @@ def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | No
 
 def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float]) -> str:
     """What the report says of a sweep's pick (some of its values have ended runs)."""
-    from superconv.experiments import pick_best
-
     try:
         best = pick_best(scores)
     except UserError as exc:  # every ended trial diverged
@@ -644,25 +453,6 @@ def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float
     if best in (sweep.values[0], sweep.values[-1]) and len(sweep.values) > 1:
         picked += " (at the edge of the grid: the best value may lie outside it)"
     return picked
-
-
-def tuning_cost(runs: Iterable[RunRecord]) -> dict[str, int]:
-    """Runs, iterations and training images spent by tuning runs (sweep trials, range tests).
-
-    Counted from what the runs did: a diverged or stopped run counts the iterations it ran.
-    Only runs that ended (wrote their summary) are counted; runs still going or
-    killed are counted apart as ``unfinished``, since what they spent is not recorded.
-    """
-    ended = unfinished = iterations = images = 0
-    for r in runs:
-        if r.status == "unfinished":
-            unfinished += 1
-            continue
-        ended += 1
-        done = int(r.summary.get("iterations") or 0)
-        iterations += done
-        images += done * int(r.config.get("batch_size", 0))
-    return {"runs": ended, "iterations": iterations, "images": images, "unfinished": unfinished}
 
 
 def _cost_text(runs: Iterable[RunRecord]) -> str:
@@ -927,9 +717,7 @@ def row_tuning(step: Any, runs: Sequence[RunRecord], rows, steps) -> dict[str, A
     that several rows share is charged in full to each: what one user with one budget
     would pay.
     """
-    from superconv import experiments as ex
-
-    if isinstance(step, ex.Fit):
+    if isinstance(step, Fit):
         costs = [fit_tuning_cost(r) for r in _finished(runs)]
         if not costs:
             return {"iterations": None, "images": None, "seconds": None, "paid": "fit"}
@@ -939,7 +727,7 @@ def row_tuning(step: Any, runs: Sequence[RunRecord], rows, steps) -> dict[str, A
     paid = []
     for source in dict.fromkeys(t.source for t in getattr(step, "tuned", ())):
         src = steps.get(source)
-        if isinstance(src, ex.Sweep):
+        if isinstance(src, Sweep):
             tuning = [r for t in src.trials() for r in rows.get(t.name, [])]
         else:
             tuning = list(rows.get(source, []))
@@ -970,11 +758,10 @@ COST_NOTE = (
 def _cost_section(ctx, lay: _Layout, rows, plots: Path, base: Path) -> list[str]:
     """The cost of each row including its tuning, and time-to-accuracy plots whose x axis
     counts the tuning iterations first (only for plans that tune by training: sweeps, fit)."""
-    from superconv import experiments as ex
     from superconv import plots as P
 
     plan_steps = list(ctx.plan.steps) if ctx.plan is not None else []
-    if not any(isinstance(s, (ex.Sweep, ex.Fit)) for s in plan_steps):
+    if not any(isinstance(s, (Sweep, Fit)) for s in plan_steps):
         return []
     head = [
         "row", "n", "test acc %", "training it", "tuning it", "total it (× run)",
@@ -1397,8 +1184,8 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
                 title=f"{what} vs iteration (the recorded policy of each row)",
             )
             made.append((f"{what} vs iteration", path))
-    from superconv.experiments import suggestion_from_dict
     from superconv.range_test import RangeTestCurve
+    from superconv.suggest import Suggestion
 
     for name in test_rows:
         tests = [r for r in rows.get(name, []) if r.range_test is not None]
@@ -1407,7 +1194,7 @@ def _plots_section(ctx, train_rows, test_rows, estimate_rows, rows, plots: Path,
         first = tests[0]
         data = first.range_test
         curve = RangeTestCurve.from_dict(data["curve"])
-        suggestion = suggestion_from_dict(data["suggestion"]) if data.get("suggestion") else None
+        suggestion = Suggestion.from_dict(data["suggestion"]) if data.get("suggestion") else None
         path = P.plot_range_test(
             curve,
             suggestion,
@@ -1501,16 +1288,16 @@ def read_any_run(path: str | Path) -> RunView:
     """Read a run folder of any kind (see :class:`RunView`); a UserError names what is missing."""
     path = Path(path)
     if (path / "fit.json").is_file():
-        fit = _read_json(path / "fit.json") or {}
+        fit = read_json(path / "fit.json") or {}
         train = path / "train"
-        config = _read_json(train / "config.json") or {}
-        summary = _read_json(train / "summary.json") or {}
+        config = read_json(train / "config.json") or {}
+        summary = read_json(train / "summary.json") or {}
         chosen = fit.get("chosen")
         if isinstance(chosen, dict):
             summary = {**summary, "chosen_max_lr": chosen.get("max_lr")}
-        return RunView(path, "fit", config, summary, _read_table(train / "metrics.csv"))
+        return RunView(path, "fit", config, summary, read_table(train / "metrics.csv"))
     if (path / "range_test.json").is_file():
-        record = _read_json(path / "range_test.json") or {}
+        record = read_json(path / "range_test.json") or {}
         settings = record.get("settings") or {}
         suggestion = record.get("suggestion") or {}
         summary = {
@@ -1522,9 +1309,7 @@ def read_any_run(path: str | Path) -> RunView:
         }
         if record.get("suggestion_error"):
             summary["note"] = record["suggestion_error"]
-        config = _read_json(path / "config.json") or (
-            settings if isinstance(settings, dict) else {}
-        )
+        config = read_json(path / "config.json") or (settings if isinstance(settings, dict) else {})
         return RunView(path, "lr-find", config, summary, [])
     if (path / "config.json").is_file():
         run = read_run(path)

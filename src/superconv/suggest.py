@@ -193,6 +193,19 @@ class Suggestion:
         return cls(**kwargs)
 
 
+def suggestion_values(suggestion: Mapping[str, Any]) -> dict[str, float]:
+    """What a plan's row can take from a suggestion (its :meth:`Suggestion.to_dict`, as
+    range_test.json records it): ``max_lr``, ``min_lr`` (its ``min_lr_ratio``, max/4),
+    ``min_lr_steepest`` and ``div`` = max_lr / min_lr (see :class:`superconv.plan.Tuned`)."""
+    max_lr, min_lr = float(suggestion["max_lr"]), float(suggestion["min_lr_ratio"])
+    return {
+        "max_lr": max_lr,
+        "min_lr": min_lr,
+        "min_lr_steepest": float(suggestion["min_lr_steepest"]),
+        "div": max_lr / min_lr,
+    }
+
+
 # ----------------------------------------------------------------------------- the curve, read once
 @dataclass(frozen=True)
 class _View:

@@ -12,7 +12,7 @@ and budget with
   stored with per-step train losses so that any rule can be scored offline.
 
 The runs are planned as one experiment, ``suggest``, and run by
-:func:`superconv.experiments.reproduce` (resumable, skips what is committed,
+:func:`superconv.runner.reproduce` (resumable, skips what is committed,
 one lock per run): ``superconv reproduce suggest --scale reduced --only 't1-*'``.
 Sweep points that earlier experiments already trained in the same shape (the
 fair comparison's ResNet-20 runs) are *reused*, not rerun: each task names the
@@ -30,9 +30,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from superconv.config import TrainConfig
 from superconv.errors import UserError
 from superconv.suggest import CYCLE, RAMPS, RANGE_EVAL_IMAGES
-from superconv.train import TrainConfig
 
 __all__ = [
     "CHANCE_MARGIN",
@@ -160,7 +160,7 @@ def _lenet(dataset: str, iterations: int, **kw: Any) -> TrainConfig:
 
 
 def _cifar(model: str, iterations: int, evals: int = 6, **kw: Any) -> TrainConfig:
-    # The fair comparison's setting (experiments._fair_comparison): flip + pad-4 crop,
+    # The fair comparison's setting (superconv.paper.project.fair_comparison): flip + pad-4 crop,
     # momentum 0.9 (cycled 0.95-0.85), weight decay 1e-4, 5,000 validation images.
     base = TrainConfig(
         model=model,
@@ -184,6 +184,7 @@ FAIR = "fair-comparison/reduced"
 
 
 def tasks() -> tuple[Task, ...]:
+    # long: the benchmark's table of nine tasks, one entry each: data, not logic.
     """The benchmark's tasks (the issue's table), in order; built on call."""
     mnist_train = 60_000 - 5_000
     cifar_train = 50_000 - 5_000
@@ -288,7 +289,7 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
 
     ``small``: only the mnist-demo task, at a tenth of its grid's cost (the CI-sized plan).
     """
-    from superconv.experiments import RangeTest, Sweep, Train, Tuned
+    from superconv.plan import RangeTest, Sweep, Train, Tuned
 
     steps: list[Any] = []
     chosen = [t for t in tasks() if not small or t.name.startswith("t3-")]
@@ -512,7 +513,7 @@ def _read_point(
 
 def range_test_runs(task: Task, results: str | Path) -> list[dict[str, Any]]:
     """The task's recorded range tests: ``{"mode", "steps", "seed", "curve", "path"}`` each."""
-    from superconv.experiments import RANGE_TEST_FILE
+    from superconv.runs import RANGE_TEST_FILE
 
     root = Path(results)
     out = []

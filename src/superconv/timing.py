@@ -20,7 +20,7 @@ from typing import Any
 __all__ = ["WARMUP_STEPS", "Pace", "Progress", "format_duration"]
 
 # Steps left out of every pace measurement: the first two differ most (allocation and
-# kernel selection; experiments._measure and demo._measure_speed skip them too), and a
+# kernel selection; runner._measure and demo._measure_speed skip them too), and a
 # few more cover lazily built pieces (data caches, autocast, compiled graphs).
 WARMUP_STEPS = 5
 
