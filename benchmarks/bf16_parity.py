@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "results" / "bf16-parity")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, action="append", default=None,
+                   help="run only this seed (repeatable): lanes in parallel, one per core")  # fmt: skip
     p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated, of: " + ", ".join(TASKS))
     p.add_argument("--threads", type=int, default=None, help="CPU threads per run (1 on a shared machine)")
     p.add_argument("--data-dir", default=None, help="data folder (else $SUPERCONV_DATA)")
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cpu_has_native_bf16():
         print("note: this CPU has no native bf16 (AVX512-BF16 / AMX): bf16 is emulated and slow.")
     if not args.report_only:
-        for seed in range(args.seeds):
+        for seed in args.seed if args.seed is not None else range(args.seeds):
             for task in tasks:
                 for precision in PRECISIONS:
                     run_one(task, precision, seed, args.out, args)
