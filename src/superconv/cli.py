@@ -695,7 +695,7 @@ def _add_report_parser(commands: Any) -> None:
     sub.add_argument(
         "--readme",
         metavar="FILE",
-        help="also put the summary table between the results markers of FILE (e.g. README.md)",
+        help="also put the headline table between the results markers of FILE (e.g. README.md)",
     )
     sub.set_defaults(handler=_cmd_report)
 

@@ -520,8 +520,8 @@ def _demo_range_test(
         # The demo's own recipe: superconv 0.1's plateau-edge reading of a 300-step exp
         # test, then torch's 1cycle shape (start at max/25). The library's default rule,
         # read from its own short linear test, errs low on LeNet: with it this demo's 1cycle
-        # reached 96.45% against the sweep's 98.15% (2026-12-03; README, "How superconv
-        # chooses max_lr"). `superconv fit` adds the check by training.
+        # reached 96.45% against the sweep's 98.15% (2026-12-03; docs/choosing-max-lr.md).
+        # `superconv fit` adds the check by training.
         rule="plateau_edge",
         progress=progress,
     )
