@@ -94,17 +94,17 @@ def _runs(folder: Path, target: float) -> list[dict[str, Any]]:
         c = json.loads((summary.parent / "config.json").read_text())
         steps_per_epoch = s["train_images"] / c["batch_size"]
         epochs = c["iterations"] / steps_per_epoch
-        step = s.get("seconds_per_step")  # training steps only, after the warm-up
+        # the loop's own clock: wall_time counts training steps, not evaluations; its
+        # seconds_per_step (after the warm-up) counts everything between log steps
+        step = s.get("seconds_per_step")
         rows.append(
             {
                 "seed": s["seed"],
                 "status": s["status"],
                 "final_test_acc": s.get("final_test_acc"),
                 "wall_time_s": s.get("wall_time"),
-                # an epoch of training steps; evaluation is the same work in both precisions
-                # but runs in fp32 or bf16 like training, so the wall time is kept beside it
-                "seconds_per_epoch": step * steps_per_epoch if step else None,
-                "wall_seconds_per_epoch": s["wall_time"] / epochs if s.get("wall_time") else None,
+                "seconds_per_epoch": s["wall_time"] / epochs if s.get("wall_time") else None,
+                "with_eval_seconds_per_epoch": step * steps_per_epoch if step else None,
                 "iterations": c["iterations"],
                 "seconds_to_target": _seconds_to(summary.parent / "metrics.csv", target),
                 "seconds_per_step": s.get("seconds_per_step"),
@@ -114,8 +114,8 @@ def _runs(folder: Path, target: float) -> list[dict[str, Any]]:
 
 
 def _seconds_to(metrics: Path, target: float) -> float | None:
-    """Wall seconds (evaluations included) at the first evaluation with test accuracy
-    >= ``target``; None: never reached."""
+    """Training seconds (metrics.csv's wall_time: evaluations not counted) at the first
+    evaluation with test accuracy >= ``target``; None: never reached."""
     from superconv.records import read_csv
 
     for row in read_csv(metrics):
@@ -143,7 +143,7 @@ def summarise(out: Path) -> dict[str, Any]:
         acc = {k: [r["final_test_acc"] for r in v] for k, v in runs.items()}
         per_epoch, wall = (
             {k: mean_std([r[key] for r in runs[k]])[0] for k in PRECISIONS}
-            for key in ("seconds_per_epoch", "wall_seconds_per_epoch")
+            for key in ("seconds_per_epoch", "with_eval_seconds_per_epoch")
         )
         tasks[task] = {
             "reference_row": ref,
@@ -152,7 +152,7 @@ def summarise(out: Path) -> dict[str, Any]:
             "bf16_vs_fp32": verdict(acc["bf16"], acc["fp32"]),
             "fp32_vs_committed": verdict(acc["fp32"], acc["fp32_committed"]),
             "seconds_per_epoch": per_epoch,
-            "wall_seconds_per_epoch": wall,
+            "with_eval_seconds_per_epoch": wall,
             "target_test_acc": TARGET_ACC[task],
             "seconds_to_target": {p: [r["seconds_to_target"] for r in runs[p]] for p in PRECISIONS},
             "speedup_bf16": _ratio(per_epoch["fp32"], per_epoch["bf16"]),
@@ -185,16 +185,17 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['environment']['torch']}, commit {str(result['environment']['commit'])[:10]}, "
         f"{result['when']}. fp32 and bf16 runs interleaved in this one run; the committed "
         "fp32 row is the same config trained earlier. Verdict: a tie when the means differ by "
-        "at most two standard errors of the difference. s/epoch: an epoch of training steps "
-        "(measured after the warm-up, evaluation not counted); wall: the whole run per epoch.",
+        "at most two standard errors of the difference. s/epoch: the loop's clock over the "
+        "training steps of an epoch (evaluations not counted); with eval.: seconds per step "
+        "after the warm-up, evaluations included, times the steps of an epoch.",
         "",
         "| task | fp32 (this run) | bf16 | bf16 vs fp32 | fp32 committed | fp32 vs committed "
-        "| s/epoch fp32 | s/epoch bf16 | bf16 speed-up | wall s/epoch fp32 / bf16 |",
+        "| s/epoch fp32 | s/epoch bf16 | bf16 speed-up | with eval. s/epoch fp32 / bf16 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, t in result["tasks"].items():
         acc = {k: [r["final_test_acc"] for r in v] for k, v in t["runs"].items()}
-        spe, wall = t["seconds_per_epoch"], t["wall_seconds_per_epoch"]
+        spe, wall = t["seconds_per_epoch"], t["with_eval_seconds_per_epoch"]
         speed = f"{t['speedup_bf16']:.2f}x" if t["speedup_bf16"] else "—"
         lines.append(
             f"| {task} | {format_mean_std(acc['fp32'])} (n={len(acc['fp32'])}) "
@@ -205,8 +206,9 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Time to accuracy: wall seconds (evaluations included) at the first evaluation whose "
-        "test accuracy reaches the target, per seed; — where a run never reached it.",
+        "Time to accuracy: training seconds (the loop's clock, evaluations not counted) at "
+        "the first evaluation whose test accuracy reaches the target, per seed; — where a "
+        "run never reached it.",
         "",
         "| task | target | fp32 | bf16 |",
         "|---|---|---|---|",
