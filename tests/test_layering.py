@@ -156,10 +156,8 @@ def _cycles() -> list[list[str]]:
     return found
 
 
-# The one loop allowed, by name: range_test's PEP 562 alias ``range_test.suggest`` /
-# ``range_test.Suggestion`` imports superconv.suggest on first use of those old names only
-# (kept for 0.1 code, docs/design.md "Rules"); suggest imports range_test for the curve type.
-ALLOWED_EDGES = {("superconv.range_test", "superconv.suggest")}
+# No loop is allowed (range_test's 0.1 alias of suggest was removed to close the last one).
+ALLOWED_EDGES: set[tuple[str, str]] = set()
 
 
 def test_no_import_cycles():

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from superconv import plots
-from superconv.range_test import RangeTestCurve, Suggestion
+from superconv.range_test import RangeTestCurve
+from superconv.suggest import Suggestion
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from superconv.range_test import RangeTestCurve, Suggestion, preserved_state, range_test
-from superconv.range_test import suggest as _suggest
+from superconv.range_test import RangeTestCurve, preserved_state, range_test
+from superconv.suggest import Suggestion
+from superconv.suggest import suggest as _suggest
 
 
 def suggest(curve, rule="plateau_edge", budget=None, **kwargs):

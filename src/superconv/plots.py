@@ -2,7 +2,7 @@
 (Fig. 5) and metric curves over seeds.
 
 Every function draws what it is given and computes nothing a report states (the
-suggested LRs and the plateau come from :func:`superconv.range_test.suggest`; the
+suggested LRs and the plateau come from :func:`superconv.suggest.suggest`; the
 only arithmetic here is the per-iteration mean and band over seeds that a curve
 figure shows). Figures are drawn on matplotlib's Agg canvas directly, without
 pyplot or a global backend switch, and written atomically as PNG through

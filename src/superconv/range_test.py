@@ -8,8 +8,7 @@ so the model, optimizer, AMP scaler and RNG states are bit-identical afterwards,
 however the test ends.
 
 :mod:`superconv.suggest` reads a recorded :class:`RangeTestCurve` by named
-rules (this module knows none); ``range_test.suggest`` and ``range_test.Suggestion``
-still resolve to it.
+rules (this module knows none, and imports nothing of it).
 """
 
 from __future__ import annotations
@@ -675,11 +674,3 @@ class _DivergenceTracker:
 def _progress_bar(enabled: bool, total: int) -> Progress | None:
     return Progress(Pace(total), desc="LR range test") if enabled else None
 
-
-def __getattr__(name: str) -> Any:
-    # The curve's readings moved to superconv.suggest (named rules); the old names keep working.
-    if name in ("suggest", "Suggestion"):
-        import superconv.suggest as rules
-
-        return getattr(rules, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
