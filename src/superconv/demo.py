@@ -134,7 +134,7 @@ def _lr_find(
     adapt: bool,
 ) -> LRFindResult:
     from superconv.suggest import suggest, suggest_all
-    from superconv.train import build
+    from superconv.train import build, open_on_main
 
     settings = {
         "start_lr": start_lr,
@@ -152,7 +152,7 @@ def _lr_find(
     config = config.replace(iterations=num_steps, policy="constant", policy_params={"lr": 0.0})
     pieces = build(config)
     record = {"workflow": "lr_find", "range_test": settings, "train_config": config.to_dict()}
-    run = _open_on_main(out, record, pieces)
+    run = open_on_main(out, record, pieces)
     curve, pace = _timed_range_test(pieces, settings, progress)
     suggestion, error = None, None
     try:
@@ -214,23 +214,6 @@ def _check_lr_find_settings(config: Any, settings: dict[str, Any]) -> None:
         isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
     ):
         raise UserError(f"budget must be a positive number of iterations, got {budget!r}.")
-
-
-def _open_on_main(out: str | os.PathLike, record: dict[str, Any], pieces: Any) -> RunDir | None:
-    """Under torchrun, rank 0 alone writes (as train() does): its run folder, or None;
-    a refusal is raised on every rank."""
-    from superconv import distributed
-
-    run, failure = None, None
-    if pieces.world.is_main:
-        try:
-            run = RunDir.open(out, record, environment(pieces.device, pieces.config.seed))
-        except UserError as exc:
-            failure = exc
-    failure = distributed.broadcast_object(failure)
-    if failure is not None:
-        raise failure
-    return run
 
 
 def _timed_range_test(pieces: Any, settings: dict[str, Any], progress: bool) -> tuple[Any, Pace]:

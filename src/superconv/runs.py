@@ -46,6 +46,12 @@ class RunRecord:
         return (self.summary or {}).get("status", "unfinished")
 
 
+def _seed_of(path: Path, config: dict[str, Any]) -> int:
+    """The seed a run folder ``.../seed<k>`` names, else its config's."""
+    match = _SEED_DIR.fullmatch(path.name)
+    return int(match.group(1)) if match else int(config.get("seed", 0))
+
+
 def read_run(path: str | Path) -> RunRecord:
     """Read one run directory ``.../<row>/seed<k>/``.
 
@@ -54,7 +60,6 @@ def read_run(path: str | Path) -> RunRecord:
     naming the file and what is wrong with it.
     """
     path = Path(path)
-    match = _SEED_DIR.fullmatch(path.name)
     config = read_json(path / "config.json")
     if config is None:
         raise UserError(f"{path} is not a run directory: it has no config.json.")
@@ -65,7 +70,7 @@ def read_run(path: str | Path) -> RunRecord:
     return RunRecord(
         path=path,
         row=path.parent.name,
-        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
+        seed=_seed_of(path, config),
         config=config,
         summary=summary,
         metrics=read_table(path / "metrics.csv"),
@@ -96,11 +101,10 @@ def read_fit_run(path: str | Path) -> RunRecord:
     if isinstance(done, dict):
         summary = {**done, "status": done.get("status", "finished")}
         _check_fields(path / FIT_FILE, summary, _SUMMARY_TYPES)
-    match = _SEED_DIR.fullmatch(path.name)
     return RunRecord(
         path=path,
         row=path.parent.name,
-        seed=int(match.group(1)) if match else int(config.get("seed", 0)),
+        seed=_seed_of(path, config),
         config=config,
         summary=summary,
         metrics=read_table(trained / "metrics.csv"),

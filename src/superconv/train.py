@@ -838,20 +838,23 @@ def _open_run_dir(
     run_dir: str | Path, config: TrainConfig, pieces: Pieces, resume: bool
 ) -> RunDir | None:
     """Rank 0 opens (and locks) the run folder; a refusal is raised on every rank."""
-    from superconv import distributed
 
     config_record = {**config.to_dict(), "policy_built": policy_to_dict(pieces.policy)}
-    run = None
-    failure = None
+    return open_on_main(run_dir, config_record, pieces, resume=resume, lock=True)
+
+
+def open_on_main(
+    out: str | Path, record: dict[str, Any], pieces: Pieces, **open_kwargs: Any
+) -> RunDir | None:
+    """Under torchrun, rank 0 alone writes: it opens the run folder (``RunDir.open`` with
+    ``open_kwargs``), the others get None; a refusal is raised on every rank."""
+    from superconv import distributed
+
+    run, failure = None, None
     if pieces.world.is_main:
         try:
-            run = RunDir.open(
-                run_dir,
-                config_record,
-                environment(pieces.device, config.seed),
-                resume=resume,
-                lock=True,
-            )
+            run = RunDir.open(out, record, environment(pieces.device, pieces.config.seed),
+                              **open_kwargs)  # fmt: skip
         except UserError as exc:
             failure = exc
     failure = distributed.broadcast_object(failure)
