@@ -49,8 +49,9 @@ def final_configs(plan: Plan) -> list[tuple[str, TrainConfig]]:
         elif isinstance(step, Fit):  # fit chooses max_lr: a placeholder, as for a sweep
             params = {**dict(step.config.policy_params), "max_lr": 1.0}
             out.append((step.name, step.config.replace(policy_params=params)))
-        else:
-            out.append((step.name, step.resolve(placeholders)))
+        else:  # a row reading a test by its own rule keeps the value under its key
+            keyed = {t.key: placeholders[t.source] for t in step.tuned}
+            out.append((step.name, step.resolve({**placeholders, **keyed})))
     return out
 
 

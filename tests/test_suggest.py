@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from superconv import suggest as suggest_module
 from superconv import suggest_bench as sb
 from superconv.errors import UserError
 from superconv.fit import FACTORS
+from superconv.plan import rule_label
 from superconv.range_test import RangeTestCurve
 from superconv.suggest import (
     CYCLE,
@@ -387,16 +389,19 @@ def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
     from superconv.train import make_policy
 
     config = sb.get_task("t3-lenet-demo").trial_config(0.08)
+    default = sb.as_rule(suggest_module.DEFAULT)
+    default_confirm = sb.confirm_name(sb.get_task("t3-lenet-demo"), default)
     for seed, acc in ((0, 95.0), (1, 94.6)):
         record = {**config.to_dict(), "policy_built": policy_to_dict(make_policy(config))}
         write_run(
-            tmp_path / f"suggest/reduced/t3-lenet-demo-confirm/seed{seed}",
+            tmp_path / "suggest/reduced" / default_confirm / f"seed{seed}",
             {**record, "seed": seed},
             {"status": "finished", "final_val_acc": acc, "final_test_acc": acc},
         )
     assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
     text = (out / "score.md").read_text()
-    assert "| t3-lenet-demo | 0.08 | 0.8x | 95.00, 94.60 | 95.50 | +0.70 | yes |" in text
+    label = rule_label(default)
+    assert f"| t3-lenet-demo | {label} | 0.08 | 0.8x | 95.00, 94.60 | 95.50 | +0.70 | yes |" in text
     # fit's check measured: first-rung runs that pick 0.2 (full budget: 0.1 best, 95.0 at 0.2)
     task = sb.get_task("t3-lenet-demo")
     for lr, acc in ((0.05, 80.0), (0.1, 84.0), (0.2, 86.0), (0.4, 12.0)):
@@ -469,35 +474,58 @@ def test_suggest_each_reads_once_and_agrees_with_suggest():
     assert all("needs at least 3" in m for m in suggest_each(short, asks))
 
 
-def test_confirmation_rows_train_at_the_default_rules_suggestion(monkeypatch):
-    from superconv import suggest as suggest_module
-    from superconv.plan import RangeTest, Train
-    from superconv.runner import _Job, _range_pick
+def test_confirmation_rows_train_at_each_confirmed_rules_suggestion(monkeypatch):
+    from superconv.plan import RangeTest, Train, Tuned
+    from superconv.runner import _Job, _pick
 
     monkeypatch.setattr(suggest_module, "DEFAULT_TEST", None)
-    assert not any(s.name.endswith("-confirm") for s in sb.plan_steps())  # no default test
+    assert not any("-confirm" in s.name for s in sb.plan_steps())  # no default test
     monkeypatch.setattr(suggest_module, "DEFAULT", {"rule": "loss_edge", "fraction": 0.5})
     monkeypatch.setattr(
         suggest_module, "DEFAULT_TEST", {"mode": "exp", "fraction": 0.04, "min_steps": 30}
     )
     steps = {s.name: s for s in sb.plan_steps()}
-    confirm = steps["t1-lenet-2ep-confirm"]
-    assert isinstance(confirm, Train) and confirm.seeds == 2
-    (tuned,) = confirm.tuned
-    assert tuned.source == "t1-lenet-2ep-rt-exp-69"  # 4% of 1,719 iterations
-    source = steps[tuned.source]
-    assert isinstance(source, RangeTest)
-    assert source.rule == ("loss_edge", (("fraction", 0.5),)) and source.budget == 1719
-    assert steps["t1-lenet-2ep-rt-exp-207"].rule is None  # only the default's test is read
-    # The committed seed-0 curve, read by the rule: the value the row trains at.
+    # one row per confirmed rule: every past default, then the current one
+    past = [sb.as_rule(d) for d in sb.PAST_DEFAULTS]
+    assert sb.confirmed_rules() == [*past, ("loss_edge", (("fraction", 0.5),))]
+    rows = [s for s in steps.values() if s.name.startswith("t1-lenet-2ep-confirm-")]
+    assert [r.name for r in rows] == [
+        f"t1-lenet-2ep-confirm-{rule_label(r)}" for r in sb.confirmed_rules()
+    ]
+    assert rows[-1].name == "t1-lenet-2ep-confirm-loss_edge-f0.5"
+    tuned_of = {}
+    for row in rows:
+        assert isinstance(row, Train) and row.seeds == 2
+        (tuned,) = row.tuned
+        assert tuned.source == "t1-lenet-2ep-rt-exp-69"  # 4% of 1,719 iterations
+        assert tuned.budget == 1719 and tuned.key == f"{tuned.source}@{rule_label(tuned.rule)}"
+        tuned_of[row.name] = tuned
+    source = steps["t1-lenet-2ep-rt-exp-69"]
+    assert isinstance(source, RangeTest) and source.rule is None
+    # The committed seed-0 curve, read by each rule: the value each row trains at.
     folder = ROOT / "results/suggest/reduced/t1-lenet-2ep-rt-exp-69/seed0"
     curve = RangeTestCurve.from_dict(json.loads((folder / "range_test.json").read_text())["curve"])
-    expected = suggest(curve, "loss_edge", 1719, fraction=0.5).max_lr
-    values = _range_pick(source, [_Job(source, source.name, 0, folder)])
-    assert values["max_lr"] == pytest.approx(expected)
-    config = confirm.resolve({tuned.source: values})
-    assert config.policy_params["max_lr"] == pytest.approx(expected)
-    assert config.policy_params["div"] == 4  # the benchmark's cycle shape
+    values: dict = {}
+    readers = list(tuned_of.values()) + [Tuned("max_lr", "elsewhere", "max_lr", past[0], 9)]
+    _pick(source, [_Job(source, source.name, 0, folder)], values, {}, readers)
+    assert "elsewhere" not in str(sorted(values))  # a reader of another test is not read here
+    for row in rows:
+        tuned = tuned_of[row.name]
+        name, constants = tuned.rule
+        expected = suggest(curve, name, 1719, **dict(constants)).max_lr
+        assert values[tuned.key]["max_lr"] == pytest.approx(expected)
+        config = row.resolve(values)
+        assert config.policy_params["max_lr"] == pytest.approx(expected)
+        assert config.policy_params["div"] == 4  # the benchmark's cycle shape
+    first, last = (values[tuned_of[r.name].key]["max_lr"] for r in (rows[0], rows[-1]))
+    assert first != pytest.approx(last)  # two rules, two values, kept apart
+
+
+def test_rule_label_names_a_setting_for_a_folder():
+    assert rule_label(("loss_edge", (("fraction", 0.125), ("budget_power", 0.5)))) == (
+        "loss_edge-bp0.5-f0.125"
+    )
+    assert rule_label(("valley", ())) == "valley"
 
 
 def test_score_reports_the_lr_carried_from_batch_128_to_512():

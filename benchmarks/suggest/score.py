@@ -227,34 +227,40 @@ def _loo_table(loo) -> list[str]:
 
 
 def _confirmation(data) -> list[str]:
-    """Runs trained at the library default's suggestion (``<task>-confirm``), per task."""
+    """Runs trained at each confirmed rule's suggestion (``<task>-confirm-<rule>``): the
+    library's default and the defaults it shipped before, per task."""
+    from superconv.plan import rule_label
+
     rows = []
-    for name, entry in data.items():
-        grid = entry["grid"]
-        points = sb.confirm_points(entry["task"], entry["results"])
-        if not points:
-            continue
-        accs = [entry["task"].chance if p.diverged else p.val_acc for p in points]
-        mean = sum(accs) / len(accs)
-        lost = grid.best - mean
-        lr = points[0].max_lr
-        ok = lost <= sb.tolerance(grid) + 1e-9 and 0.5 <= lr / grid.best_lr <= 2
-        rows.append(
-            f"| {name} | {lr:.4g} | {lr / grid.best_lr:.3g}x | "
-            + ", ".join("div." if p.diverged else f"{p.val_acc:.2f}" for p in points)
-            + f" | {grid.best:.2f} | {lost:+.2f} | {'yes' if ok else 'no'} |"
-        )
+    for rule in reversed(sb.confirmed_rules()):  # the current default first
+        for name, entry in data.items():
+            grid = entry["grid"]
+            points = sb.confirm_points(entry["task"], entry["results"], rule)
+            if not points:
+                continue
+            accs = [entry["task"].chance if p.diverged else p.val_acc for p in points]
+            mean = sum(accs) / len(accs)
+            lost = grid.best - mean
+            lr = points[0].max_lr
+            ok = lost <= sb.tolerance(grid) + 1e-9 and 0.5 <= lr / grid.best_lr <= 2
+            rows.append(
+                f"| {name} | {rule_label(rule)} | {lr:.4g} | {lr / grid.best_lr:.3g}x | "
+                + ", ".join("div." if p.diverged else f"{p.val_acc:.2f}" for p in points)
+                + f" | {grid.best:.2f} | {lost:+.2f} | {'yes' if ok else 'no'} |"
+            )
     if not rows:
         return ["", "## Confirmed by training", "", "No confirmation run has ended yet."]
     return [
         "",
         "## Confirmed by training",
         "",
-        f"The library's default ({_default_label()}) read from each task's seed-0 range test, "
-        "then trained (2 seeds) at that max_lr in the benchmark's cycle.",
+        f"Each rule read from each task's seed-0 range test of the default test, then trained "
+        f"(2 seeds) at that max_lr in the benchmark's cycle: the library's default "
+        f"({_default_label()}) first, then the defaults it shipped before.",
         "",
-        "| task | suggested max_lr | ratio to best | val acc % (seeds) | best | lost | targets met |",
-        "|---|---|---|---|---|---|---|",
+        "| task | rule | suggested max_lr | ratio to best | val acc % (seeds) | best | lost "
+        "| targets met |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
 

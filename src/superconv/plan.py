@@ -60,6 +60,29 @@ class Tuned:
     param: str
     source: str
     field: str = "best"
+    # A range test read by a rule of this row's own, ``(name, constants)`` for a ``budget``
+    # (iterations), instead of the test's own ``rule``. The value is kept under :attr:`key`,
+    # so rows reading one test by two rules do not clash: the suggestion benchmark keeps
+    # a confirmation row for every default rule superconv has shipped.
+    rule: tuple[str, tuple[tuple[str, float], ...]] | None = None
+    budget: int | None = None
+
+    @property
+    def key(self) -> str:
+        """Where the runner keeps this row's value: the source, or source@rule when it has one."""
+        return self.source if self.rule is None else f"{self.source}@{rule_label(self.rule)}"
+
+
+def rule_label(rule: tuple[str, Sequence[tuple[str, float]]]) -> str:
+    """A rule setting as a short name fit for a folder: ``loss_edge-bp0.5-f0.125`` for
+    ``("loss_edge", (("budget_power", 0.5), ("fraction", 0.125)))`` (each constant by the
+    initials of its words, constants in name order)."""
+    name, constants = rule
+    parts = [name]
+    for key, value in sorted(constants):
+        initials = "".join(word[0] for word in key.split("_") if word)
+        parts.append(f"{initials}{value:g}")
+    return "-".join(parts)
 
 
 @dataclass(frozen=True)
@@ -74,18 +97,18 @@ class Train:
     seeds: int | None = None  # None: every seed of the call; n: the first n of them
 
     def resolve(self, values: Mapping[str, Mapping[str, float]]) -> TrainConfig:
-        """The config with every :class:`Tuned` parameter filled from ``values[source][field]``."""
+        """The config with every :class:`Tuned` parameter filled from ``values[key][field]``."""
         if not self.tuned:
             return self.config
         params = dict(self.config.policy_params)
         for t in self.tuned:
-            if t.source not in values or t.field not in values[t.source]:
+            if t.key not in values or t.field not in values[t.key]:
                 raise UserError(
-                    f"row {self.name!r} takes {t.param} from {t.source!r} ({t.field}), "
+                    f"row {self.name!r} takes {t.param} from {t.key!r} ({t.field}), "
                     "which has no result (not run yet, or a range test that gave no suggestion: "
                     "see its range_test.json): run the plan's earlier steps first."
                 )
-            params[t.param] = values[t.source][t.field]
+            params[t.param] = values[t.key][t.field]
         return self.config.replace(policy_params=params)
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from superconv.errors import UserError
-from superconv.plan import Fit, RangeTest, Sweep, Train, pick_best
+from superconv.plan import Fit, RangeTest, Sweep, Train, pick_best, rule_label
 from superconv.records import atomic_write_text
 from superconv.runs import (
     MANIFEST_FILE,
@@ -358,20 +358,21 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
     lines = ["", "## Tuning (on the validation split; the test set is never used to choose)"]
     for test in tests:
         runs = [r for r in rows.get(test.name, []) if r.range_test is not None]
-        users = [s.name for s in planned_rows if any(u.source == test.name for u in s.tuned)]
-        fields = sorted({u.field for s in planned_rows for u in s.tuned if u.source == test.name})
-        values = _test_values(test, runs[0].range_test) if runs else None
-        if isinstance(values, dict):
-            picked = ", ".join(f"{f} = {values[f]:.4g}" for f in fields)
-            if test.rule is not None:
-                picked += f" (rule {test.rule[0]!r} for a {test.budget:,}-iteration budget)"
-        else:
-            picked = values or "no suggestion yet"
-        lines += [
-            "",
-            f"- Range test `{test.name}` (seed 0, evaluated on the {test.evaluate_on} split): "
-            f"{picked}, used by {', '.join(f'`{u}`' for u in users)}. {_cost_text(runs)}",
-        ]
+        for (rule, budget), readers in _readings(test, planned_rows).items():
+            users = list(dict.fromkeys(name for name, _ in readers))
+            fields = sorted({field for _, field in readers})
+            values = _test_values(rule, budget, runs[0].range_test) if runs else None
+            if isinstance(values, dict):
+                picked = ", ".join(f"{f} = {values[f]:.4g}" for f in fields)
+                if rule is not None:
+                    picked += f" (rule {rule_label(rule)} for a {budget:,}-iteration budget)"
+            else:
+                picked = values or "no suggestion yet"
+            lines += [
+                "",
+                f"- Range test `{test.name}` (seed 0, evaluated on the {test.evaluate_on} split): "
+                f"{picked}, used by {', '.join(f'`{u}`' for u in users)}. {_cost_text(runs)}",
+            ]
     for sweep in sweeps:
         head = [
             sweep.param,
@@ -417,19 +418,31 @@ def _tuning_section(ctx, sweeps, tests, planned_rows, rows) -> list[str]:
     return lines
 
 
-def _test_values(test: Any, data: dict[str, Any]) -> dict[str, float] | str | None:
-    """The values rows take from a range test: read by the test's rule and budget when it
-    has one (as the runner does), else its recorded suggestion; a str says why none."""
+def _readings(test: Any, planned_rows: Sequence[Any]) -> dict[Any, list[tuple[str, str]]]:
+    """How the planned rows read ``test``: (rule, budget) -> [(row, field)], a row's own
+    rule (:class:`~superconv.plan.Tuned`) before the test's, as the runner reads them."""
+    out: dict[Any, list[tuple[str, str]]] = {}
+    for row in planned_rows:
+        for t in row.tuned:
+            if t.source == test.name:
+                reading = (t.rule, t.budget) if t.rule is not None else (test.rule, test.budget)
+                out.setdefault(reading, []).append((row.name, t.field))
+    return out
+
+
+def _test_values(rule: Any, budget: int | None, data: dict[str, Any]) -> dict[str, float] | str | None:
+    """The values rows take from a range test: read by ``rule`` for ``budget`` when one is
+    given (as the runner does), else its recorded suggestion; a str says why none."""
     from superconv.suggest import suggestion_values
 
-    if getattr(test, "rule", None) is not None:
+    if rule is not None:
         from superconv.range_test import RangeTestCurve
         from superconv.suggest import suggest
 
-        name, constants = test.rule
+        name, constants = rule
         try:
             curve = RangeTestCurve.from_dict(data["curve"])
-            return suggestion_values(suggest(curve, name, test.budget, **dict(constants)).to_dict())
+            return suggestion_values(suggest(curve, name, budget, **dict(constants)).to_dict())
         except UserError as exc:
             return f"no suggestion by rule {name!r}: {str(exc).rstrip('.')}"
     if data.get("suggestion"):

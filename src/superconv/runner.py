@@ -32,7 +32,7 @@ from typing import Any
 
 from superconv.config import TrainConfig
 from superconv.errors import DivergenceError, UserError, did_you_mean
-from superconv.plan import Experiment, Fit, Plan, RangeTest, Step, Sweep, Train, pick_best
+from superconv.plan import Experiment, Fit, Plan, RangeTest, Step, Sweep, Train, Tuned, pick_best
 from superconv.runs import DONE, MANIFEST_FILE, RANGE_TEST_FILE
 from superconv.timing import format_duration
 
@@ -538,7 +538,8 @@ def _run_steps(
                     _run_claimed(job, values, call.overrides(), call.progress, label)
         else:
             elsewhere += [job.path for job, _ in busy]
-        _pick(step, step_jobs, tuned, tuning)
+        readers = [t for s in work.plan.steps for t in getattr(s, "tuned", ())]
+        _pick(step, step_jobs, tuned, tuning, readers)
     return tuned, tuning, elsewhere
 
 
@@ -558,8 +559,13 @@ def _run_or_skip(job: _Job, status: str, values, call: _Call, label: str) -> boo
     return False
 
 
-def _pick(step: Step, jobs: Sequence[_Job], tuned: dict, tuning: dict) -> None:
-    """After a tuning step: record the value it picked in ``tuned`` and its cost in ``tuning``."""
+def _pick(
+    step: Step, jobs: Sequence[_Job], tuned: dict, tuning: dict, readers: Sequence[Tuned] = ()
+) -> None:
+    """After a tuning step: record the value it picked in ``tuned`` and its cost in ``tuning``.
+
+    ``readers``: the plan's :class:`Tuned` fields; a range test read by the own rule of a
+    reader that takes from it is also recorded under that reader's key."""
     if isinstance(step, Sweep):
         tuned[step.name] = {"best": _sweep_pick(step, jobs)}
         tuning[step.name] = _cost(jobs)
@@ -569,10 +575,14 @@ def _pick(step: Step, jobs: Sequence[_Job], tuned: dict, tuning: dict) -> None:
     elif isinstance(step, RangeTest):
         # A test with no suggestion is a finding (the suggestion benchmark records such
         # curves on purpose); only a row tuned from it has to stop, and it says so.
-        try:
-            tuned[step.name] = _range_pick(step, jobs)
-        except UserError as exc:
-            print(f"  {step.name}: {exc}")
+        readings = {step.name: (step.rule, step.budget)}
+        own = [t for t in readers if t.source == step.name and t.rule is not None]
+        readings.update({t.key: (t.rule, t.budget) for t in own})
+        for key, (rule, budget) in readings.items():
+            try:
+                tuned[key] = _range_pick(step, jobs, rule, budget)
+            except UserError as exc:
+                print(f"  {key}: {exc}")
         tuning[step.name] = _cost(jobs)
 
 
@@ -849,18 +859,21 @@ def _sweep_pick(step: Sweep, jobs: Sequence[_Job]) -> float:
     return pick_best(scores)
 
 
-def _range_pick(step: RangeTest, jobs: Sequence[_Job]) -> dict[str, float]:
+def _range_pick(
+    step: RangeTest, jobs: Sequence[_Job], rule: Any = None, budget: int | None = None
+) -> dict[str, float]:
+    """Seed 0's values read by ``rule`` for ``budget`` (None: the recorded suggestion)."""
     import json
 
     from superconv.range_test import RangeTestCurve
     from superconv.suggest import suggest, suggestion_values
 
     data = json.loads((jobs[0].path / RANGE_TEST_FILE).read_text(encoding="utf-8"))
-    if step.rule is not None:
-        name, constants = step.rule
+    if rule is not None:
+        name, constants = rule
         curve = RangeTestCurve.from_dict(data["curve"])
         try:
-            return suggestion_values(suggest(curve, name, step.budget, **dict(constants)).to_dict())
+            return suggestion_values(suggest(curve, name, budget, **dict(constants)).to_dict())
         except UserError as exc:
             raise UserError(f"range test {step.name!r}, rule {name!r}: {exc}") from exc
     if data.get("suggestion") is None:

@@ -32,6 +32,7 @@ from typing import Any
 
 from superconv.config import TrainConfig
 from superconv.errors import UserError
+from superconv.plan import rule_label
 from superconv.suggest import CYCLE, RAMPS, RANGE_EVAL_IMAGES
 
 __all__ = [
@@ -334,23 +335,49 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
                         eval_points=min(20, length // 3),
                         eval_batches=eval_batches,
                         note=f"{task.title}: {ramp.mode} ramp over {length} steps",
-                        **_default_rule_on(task, ramp, length),
                     )
                 )
         confirm = confirm_source(task)
         if confirm is not None:
-            # Train at the default's suggestion, read from seed 0's test of the default
-            # ramp and length: 2 seeds per task (the issue's confirmation).
-            steps.append(
-                Train(
-                    f"{task.name}-confirm",
-                    task.config.replace(policy_params=CYCLE.policy_params(task.grid[0])),
-                    tuned=(Tuned("max_lr", confirm, "max_lr"),),
-                    seeds=2,
-                    note=f"{task.title}: 1cycle at the default rule's suggestion",
+            # Train at each confirmed rule's suggestion, read from seed 0's test of the
+            # default ramp and length: 2 seeds per task (the issue's confirmation).
+            for rule in confirmed_rules():
+                steps.append(
+                    Train(
+                        confirm_name(task, rule),
+                        task.config.replace(policy_params=CYCLE.policy_params(task.grid[0])),
+                        tuned=(Tuned("max_lr", confirm, "max_lr", rule, task.budget),),
+                        seeds=2,
+                        note=f"{task.title}: 1cycle at rule {rule_label(rule)}'s suggestion",
+                    )
                 )
-            )
     return tuple(steps)
+
+
+# Default rules superconv shipped before the current one (superconv.suggest.DEFAULT): their
+# confirmation rows stay in the plan, so what was measured of each stays reproducible.
+PAST_DEFAULTS: tuple[Mapping[str, Any], ...] = (
+    {"rule": "loss_edge", "fraction": 0.125, "budget_power": 0.5},  # 2026-12-02 to 12-03
+)
+
+
+def as_rule(setting: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """``{"rule": name, **constants}`` as the (name, sorted constants) a Tuned row reads by."""
+    constants = tuple(sorted((k, float(v)) for k, v in setting.items() if k != "rule"))
+    return str(setting["rule"]), constants
+
+
+def confirmed_rules() -> list[tuple[str, tuple[tuple[str, float], ...]]]:
+    """Every rule the benchmark confirms by training: the past defaults, then the current."""
+    from superconv.suggest import DEFAULT
+
+    rules = [as_rule(d) for d in (*PAST_DEFAULTS, DEFAULT)]
+    return list(dict.fromkeys(rules))
+
+
+def confirm_name(task: Task, rule: tuple[str, tuple[tuple[str, float], ...]]) -> str:
+    """The confirmation row of ``task`` for ``rule``: ``<task>-confirm-<rule label>``."""
+    return f"{task.name}-confirm-{rule_label(rule)}"
 
 
 def _default_length(task: Task) -> int | None:
@@ -370,16 +397,6 @@ def confirm_source(task: Task) -> str | None:
     if length is None or length not in task.range_lengths():
         return None
     return f"{task.name}-rt-{DEFAULT_TEST['mode']}-{length}"
-
-
-def _default_rule_on(task: Task, ramp: RangeRamp, length: int) -> dict[str, Any]:
-    """RangeTest fields that make a Tuned row read this test by the default rule."""
-    from superconv.suggest import DEFAULT
-
-    if confirm_source(task) != f"{task.name}-rt-{ramp.mode}-{length}":
-        return {}
-    params = tuple(sorted((k, v) for k, v in DEFAULT.items() if k != "rule"))
-    return {"rule": (DEFAULT["rule"], params), "budget": task.budget}
 
 
 def _shrunk(task: Task) -> Task:
@@ -469,10 +486,14 @@ def check_ranking(task: Task, grid: Grid, results: str | Path) -> dict[str, Any]
     return out
 
 
-def confirm_points(task: Task, results: str | Path) -> list[SweepPoint]:
-    """The ended confirmation runs of ``task``: trained at the default rule's suggestion."""
+def confirm_points(task: Task, results: str | Path, rule: Any = None) -> list[SweepPoint]:
+    """The ended confirmation runs of ``task``: trained at ``rule``'s suggestion (None:
+    the current default's)."""
+    from superconv.suggest import DEFAULT
+
     root = Path(results)
-    folders = sorted((root / "suggest" / "reduced").glob(f"{task.name}-confirm/seed*"))
+    name = confirm_name(task, rule or as_rule(DEFAULT))
+    folders = sorted((root / "suggest" / "reduced").glob(f"{name}/seed*"))
     return [p for p in (_read_point(task, f, root) for f in folders) if p is not None]
 
 
