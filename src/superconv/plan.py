@@ -81,7 +81,7 @@ def rule_label(rule: tuple[str, Sequence[tuple[str, float]]]) -> str:
     parts = [name]
     for key, value in sorted(constants):
         initials = "".join(word[0] for word in key.split("_") if word)
-        parts.append(f"{initials}{value:g}")
+        parts.append(f"{initials}{value:.3g}")
     return "-".join(parts)
 
 
