@@ -18,7 +18,9 @@ from helpers import DATA, TINY, metrics_without_time, tiny_train
 import superconv
 from superconv import cli
 from superconv.cli import main
+from superconv.config import resolve_device
 from superconv.records import read_csv
+from superconv.step import auto_precision
 from superconv.train import TrainConfig, train
 
 
@@ -222,7 +224,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(capsys, tmp_path):
     assert main(tiny_train(reference)) == 0
     # The same run, killed at iteration 17 (after the checkpoint at 10).
     parser_args = cli.build_parser().parse_args(tiny_train(tmp_path / "crashed"))
-    config = cli.config_from_args(parser_args)
+    config = cli.resolve_train_config(parser_args)  # as `train` resolves it
 
     def crash(step, model, optimizer, metrics):
         if step == 17:
@@ -371,6 +373,7 @@ def _lr_find_worker(rank: int, port: int, out: str) -> None:
 LR_FIND_SMALL = [
     "lr-find", *DATA, "--steps", "20", "--mode", "exp", "--start-lr", "1e-3",
     "--end-lr", "0.1", "--eval-every", "5",
+    "--precision", "fp32",  # the DDP check compares float32 sums; auto may pick bf16
 ]  # fmt: skip
 
 
@@ -537,12 +540,39 @@ def test_next_command_carries_only_what_differs_from_the_resolved_defaults():
         command = next_command(config, 0.3, 500, preset)
         assert ("--preset paper" in command) == (preset == "paper")
         back = parsed(command)
-        assert back.replace(**{k: getattr(config, k) for k in own}) == config, command
+        expected = config.replace(precision=AUTO) if config.precision == "auto" else config
+        assert back.replace(**{k: getattr(config, k) for k in own}) == expected, command
         assert (back.iterations, back.policy, back.policy_params["max_lr"]) == (
             500,
             "one_cycle",
             0.3,
         )
+
+
+# What `--precision auto` resolves to on this machine's default device.
+AUTO = auto_precision(resolve_device("auto"))[0]
+
+
+def test_precision_auto_is_resolved_said_and_recorded(monkeypatch, capsys):
+    """bf16 on CPUs with native bf16 (measured parity), fp32 on others; the config records
+    the choice, and an explicit precision is kept."""
+    from superconv import step
+    from superconv.cli import build_parser, resolve_train_config
+
+    def resolve(*argv):
+        args = build_parser().parse_args(["train", "--dataset", "mnist-demo", "--device", "cpu", *argv])
+        return resolve_train_config(args, {}).precision
+
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: True)
+    assert resolve() == "bf16"
+    assert "Precision auto -> bf16: this CPU runs bf16 natively" in capsys.readouterr().out
+    assert resolve("--precision", "fp32") == "fp32"
+    assert "Precision auto" not in capsys.readouterr().out
+    monkeypatch.setattr(step, "cpu_has_native_bf16", lambda: False)
+    assert resolve() == "fp32"
+    assert "Precision auto -> fp32: no native bf16 on this CPU" in capsys.readouterr().out
+    assert resolve("--precision", "bf16") == "bf16"  # asked for: emulated, but honoured
+    assert step.auto_precision("cuda")[0] == "bf16"  # CUDA: as before
 
 
 def test_dataset_defaults_preset_and_precedence():
@@ -570,7 +600,8 @@ def test_dataset_defaults_preset_and_precedence():
         4,
         5000,
     )
-    assert resolve(["--preset", "paper", "--dataset", "cifar10"]) == TrainConfig()
+    paper = TrainConfig(precision=AUTO)  # --precision auto: resolved here, recorded
+    assert resolve(["--preset", "paper", "--dataset", "cifar10"]) == paper
     # TOML over the data set, flags over TOML
     assert resolve(["--dataset", "mnist"], {"batch_size": 32}).batch_size == 32
     assert (
@@ -654,7 +685,7 @@ def test_fit_preset_paper_and_the_precedence(tmp_path, monkeypatch):
     _fake_fit(monkeypatch, seen)
     args = ["fit", "--dataset", "mnist-demo", "--no-progress"]
     assert main([*args, "--preset", "paper", "--out", str(tmp_path / "p")]) == 0
-    paper = TrainConfig()  # the paper's settings; fit holds out its validation split
+    paper = TrainConfig(precision=AUTO)  # the paper's; fit holds out its validation split
     assert seen["config"] == paper.replace(dataset="mnist-demo", val_size=1000)
     toml = tmp_path / "run.toml"
     toml.write_text('batch_size = 32\nnormalize = "mean_std"\n')
