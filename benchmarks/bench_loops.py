@@ -340,7 +340,10 @@ class ProjectLoop:
         patch: Callable[[nn.Module], None] | None = None,
         crop_pad: int = 4,
         seed: int = 0,
+        sgd: Mapping[str, Any] | None = None,
     ):
+        """``sgd``: keyword arguments of torch.optim.SGD (e.g. ``foreach``, ``fused``) in
+        place of the project's optimizer (the A/B section's alternatives)."""
         self.device, self.batch_size, self.autocast_dtype = device, batch_size, autocast_dtype
         config = TrainConfig(
             model=model_name,
@@ -371,6 +374,11 @@ class ProjectLoop:
             patch(model)
         self.model = model.to(device=device, memory_format=memory_format)
         self.optimizer = make_optimizer(config, self.model.parameters())
+        if sgd is not None:
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=0.0, momentum=config.momentum,
+                weight_decay=config.weight_decay, **sgd,
+            )  # fmt: skip
         self.policy = make_policy(config)
         self.forward: Callable[[torch.Tensor], torch.Tensor] = (
             torch.compile(self.model) if compile else self.model

@@ -236,5 +236,34 @@ def test_quick_run_writes_json_with_environment_and_targets(bench, tmp_path):
     assert result["overhead"]["policy+eq8_k1"]["direct_s_per_step"] > 0
     assert result["range_test"]["completed"] and result["range_test"]["evaluations"] == 3
     assert result["evaluation"][0]["images"] == 2000
+    assert result["evaluation"][0]["chunk"] == 256 and result["evaluation"][0]["seconds_whole_batches"] > 0
     # ResNet-20 targets were not run: reported as not measured, never as met
     assert [t["met"] for t in result["targets"]] == [None] * 5
+
+
+def test_time_to_accuracy_trains_fp32_and_bf16_in_one_run(bench, monkeypatch, tmp_path):
+    """The section's machinery on a stand-in (LeNet on the shipped mnist-demo: no CIFAR in
+    CI): each precision trains in its own process, and its seconds to the target are read
+    from its metrics.csv."""
+    _, bench_train = bench
+    import bf16_parity
+
+    from superconv.config import TrainConfig
+
+    stand_in = TrainConfig(model="lenet", dataset="mnist-demo", batch_size=32, val_size=1000,
+                           flip=False, normalize="unit", iterations=40, eval_every=10,
+                           checkpoint_every=20, policy="one_cycle",
+                           policy_params={"max_lr": 0.05}).to_dict()  # fmt: skip
+    monkeypatch.setattr(bf16_parity, "reference_config", lambda task: dict(stand_in))
+    monkeypatch.setattr(bench_train, "TTA_TARGET", 50.0)
+    settings = bench_train.settings_from(bench_train.parse_args(["--quick", "--models", "lenet"]))
+    settings.quick = False  # keep the stand-in's 40 steps, not --quick's 20
+    out = bench_train.Bench(settings).time_to_accuracy()
+    precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+    assert list(out["runs"]) == precisions and out["iterations"] == 40
+    for run in out["runs"].values():
+        assert run["status"] == "finished" and run["final_test_acc"] > 50
+        assert 0 < run["seconds_to_target"] <= run["training_seconds"]
+    text = bench_train.markdown_table({"environment": {"cpu": "x", "torch_threads": 1},
+                                       "time_to_accuracy": out})  # fmt: skip
+    assert "time to 50% test accuracy, lenet 40 it, fp32: " in text
