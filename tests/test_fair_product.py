@@ -99,7 +99,8 @@ def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
     steps = {s.name: s for s in chosen.steps}
     for label, iterations, subset in (("5ep", 1758, None), ("15ep", 5274, None),
                                       ("5ep-10k", 1758, 10_000)):  # fmt: skip
-        row, test = steps[f"onecycle_loss_edge-{label}"], steps[f"range-test-loss_edge-{label}"]
+        named = "loss_edge-f0.5"  # the rule with its constants (plan.rule_label)
+        row, test = steps[f"onecycle_{named}-{label}"], steps[f"range-test-{named}-{label}"]
         assert _names(chosen).index(test.name) < _names(chosen).index(row.name)
         assert isinstance(test, RangeTest) and test.seeds == 1
         assert test.rule == ("loss_edge", (("fraction", 0.5),)) and test.budget == iterations
@@ -109,7 +110,7 @@ def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):
         assert row.tuned == (Tuned("max_lr", test.name, "max_lr"),)
         assert row.config.iterations == iterations and row.config.train_subset == subset
         assert row.seeds == (2 if label == "15ep" else None)
-    assert "onecycle_loss_edge-5ep-20k" not in steps
+    assert "onecycle_loss_edge-f0.5-5ep-20k" not in steps
 
 
 def test_fit_status_reads_fit_json(tmp_path):

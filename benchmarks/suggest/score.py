@@ -342,7 +342,7 @@ def _batch_carry(data, scores, overall) -> list[str]:
 def _default_label() -> str:
     from superconv.suggest import DEFAULT_TEST
 
-    consts = ", ".join(f"{k}={v:g}" for k, v in DEFAULT.items() if k != "rule")
+    consts = ", ".join(f"{k}={v:.3g}" for k, v in DEFAULT.items() if k != "rule")
     rule = f"{DEFAULT['rule']}({consts})" if consts else DEFAULT["rule"]
     if DEFAULT_TEST is None:
         return rule
