@@ -77,6 +77,7 @@ from bench_loops import (  # noqa: E402
 from superconv import records
 from superconv.data import DeviceLoader
 from superconv.estimator import LREstimator
+from superconv.models import build_model
 from superconv.range_test import COMPLETED, range_test
 from superconv.step import cpu_has_native_bf16
 from superconv.train import CPU_EVAL_CHUNK, TrainConfig, evaluate, resolve_device
@@ -421,7 +422,28 @@ class Bench:
                 "chunk": CPU_EVAL_CHUNK if self.device.type == "cpu" else None,
                 "seconds_whole_batches": min(whole), "time_vs_whole_batches": seconds / min(whole),
             })  # fmt: skip
+            if model == self.focus and not self.s.quick:
+                out[-1]["bn_folded"] = self._folded_eval(model, loader, batches)
         return out
+
+    def _folded_eval(self, model: str, loader: DeviceLoader, batches: int) -> dict[str, Any]:
+        """Evaluation with each BN folded into its conv (torch.fx's fuse; it folds
+        nn.BatchNorm2d only, so both sides use bn_mode "torch"), interleaved with unfolded."""
+        from torch.fx.experimental.optimization import fuse
+
+        fmt = torch.channels_last
+        plain = build_model(model, in_channels=self.data(model).train_x.shape[1], bn_mode="torch")
+        plain = plain.to(self.device, memory_format=fmt).eval()
+        folded = fuse(plain).to(self.device, memory_format=fmt)
+        times: dict[str, list[float]] = {"unfolded": [], "folded": []}
+        for _ in range(3):
+            for name, net in (("unfolded", plain), ("folded", folded)):
+                run = partial(evaluate, net, itertools.islice(loader, batches), device=self.device)
+                times[name].append(self.time_it(run)[1])
+        best = {k: min(v) for k, v in times.items()}
+        print(f"[evaluation] {model} BN folded: {best['folded']:.2f} s vs {best['unfolded']:.2f} s",
+              flush=True)  # fmt: skip
+        return {"seconds": best, "time_folded_vs_unfolded": best["folded"] / best["unfolded"]}
 
     # ------------------------------------------------------------------ A/B of model-level choices
     def ab(self) -> dict[str, Any]:
