@@ -69,7 +69,7 @@ def finished_run(tmp_path_factory):
 def killed_run(tmp_path_factory):
     """The same run at seed 1, crashed at iteration 15 (its checkpoint is at 10)."""
     run = tmp_path_factory.mktemp("killed") / "run"
-    config = cli.config_from_args(cli.build_parser().parse_args(tiny_train(run, "--seed", "1")))
+    config = cli.resolve_train_config(cli.build_parser().parse_args(tiny_train(run, "--seed", "1")))
 
     def crash(step, model, optimizer, metrics):
         if step == 15:

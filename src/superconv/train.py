@@ -954,50 +954,53 @@ class _Loop:
     def run_to_end(self, state: Mapping[str, Any] | None, progress: bool) -> RunResult:
         """The loop from ``self.start`` to the last iteration, then the summary."""
         pieces, config = self.pieces, self.config
-        if self.run is not None:
-            self.run.write_metrics(self.rows)  # drops rows past the checkpoint of a killed run
-        self.forward = _compiled(pieces.model, config.compile)
-        self.compile_checked = False
-        pieces.module.train()
-        policy = pieces.policy
-        warmup = lr_peak_step(policy["lr"], config.iterations) if "lr" in policy else 0
-        # a schedule-free optimizer trains at its own point (resumed exactly where it was)
-        training_point(pieces.optimizer, pieces.module, state.get("train_point") if state else None)
-        # The time left and the run's seconds per step, from the steps after the first
-        # few (timing.WARMUP_STEPS), read where the loss is synced from the device.
-        pace = Pace(config.iterations, self.start)
-        bar = _progress(progress and pieces.world.is_main, pace)
-        try:
-            self._steps(pace, bar, warmup)
-        finally:
-            if bar is not None:
-                bar.close()
+        # The loop takes SIGINT/SIGTERM over from here: a signal during the set-up below
+        # stops the run after its first step, with a checkpoint, like one in the loop.
+        with _StopFlag() as stop:
+            if self.run is not None:
+                self.run.write_metrics(self.rows)  # drops rows past a killed run's checkpoint
+            self.forward = _compiled(pieces.model, config.compile)
+            self.compile_checked = False
+            pieces.module.train()
+            policy = pieces.policy
+            warmup = lr_peak_step(policy["lr"], config.iterations) if "lr" in policy else 0
+            # a schedule-free optimizer trains at its own point (resumed exactly where it was)
+            point = state.get("train_point") if state else None
+            training_point(pieces.optimizer, pieces.module, point)
+            # The time left and the run's seconds per step, from the steps after the first
+            # few (timing.WARMUP_STEPS), read where the loss is synced from the device.
+            pace = Pace(config.iterations, self.start)
+            bar = _progress(progress and pieces.world.is_main, pace)
+            try:
+                self._steps(pace, bar, warmup, stop)
+            finally:
+                if bar is not None:
+                    bar.close()
         return self._finish(pace)
 
     # ------------------------------------------------------------------ the loop
-    def _steps(self, pace: Pace, bar: Progress | None, warmup: int) -> None:
+    def _steps(self, pace: Pace, bar: Progress | None, warmup: int, stop: _StopFlag) -> None:
         """Every iteration a training step; every log_every the sums read (and the NaN
-        check); every eval_every a metrics row (and its checkpoint); a signal stops the
-        loop at the step boundary with a checkpoint."""
+        check); every eval_every a metrics row (and its checkpoint); a signal (``stop``)
+        stops the loop at the step boundary with a checkpoint."""
         config, world = self.config, self.pieces.world
         iterations = config.iterations
-        with _StopFlag() as stop:
-            self.t0 = time.perf_counter()
-            for step in range(self.start, iterations):
-                values = self._train_step(step)
-                done = step + 1
-                at_eval = done % config.eval_every == 0 or done == iterations
-                at_log = done % config.log_every == 0 or at_eval
-                # One process stops at once; several agree on it at a log step.
-                want_stop = stop.raised if not world.distributed else False
-                if at_log:
-                    totals = self._log(done, values, pace, bar)
-                    if world.distributed:
-                        want_stop = self._any_stopped(stop)
-                if at_eval:
-                    self._evaluate(step, done, values, totals, bar, warmup)
-                if want_stop:
-                    self._interrupt(done, stop.signum)
+        self.t0 = time.perf_counter()
+        for step in range(self.start, iterations):
+            values = self._train_step(step)
+            done = step + 1
+            at_eval = done % config.eval_every == 0 or done == iterations
+            at_log = done % config.log_every == 0 or at_eval
+            # One process stops at once; several agree on it at a log step.
+            want_stop = stop.raised if not world.distributed else False
+            if at_log:
+                totals = self._log(done, values, pace, bar)
+                if world.distributed:
+                    want_stop = self._any_stopped(stop)
+            if at_eval:
+                self._evaluate(step, done, values, totals, bar, warmup)
+            if want_stop:
+                self._interrupt(done, stop.signum)
 
     def _train_step(self, step: int) -> dict[str, float]:
         """One iteration: the policy's values, forward, backward, the optimizer step;
