@@ -268,6 +268,7 @@ SIGTERM_TRAIN = [
     "--batch-size", "16", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
     "--deterministic", "--no-progress", "--iterations", "60", "--eval-every", "10",
     "--checkpoint-every", "10", "--log-every", "1", "--policy", "one_cycle",
+    "--precision", "fp32",  # auto may pick bf16, whose 60 steps can end before the signal
     "--policy-param", "max_lr=0.05",
 ]  # fmt: skip
 
