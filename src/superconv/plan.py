@@ -72,6 +72,17 @@ class Tuned:
         """Where the runner keeps this row's value: the source, or source@rule when it has one."""
         return self.source if self.rule is None else f"{self.source}@{rule_label(self.rule)}"
 
+    def reading(self, test: RangeTest) -> tuple[Any, int | None]:
+        """(rule, budget) this row reads range test ``test`` by: its own, else the test's."""
+        return (self.rule, self.budget) if self.rule is not None else (test.rule, test.budget)
+
+
+def as_rule(setting: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """``{"rule": name, **constants}`` (as :data:`superconv.suggest.DEFAULT`) as the
+    ``(name, sorted constants)`` a :class:`RangeTest` or :class:`Tuned` reads by."""
+    constants = tuple(sorted((k, float(v)) for k, v in setting.items() if k != "rule"))
+    return str(setting["rule"]), constants
+
 
 def rule_label(rule: tuple[str, Sequence[tuple[str, float]]]) -> str:
     """A rule setting as a short name fit for a folder: ``loss_edge-bp0.5-f0.125`` for

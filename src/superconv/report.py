@@ -425,29 +425,19 @@ def _readings(test: Any, planned_rows: Sequence[Any]) -> dict[Any, list[tuple[st
     for row in planned_rows:
         for t in row.tuned:
             if t.source == test.name:
-                reading = (t.rule, t.budget) if t.rule is not None else (test.rule, test.budget)
-                out.setdefault(reading, []).append((row.name, t.field))
+                out.setdefault(t.reading(test), []).append((row.name, t.field))
     return out
 
 
 def _test_values(rule: Any, budget: int | None, data: dict[str, Any]) -> dict[str, float] | str | None:
-    """The values rows take from a range test: read by ``rule`` for ``budget`` when one is
-    given (as the runner does), else its recorded suggestion; a str says why none."""
-    from superconv.suggest import suggestion_values
+    """The values rows take from a range test, read as the runner reads them
+    (:func:`superconv.suggest.range_test_values`); a str says why a rule gave none."""
+    from superconv.suggest import range_test_values
 
-    if rule is not None:
-        from superconv.range_test import RangeTestCurve
-        from superconv.suggest import suggest
-
-        name, constants = rule
-        try:
-            curve = RangeTestCurve.from_dict(data["curve"])
-            return suggestion_values(suggest(curve, name, budget, **dict(constants)).to_dict())
-        except UserError as exc:
-            return f"no suggestion by rule {name!r}: {str(exc).rstrip('.')}"
-    if data.get("suggestion"):
-        return suggestion_values(data["suggestion"])
-    return None
+    try:
+        return range_test_values(data, rule, budget)
+    except UserError as exc:
+        return f"no suggestion by rule {rule[0]!r}: {str(exc).rstrip('.')}"
 
 
 def _pick_text(sweep: Any, scores: dict[float, list[float]], missing: list[float]) -> str:

@@ -521,6 +521,7 @@ def _run_steps(
     tuning: dict[str, dict[str, Any]] = {}
     elsewhere: list[Path] = []  # runs another process was running: left to it
     count = 0
+    readers = [t for s in work.plan.steps for t in getattr(s, "tuned", ())]
     for step in work.plan.steps:
         step_jobs = [j for j in work.jobs if j.parent == step.name]
         values = tuned if isinstance(step, Train) else {}
@@ -538,7 +539,6 @@ def _run_steps(
                     _run_claimed(job, values, call.overrides(), call.progress, label)
         else:
             elsewhere += [job.path for job, _ in busy]
-        readers = [t for s in work.plan.steps for t in getattr(s, "tuned", ())]
         _pick(step, step_jobs, tuned, tuning, readers)
     return tuned, tuning, elsewhere
 
@@ -576,8 +576,7 @@ def _pick(
         # A test with no suggestion is a finding (the suggestion benchmark records such
         # curves on purpose); only a row tuned from it has to stop, and it says so.
         readings = {step.name: (step.rule, step.budget)}
-        own = [t for t in readers if t.source == step.name and t.rule is not None]
-        readings.update({t.key: (t.rule, t.budget) for t in own})
+        readings.update({t.key: t.reading(step) for t in readers if t.source == step.name})
         for key, (rule, budget) in readings.items():
             try:
                 tuned[key] = _range_pick(step, jobs, rule, budget)
@@ -865,23 +864,19 @@ def _range_pick(
     """Seed 0's values read by ``rule`` for ``budget`` (None: the recorded suggestion)."""
     import json
 
-    from superconv.range_test import RangeTestCurve
-    from superconv.suggest import suggest, suggestion_values
+    from superconv.suggest import range_test_values
 
     data = json.loads((jobs[0].path / RANGE_TEST_FILE).read_text(encoding="utf-8"))
-    if rule is not None:
-        name, constants = rule
-        curve = RangeTestCurve.from_dict(data["curve"])
-        try:
-            return suggestion_values(suggest(curve, name, budget, **dict(constants)).to_dict())
-        except UserError as exc:
-            raise UserError(f"range test {step.name!r}, rule {name!r}: {exc}") from exc
-    if data.get("suggestion") is None:
+    try:
+        values = range_test_values(data, rule, budget)
+    except UserError as exc:
+        raise UserError(f"range test {step.name!r}, rule {rule[0]!r}: {exc}") from exc
+    if values is None:
         raise UserError(
             f"range test {step.name!r} gave no suggestion ({data.get('no_suggestion')}); "
             "lower end_lr or lengthen the test."
         )
-    return suggestion_values(data["suggestion"])
+    return values
 
 
 def _cost(jobs: Sequence[_Job]) -> dict[str, Any]:

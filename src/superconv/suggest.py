@@ -206,6 +206,21 @@ def suggestion_values(suggestion: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+def range_test_values(
+    data: Mapping[str, Any], rule: Any = None, budget: int | None = None
+) -> dict[str, float] | None:
+    """The values a plan's rows take from a recorded range test (``range_test.json``'s
+    content): its curve read by ``rule`` = ``(name, constants)`` for ``budget`` when one is
+    given, else the suggestion recorded with it (None when it recorded none). A rule that
+    cannot read the curve raises :class:`UserError`."""
+    if rule is not None:
+        name, constants = rule
+        curve = RangeTestCurve.from_dict(data["curve"])
+        return suggestion_values(suggest(curve, name, budget, **dict(constants)).to_dict())
+    recorded = data.get("suggestion")
+    return suggestion_values(recorded) if recorded else None
+
+
 # ----------------------------------------------------------------------------- the curve, read once
 @dataclass(frozen=True)
 class _View:

@@ -32,7 +32,7 @@ from typing import Any
 
 from superconv.config import TrainConfig
 from superconv.errors import UserError
-from superconv.plan import rule_label
+from superconv.plan import as_rule, rule_label
 from superconv.suggest import CYCLE, RAMPS, RANGE_EVAL_IMAGES
 
 __all__ = [
@@ -359,12 +359,6 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
 PAST_DEFAULTS: tuple[Mapping[str, Any], ...] = (
     {"rule": "loss_edge", "fraction": 0.125, "budget_power": 0.5},  # 2026-12-02 to 12-03
 )
-
-
-def as_rule(setting: Mapping[str, Any]) -> tuple[str, tuple[tuple[str, float], ...]]:
-    """``{"rule": name, **constants}`` as the (name, sorted constants) a Tuned row reads by."""
-    constants = tuple(sorted((k, float(v)) for k, v in setting.items() if k != "rule"))
-    return str(setting["rule"]), constants
 
 
 def confirmed_rules() -> list[tuple[str, tuple[tuple[str, float], ...]]]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from superconv.config import TrainConfig
 from superconv.paper.scales import Scale
-from superconv.plan import Fit, Plan, RangeTest, Step, Sweep, Train, Tuned, rule_label
+from superconv.plan import Fit, Plan, RangeTest, Step, Sweep, Train, Tuned, as_rule, rule_label
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,8 @@ def _notes(st: _Setting, product_labels: list[str]) -> tuple[str, ...]:
         "lr 1.0, 5% warm-up inside the optimizer, BN statistics recomputed at its average "
         "before each evaluation and checkpoint) and `prodigy-*` (Prodigy, lr 1.0, cosine to "
         "0, weight decay 1e-4 as an L2 penalty like the baselines') tune nothing; "
-        "`onecycle_<rule label>-*` (the rule with its constants) train 1cycle at the default rule's suggestion from a range test "
-        "on that budget's data, once a default range test is chosen "
+        "`onecycle_<rule label>-*` (the rule with its constants) train 1cycle at the default "
+        "rule's suggestion from a range test on that budget's data, once a default range test is chosen "
         "(superconv.suggest.DEFAULT_TEST). Recipes: docs/fair-comparison.md.",
         "At the larger budget these rows have 2 seeds: a third only where the result falls "
         "inside the band.",
@@ -275,16 +275,15 @@ def default_rule_rows(
     base: TrainConfig, row: TrainConfig, label: str, seeds: int | None
 ) -> list[Step]:
     """``onecycle_<rule label>-<label>`` (``onecycle_loss_edge-bp0.25-f0.167-5ep``): 1cycle
-    (superconv.suggest.CYCLE) at the default rule's suggestion, read from seed 0 of a range test of the default test's ramp and length on
-    the row's own data (``row``: its budget, subset and cadence). None until a default test
+    (superconv.suggest.CYCLE) at the default rule's suggestion, read from seed 0 of a range
+    test of the default test's ramp and length on the row's own data (``row``: its budget, subset and cadence). None until a default test
     is chosen (``DEFAULT_TEST``), as the suggestion benchmark's confirmation rows."""
     from superconv import suggest
     from superconv.suggest_bench import RANGE_EVAL_IMAGES
 
     if suggest.DEFAULT_TEST is None:
         return []
-    rule = suggest.DEFAULT["rule"]
-    constants = tuple(sorted((k, v) for k, v in suggest.DEFAULT.items() if k != "rule"))
+    rule, constants = as_rule(suggest.DEFAULT)
     # named by the rule with its constants, so that rows trained at another default's
     # suggestion keep their own names (and are not taken for a different plan)
     named = rule_label((rule, constants))
