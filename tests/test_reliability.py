@@ -266,11 +266,19 @@ def test_the_lock_helper_is_exclusive_across_processes_and_run_claim_wraps_it(tm
 SIGTERM_TRAIN = [
     "--model", "lenet", "--dataset", "mnist-demo", "--normalize", "unit", "--no-flip",
     "--batch-size", "16", "--eval-batch-size", "1000", "--device", "cpu", "--threads", "1",
-    "--deterministic", "--no-progress", "--iterations", "60", "--eval-every", "10",
+    "--deterministic", "--no-progress", "--iterations", "120", "--eval-every", "10",
     "--checkpoint-every", "10", "--log-every", "1", "--policy", "one_cycle",
-    "--precision", "fp32",  # auto may pick bf16, whose 60 steps can end before the signal
+    "--precision", "fp32",  # fp32 on every CPU: the reference and the resumed run compare bit for bit
     "--policy-param", "max_lr=0.05",
 ]  # fmt: skip
+
+
+def _rows(run) -> int:
+    """Rows of a run's metrics.csv (one per evaluation); 0 before it exists."""
+    try:
+        return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
 
 
 def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_path, capsys):
@@ -290,14 +298,19 @@ def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_
         )  # fmt: skip
         started = time.time_ns()
 
-        def written(started: int = started) -> bool:
+        def stepped(started: int = started, before: int = _rows(run)) -> bool:
+            """A row of this process's past its start: the loop is running, rows ahead."""
             try:
-                return (run / "metrics.csv").stat().st_mtime_ns >= started
+                fresh = (run / "metrics.csv").stat().st_mtime_ns >= started
             except FileNotFoundError:
                 return False
+            return fresh and _rows(run) > before
 
-        _wait_for(written, proc, "the training loop")  # metrics.csv is rewritten just before it
-        time.sleep(rng.uniform(0.0, 0.8))  # a random step (a few ms each)
+        # Tied to a step, not to a wall-clock delay: a fixed sleep let a fast machine
+        # finish the run before the signal. Past the next evaluation row (every 10 steps)
+        # there are 70+ steps left; the jitter lands the signal on a random one of them.
+        _wait_for(stepped, proc, "the training loop's next evaluation")
+        time.sleep(rng.uniform(0.0, 0.05))  # a few ms a step
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=180)
         state = ckpt.load(run / "checkpoint.pt")
@@ -311,7 +324,7 @@ def test_sigterm_checkpoints_exits_143_and_the_resumed_run_is_bit_identical(tmp_
         assert not (run / "summary.json").exists()
         argv = ["train", "--resume", str(run), "--no-progress"]
     assert main(argv) == 0
-    assert stops[0] < 60 and stops[1] < 60, stops
+    assert 0 < stops[0] < stops[1] < 120, stops
     assert metrics_without_time(run / "metrics.csv") == metrics_without_time(
         reference / "metrics.csv"
     )
