@@ -614,6 +614,13 @@ def test_only_runs_the_chosen_rows_with_what_they_are_tuned_from(tmp_path, capsy
         UserError, match=r"--only 'inv-12ep' matches no step.*Steps: sweep-onecycle"
     ):
         runner.select_steps(plan, ["inv-12ep"])
+    trial = next(t.name for t in plan.steps[0].trials())  # a grid point of the sweep
+    with pytest.raises(UserError) as caught:
+        runner.select_steps(plan, [trial.replace("max_lr", "max_lr*")])
+    assert str(caught.value).startswith(
+        f"--only '{trial.replace('max_lr', 'max_lr*')}' names runs inside the sweep(s) "
+        "sweep-onecycle; --only selects whole steps."
+    ), caught.value
     with pytest.raises(UserError, match="threads must be an integer >= 1"):
         runner.reproduce(paper.get_experiment(MNIST), seeds=1, out=out, threads=0, dry_run=True)
 

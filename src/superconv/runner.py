@@ -361,10 +361,7 @@ def select_steps(plan: Plan, only: Sequence[str] | None) -> tuple[Step, ...]:
     for pattern in only:
         hits = [n for n in names if fnmatch.fnmatchcase(n, pattern)]
         if not hits:
-            hint = did_you_mean(pattern, names) or "."
-            raise UserError(
-                f"--only {pattern!r} matches no step of this plan{hint} Steps: {', '.join(names)}."
-            )
+            raise UserError(_no_step(plan, pattern, names))
         chosen.update(hits)
     by_name = {s.name: s for s in plan.steps}
     todo = list(chosen)
@@ -375,6 +372,20 @@ def select_steps(plan: Plan, only: Sequence[str] | None) -> tuple[Step, ...]:
                 chosen.add(t.source)
                 todo.append(t.source)
     return tuple(s for s in plan.steps if s.name in chosen)
+
+
+def _no_step(plan: Plan, pattern: str, names: list[str]) -> str:
+    """Why ``--only pattern`` selects nothing; a sweep's trial names the sweep to run."""
+    trials = {j.path.parent.name: j.parent for j in _jobs(plan, 1, Path())}
+    parents = sorted({p for t, p in trials.items() if fnmatch.fnmatchcase(t, pattern)})
+    if parents:  # a grid point of a sweep: --only takes steps, a sweep is one
+        return (
+            f"--only {pattern!r} names runs inside the sweep(s) {', '.join(parents)}; --only "
+            "selects whole steps. Run the sweep (its points train in order; two processes "
+            "given the same step split its runs between them)."
+        )
+    hint = did_you_mean(pattern, names) or "."
+    return f"--only {pattern!r} matches no step of this plan{hint} Steps: {', '.join(names)}."
 
 
 @dataclass(frozen=True)
