@@ -442,6 +442,14 @@ def test_the_fair_comparisons_committed_runs_are_reused_where_the_shape_matches(
         task = sb.get_task(name)
         reused = [p for p in sb.sweep_points(task, ROOT / "results") if p.path.startswith("fair")]
         assert {round(p.max_lr, 2) for p in reused} == {0.2, 1.59} and len(reused) == 6
+    # the check's first rung is trained at the reused best point too, not only at the
+    # points this benchmark sweeps itself (without 0.2, t5's ranking missed its best)
+    steps = {s.name: s for s in sb.plan_steps()}
+    for name in ("t5-resnet20-5ep", "t6-resnet20-15ep", "t8-resnet20-10k"):
+        task = sb.get_task(name)
+        short = steps[f"{name}-short"].values
+        assert 0.2 in short and 0.2 not in task.grid and set(task.grid) < set(short)
+        assert list(short) == sorted(short)
     # mnist-lenet's 1cycle (div 25, 60k training images) is not t2's run, though both are LeNet
     record = json.loads(
         (

@@ -78,7 +78,8 @@ class Task:
     ``grid``: the max_lr values this benchmark trains (1 seed, or the count in
     ``seeds``: 2 at the best point and its neighbours). ``reuse``: globs, relative
     to the results folder, of run folders trained elsewhere in the same shape.
-    ``classes``: for the chance level.
+    ``classes``: for the chance level. ``short_extra``: reused grid points the
+    first-rung runs of fit's check are trained at too (:attr:`short_grid`).
     """
 
     name: str
@@ -90,6 +91,12 @@ class Task:
     ramps: tuple[RangeRamp, ...] = SGD_RAMPS
     classes: int = 10
     note: str = ""
+    short_extra: tuple[float, ...] = ()
+
+    @property
+    def short_grid(self) -> tuple[float, ...]:
+        """The max_lr values of the first-rung runs: the grid and ``short_extra``."""
+        return tuple(sorted(set(self.grid) | set(self.short_extra)))
 
     @property
     def budget(self) -> int:
@@ -242,6 +249,9 @@ def tasks() -> tuple[Task, ...]:
             ),
             note="the fair comparison's 1cycle sweep (0.1-1.6) and rows are reused; 0.05 and "
             "second seeds at 0.1 and 0.4 added.",
+            # the check's first rung at the reused points too: without 0.2, the best, the
+            # short runs' ranking was scored on 0.05/0.1/0.4 alone (score.md, 2026-12-03)
+            short_extra=(0.2, 0.8, 1.6),
         ),
         Task(
             "t6-resnet20-15ep",
@@ -250,6 +260,7 @@ def tasks() -> tuple[Task, ...]:
             (0.1, 0.4, 0.8),
             reuse=(f"{FAIR}/onecycle_swept-15ep/seed*", f"{FAIR}/onecycle-15ep/seed*"),
             note="0.2 and 1.59 (3 seeds each) are the fair comparison's 15-epoch 1cycle rows.",
+            short_extra=(0.2,),
         ),
         Task(
             "t7-resnet8-3ep",
@@ -267,6 +278,7 @@ def tasks() -> tuple[Task, ...]:
             (0.05, 0.1, 0.4, 0.8),
             reuse=(f"{FAIR}/onecycle_swept-5ep-10k/seed*", f"{FAIR}/onecycle-5ep-10k/seed*"),
             note="0.2 and 1.59 (3 seeds each) are the fair comparison's 10k rows.",
+            short_extra=(0.2,),
         ),
         Task(
             "t9-resnet20-b512",
@@ -314,9 +326,9 @@ def plan_steps(small: bool = False) -> tuple[Any, ...]:
             steps.append(
                 Sweep(
                     f"{task.name}-short",
-                    task.check_config(task.grid[0]),
+                    task.check_config(task.short_grid[0]),
                     "max_lr",
-                    task.grid,
+                    task.short_grid,
                     seeds=1,
                     note=f"{task.title}: first rung of fit's check ({task.check_steps} it)",
                 )
