@@ -598,3 +598,45 @@ def test_the_tolerance_pools_seed_noise_near_the_best_only():
     # only 0.2 (within 2x of the best) is pooled: variance 0.5 on 1 dof, 1 seed at the best
     assert grid.se == pytest.approx(math.sqrt(0.5))
     assert sb.tolerance(grid) == pytest.approx(max(1.0, 2 * math.sqrt(0.5)))
+
+
+def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
+    """The replay scores each candidate by the short runs (log-LR interpolation), picks
+    the best there and charges the full budget's loss at that pick; above a diverged top
+    a candidate diverges too; when every candidate diverges nothing is picked."""
+    grid = sb.Grid(
+        lrs=(0.05, 0.1, 0.2, 0.4, 0.8),
+        means=(90.0, 94.0, 95.0, 93.0, 10.0),
+        counts=(1, 2, 2, 2, 1),
+        diverged=(False, False, False, False, True),
+        best_lr=0.2,
+        best=95.0,
+        se=0.2,
+        test_at_best=95.0,
+    )
+    short = {0.05: 80.0, 0.1: 84.0, 0.2: 83.0, 0.4: 70.0, 0.8: 10.0}  # short runs favour 0.1
+    r = sb.replay_check("t", grid, short, 0.2, (2.0, 1.0, 0.5, 0.25), chance=10.0)
+    assert r.pick == pytest.approx(0.1) and r.lost == pytest.approx(1.0)
+    assert r.ratio == pytest.approx(0.5) and r.met and r.acc_met  # 1 point: the tolerance
+    # x1 lands halfway in log LR between 0.1 (84) and 0.2 (83): 83.5, above x2 (76.5,
+    # halfway to 0.4's 70) and x4 (40, halfway to 0.8's chance)
+    mid = sb.replay_check("t", grid, short, math.sqrt(0.02), (4.0, 2.0, 1.0), chance=10.0)
+    assert mid.pick == pytest.approx(math.sqrt(0.02))
+    assert mid.lost == pytest.approx(95.0 - (94.0 + 95.0) / 2)
+    # above the diverged top (0.8): scored as chance, so never picked over a trained one
+    high = sb.replay_check("t", grid, short, 0.8, (2.0, 1.0, 0.5), chance=10.0)
+    assert high.pick == pytest.approx(0.4) and high.lost == pytest.approx(2.0) and not high.met
+    dead = sb.replay_check("t", grid, short, 1.6, (4.0, 2.0, 1.0), chance=10.0)
+    assert dead.pick is None and dead.lost is None and not dead.acc_met
+    below = sb.replay_check("t", grid, short, 0.001, (2.0, 1.0), chance=10.0)
+    assert below.pick is None  # below the recorded runs: no score, left out
+    # the candidate set chosen leave-one-task-out, ties to fit's own set (listed first)
+    replays = [
+        sb.Replay(task, f, 0, 0.1, 0.1, lost, 1.0, lost <= 1, lost <= 1)
+        for task in ("a", "b")
+        for f, lost in zip(sb.CHECK_FACTOR_SETS, (2.0, 0.5, 0.5, 3.0, 3.0))
+    ]
+    assert sb.CHECK_FACTOR_SETS[0] == FACTORS
+    assert sb.choose_factors(replays) == sb.CHECK_FACTOR_SETS[1]  # met; the earlier of a tie
+    held = sb.factors_left_out(replays)
+    assert held["a"][0] == sb.CHECK_FACTOR_SETS[1] and held["a"][1]["met"] == 1.0

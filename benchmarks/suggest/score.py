@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         for f in (results / run["path"]).glob("*.json")
     )
     lines = _markdown(data, scores, loo, overall)
+    replay_lines, replay = _check_replay(data, scores)
+    lines += replay_lines
     (out / "plots").mkdir(parents=True, exist_ok=True)
     plot = _plot(data, scores, overall, out / "plots" / "suggest-vs-best.png")
     lines += ["", f"![suggestion vs best](plots/{plot.name})", ""]
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             "default_in_library": dict(DEFAULT),
             "chosen_on_all_tasks": None if overall is None else overall.label,
             "held_out": {k: {"setting": v[0].label, **v[1]} for k, v in loo.items()},
+            "check_replay": replay,
         },
     )
     print("\n".join(lines))
@@ -263,6 +266,77 @@ def _confirmation(data) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
         *rows,
     ]
+
+
+def _check_replay(data, scores) -> tuple[list[str], dict]:
+    """fit's check replayed on the first-rung runs: each candidate set, and the one chosen
+    leave-one-task-out; for the library's default setting's suggestions."""
+    from superconv.fit import FACTORS
+
+    default = next((s for s in sb.settings() if s.label == _default_label()), None)
+    replays = sb.replay_all(data, scores, default) if default else []
+    if not replays:
+        return [], {}
+    sets = []
+    for factors in sb.CHECK_FACTOR_SETS:
+        m = sb.summarise_replays([r for r in replays if r.factors == factors])
+        mark = " (fit's)" if tuple(factors) == tuple(FACTORS) else ""
+        sets.append(
+            f"| {_factors(factors)}{mark} | {m['n']} | {_fmt(100 * m['met'], '.0f')}% | "
+            f"{_fmt(100 * m['acc_met'], '.0f')}% | {_fmt(m['mean_lost'])} | "
+            f"{_fmt(m['median_ratio'], '.3g')}x | {m['outside']} |"
+        )
+    held = sb.factors_left_out(replays)
+    rows = [
+        f"| {name} | {_factors(f)} | {m['n']} | {_fmt(100 * m['met'], '.0f')}% | "
+        f"{_fmt(100 * m['acc_met'], '.0f')}% | {_fmt(m['mean_lost'])} | "
+        f"{_fmt(m['median_ratio'], '.3g')}x |"
+        for name, (f, m) in held.items()
+    ]
+    total = [r for name, (f, _) in held.items() for r in replays if r.task == name and r.factors == f]
+    t = sb.summarise_replays(total)
+    rows.append(
+        f"| **all held out** | | {t['n']} | **{_fmt(100 * t['met'], '.0f')}%** | "
+        f"**{_fmt(100 * t['acc_met'], '.0f')}%** | {_fmt(t['mean_lost'])} | "
+        f"{_fmt(t['median_ratio'], '.3g')}x |"
+    )
+    chosen = sb.choose_factors(replays)
+    lines = [
+        "",
+        "## fit's check, replayed on the recorded first-rung runs",
+        "",
+        f"The default setting's suggestion on each recorded curve ({default.label}), checked "
+        "as `superconv fit` would: each candidate (suggestion x factor) scored by the first-rung "
+        "runs above, interpolated in log LR (a candidate outside their range has no score and "
+        "is left out), the best picked and scored by the full-budget grid. Unlike the real check, "
+        "the replay picks on the first rung alone (fit trains the best half again at twice the "
+        "length). Every set has four candidates, so each costs the same. Tasks: "
+        f"{', '.join(sorted({r.task for r in replays}))}.",
+        "",
+        "| candidate factors | curves | both targets met | accuracy target met | mean lost "
+        "(pts) | median ratio | no candidate scored |",
+        "|---|---|---|---|---|---|---|",
+        *sets,
+        "",
+        f"Chosen on all tasks: {_factors(chosen)}. Leave one task out (the set chosen on the "
+        "others, scored on the held-out task):",
+        "",
+        "| held-out task | factors chosen on the others | curves | both targets met | "
+        "accuracy target met | mean lost | median ratio |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    record = {
+        "setting": default.label,
+        "chosen_on_all_tasks": list(chosen) if chosen else None,
+        "held_out": {k: {"factors": list(f), **m} for k, (f, m) in held.items()},
+        "held_out_total": t,
+    }
+    return lines, record
+
+
+def _factors(factors) -> str:
+    return "x" + ", x".join(f"{f:g}" for f in factors) if factors else "–"
 
 
 def _check_ranking(data) -> list[str]:

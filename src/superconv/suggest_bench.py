@@ -475,13 +475,7 @@ def check_ranking(task: Task, grid: Grid, results: str | Path) -> dict[str, Any]
     """
     from superconv.fit import ranking_agreement
 
-    root = Path(results) / "suggest" / "reduced"
-    short: dict[float, float] = {}
-    for folder in sorted(root.glob(f"{task.name}-short-max_lr*/seed0")):
-        # a first-rung run is shorter than the task: its max_lr read as recorded
-        p = _read_point(task, folder, root, max_lr_of=_recorded_max_lr)
-        if p is not None:
-            short[round(p.max_lr, 12)] = task.chance if p.diverged else float(p.val_acc)
+    short = short_scores(task, results)
     full = {round(lr, 12): m for lr, m in zip(grid.lrs, grid.means)}
     if len([lr for lr in short if lr in full]) < 2:
         return None
@@ -490,6 +484,19 @@ def check_ranking(task: Task, grid: Grid, results: str | Path) -> dict[str, Any]
     out["short"] = short
     out["steps"] = task.check_steps
     return out
+
+
+def short_scores(task: Task, results: str | Path) -> dict[float, float]:
+    """max_lr -> validation accuracy of the task's ended first-rung runs (seed 0); a
+    diverged or collapsed one scores as chance, as in the full grid."""
+    root = Path(results) / "suggest" / "reduced"
+    short: dict[float, float] = {}
+    for folder in sorted(root.glob(f"{task.name}-short-max_lr*/seed0")):
+        # a first-rung run is shorter than the task: its max_lr read as recorded
+        p = _read_point(task, folder, root, max_lr_of=_recorded_max_lr)
+        if p is not None:
+            short[round(p.max_lr, 12)] = task.chance if p.diverged else float(p.val_acc)
+    return dict(sorted(short.items()))
 
 
 def confirm_points(task: Task, results: str | Path, rule: Any = None) -> list[SweepPoint]:
@@ -653,15 +660,7 @@ class Grid:
 
     def accuracy_at(self, lr: float) -> float | None:
         """Validation accuracy interpolated in log LR; None outside the grid."""
-        x = [math.log(v) for v in self.lrs]
-        t = math.log(lr)
-        if t < x[0] - 1e-9 or t > x[-1] + 1e-9:
-            return None
-        for i in range(len(x) - 1):
-            if x[i] <= t <= x[i + 1]:
-                w = (t - x[i]) / (x[i + 1] - x[i]) if x[i + 1] > x[i] else 0.0
-                return self.means[i] + w * (self.means[i + 1] - self.means[i])
-        return self.means[-1]
+        return interpolate_log(self.lrs, self.means, lr)
 
     def diverges_at(self, lr: float) -> bool:
         """Whether the first grid point at or above ``lr`` (above the grid: the top one) diverged."""
@@ -669,6 +668,23 @@ class Grid:
             if v >= lr * (1 - 1e-9):
                 return bad
         return self.diverged[-1]
+
+
+def interpolate_log(lrs: Sequence[float], values: Sequence[float], lr: float) -> float | None:
+    """``values`` (at ascending ``lrs``) interpolated linearly in log LR; None outside.
+
+    >>> interpolate_log([0.1, 0.4], [80.0, 90.0], 0.2)
+    85.0
+    """
+    x = [math.log(v) for v in lrs]
+    t = math.log(lr)
+    if t < x[0] - 1e-9 or t > x[-1] + 1e-9:
+        return None
+    for i in range(len(x) - 1):
+        if x[i] <= t <= x[i + 1]:
+            w = (t - x[i]) / (x[i + 1] - x[i]) if x[i + 1] > x[i] else 0.0
+            return values[i] + w * (values[i + 1] - values[i])
+    return values[-1]
 
 
 def grid_of(task: Task, points: Sequence[SweepPoint]) -> Grid | None:
@@ -782,6 +798,145 @@ def checked_lost(grid: Grid, max_lr: float) -> float | None:
     accs = [grid.accuracy_at(max_lr * factor) for factor in FACTORS]
     inside = [a for a in accs if a is not None]
     return grid.best - max(inside) if inside else None
+
+
+# ----------------------------------------------------------------------------- fit's check
+# Candidate sets for fit's check, compared offline by :func:`replay_check`; the first is
+# superconv.fit.FACTORS. Four candidates each, so every set costs the same successive
+# halving (4 first-rung runs, then 2 of twice the length): only where they sit differs.
+CHECK_FACTOR_SETS: tuple[tuple[float, ...], ...] = (
+    (2.0, 1.0, 0.5, 0.25),
+    (4.0, 2.0, 1.0, 0.5),
+    (8.0, 4.0, 2.0, 1.0),
+    (1.0, 0.5, 0.25, 0.125),
+    (8.0, 2.0, 0.5, 0.125),
+)
+
+
+@dataclass(frozen=True)
+class Replay:
+    """fit's check on one suggestion, replayed on a task's recorded first-rung runs."""
+
+    task: str
+    factors: tuple[float, ...]
+    seed: int
+    suggested: float
+    pick: float | None  # None: no candidate scored, or every one diverged
+    lost: float | None  # full-budget validation points lost at the pick; None: outside
+    ratio: float | None
+    met: bool  # lost <= max(1 point, 2 SE) and within 2x of the swept best
+    acc_met: bool  # lost <= max(1 point, 2 SE)
+
+
+def replay_check(
+    task: str,
+    grid: Grid,
+    short: Mapping[float, float],
+    suggested: float,
+    factors: Sequence[float],
+    seed: int = 0,
+    chance: float | None = None,
+) -> Replay:
+    """fit's check around ``suggested``, replayed on recorded first-rung runs (pure).
+
+    Each candidate ``suggested x factor`` is scored by the first-rung runs' validation
+    accuracy, interpolated in log LR between the recorded grid points (a candidate
+    outside them has no recorded score and is left out, except above a top point that
+    diverged, where it diverges too and scores ``chance``); the best is picked and
+    scored by the full-budget grid. A simplification, said in the report: the real
+    check trains the best half again at twice the length before it picks; the grid
+    records the first rung only.
+    """
+    lrs = sorted(short)
+    vals = [short[lr] for lr in lrs]
+    top_diverged = chance is not None and bool(vals) and vals[-1] <= chance + 1e-9
+    scored = []
+    for f in factors:
+        lr = suggested * f
+        acc = interpolate_log(lrs, vals, lr) if len(lrs) >= 2 else None
+        if acc is None and top_diverged and lr > lrs[-1]:
+            acc = chance
+        if acc is not None:
+            scored.append((acc, lr))
+    if not scored or (chance is not None and max(scored)[0] <= chance + 1e-9):
+        return Replay(task, tuple(factors), seed, suggested, None, None, None, False, False)
+    pick = max(scored)[1]
+    acc = grid.accuracy_at(pick)
+    lost = None if acc is None else grid.best - acc
+    ratio = pick / grid.best_lr
+    ok = lost is not None and lost <= tolerance(grid) + 1e-9
+    return Replay(
+        task, tuple(factors), seed, suggested, pick, lost, ratio, ok and 0.5 <= ratio <= 2.0, ok
+    )
+
+
+def replay_all(
+    data: Mapping[str, Any], scores: Sequence[Score], setting: Setting
+) -> list[Replay]:
+    """Every candidate set on every suggestion of ``setting`` on tasks with first-rung runs."""
+    out = []
+    for name, entry in data.items():
+        short = short_scores(entry["task"], entry["results"])
+        if len(short) < 2:
+            continue
+        for s in scores:
+            if s.task == name and s.setting == setting and s.max_lr is not None:
+                for factors in CHECK_FACTOR_SETS:
+                    out.append(
+                        replay_check(
+                            name, entry["grid"], short, s.max_lr, factors, s.seed,
+                            chance=entry["task"].chance,
+                        )  # fmt: skip
+                    )
+    return out
+
+
+def summarise_replays(replays: Sequence[Replay]) -> dict[str, float]:
+    """Share meeting both targets, the accuracy target; mean loss; median ratio; none inside."""
+    n = len(replays)
+    lost = [r.lost for r in replays if r.lost is not None]
+    ratios = [math.log2(r.ratio) for r in replays if r.ratio]
+    return {
+        "n": n,
+        "met": sum(r.met for r in replays) / n if n else math.nan,
+        "acc_met": sum(r.acc_met for r in replays) / n if n else math.nan,
+        "mean_lost": _finite_mean(lost) if lost else math.nan,
+        "median_ratio": 2 ** _median(ratios) if ratios else math.nan,
+        "outside": sum(r.lost is None for r in replays),
+    }
+
+
+def _replay_key(summary: Mapping[str, float]) -> tuple:
+    lost = summary["mean_lost"] if math.isfinite(summary["mean_lost"]) else math.inf
+    return (-summary["met"], -summary["acc_met"], summary["outside"], lost)
+
+
+def choose_factors(
+    replays: Sequence[Replay], exclude: str | None = None
+) -> tuple[float, ...] | None:
+    """The candidate set with the best replayed check over every task but ``exclude``
+    (most curves meeting both targets, then the accuracy target, then least lost); ties
+    go to the earlier set in :data:`CHECK_FACTOR_SETS` (fit's own first)."""
+    kept = [r for r in replays if r.task != exclude]
+    if not kept:
+        return None
+    return min(
+        CHECK_FACTOR_SETS,
+        key=lambda f: _replay_key(summarise_replays([r for r in kept if r.factors == f])),
+    )
+
+
+def factors_left_out(
+    replays: Sequence[Replay],
+) -> dict[str, tuple[tuple[float, ...], dict[str, float]]]:
+    """Per task: the candidate set chosen on the other tasks, and its held-out replay."""
+    out = {}
+    for name in sorted({r.task for r in replays}):
+        factors = choose_factors(replays, exclude=name)
+        if factors is not None:
+            held = [r for r in replays if r.task == name and r.factors == factors]
+            out[name] = (factors, summarise_replays(held))
+    return out
 
 
 def collect(results: str | Path, names: Sequence[str] | None = None) -> dict[str, Any]:
