@@ -634,9 +634,13 @@ def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
     replays = [
         sb.Replay(task, f, 0, 0.1, 0.1, lost, 1.0, lost <= 1, lost <= 1)
         for task in ("a", "b")
-        for f, lost in zip(sb.CHECK_FACTOR_SETS, (2.0, 0.5, 0.5, 3.0, 3.0))
+        for f, lost in zip(sb.CHECK_FACTOR_SETS, (2.0, 0.5, 0.5, 3.0, 0.2))
     ]
+    replays[4] = sb.Replay("a", sb.CHECK_FACTOR_SETS[-1], 0, 0.1, 0.1, 5.0, 1.0, False, False)
     assert sb.CHECK_FACTOR_SETS[0] == FACTORS
-    assert sb.choose_factors(replays) == sb.CHECK_FACTOR_SETS[1]  # met; the earlier of a tie
+    # the accuracy target first (the last set misses it on "a"), then the least lost; of
+    # the two sets tied on both, the earlier
+    assert sb.choose_factors(replays) == sb.CHECK_FACTOR_SETS[1]
+    assert sb.choose_factors(replays, exclude="a") == sb.CHECK_FACTOR_SETS[-1]
     held = sb.factors_left_out(replays)
     assert held["a"][0] == sb.CHECK_FACTOR_SETS[1] and held["a"][1]["met"] == 1.0

@@ -907,16 +907,19 @@ def summarise_replays(replays: Sequence[Replay]) -> dict[str, float]:
 
 
 def _replay_key(summary: Mapping[str, float]) -> tuple:
+    # fit's own target is accuracy (the fit issue: its mean within max(1 point, 2 SE) of
+    # the swept 1cycle), so the accuracy target ranks first, then the mean loss; "within
+    # 2x" is the suggestion's target, here only the last tie-break.
     lost = summary["mean_lost"] if math.isfinite(summary["mean_lost"]) else math.inf
-    return (-summary["met"], -summary["acc_met"], summary["outside"], lost)
+    return (-summary["acc_met"], lost, -summary["met"])
 
 
 def choose_factors(
     replays: Sequence[Replay], exclude: str | None = None
 ) -> tuple[float, ...] | None:
     """The candidate set with the best replayed check over every task but ``exclude``
-    (most curves meeting both targets, then the accuracy target, then least lost); ties
-    go to the earlier set in :data:`CHECK_FACTOR_SETS` (fit's own first)."""
+    (most curves meeting the accuracy target, then least lost, then most within 2x);
+    ties go to the earlier set in :data:`CHECK_FACTOR_SETS` (fit's own first)."""
     kept = [r for r in replays if r.task != exclude]
     if not kept:
         return None
