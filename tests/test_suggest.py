@@ -643,4 +643,6 @@ def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
     assert sb.choose_factors(replays) == sb.CHECK_FACTOR_SETS[1]
     assert sb.choose_factors(replays, exclude="a") == sb.CHECK_FACTOR_SETS[-1]
     held = sb.factors_left_out(replays)
-    assert held["a"][0] == sb.CHECK_FACTOR_SETS[1] and held["a"][1]["met"] == 1.0
+    # chosen on "b" alone, the last set; held out on "a" it loses 5 points: the miss shows
+    assert held["a"][0] == sb.CHECK_FACTOR_SETS[-1] and held["a"][1]["acc_met"] == 0.0
+    assert held["b"][0] == sb.CHECK_FACTOR_SETS[1] and held["b"][1]["acc_met"] == 1.0
