@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import metrics_without_time
 
 from superconv import checkpoint as ckpt
 from superconv import paper
@@ -137,10 +138,6 @@ def check_consistent(run: Path) -> int:
     ]
     assert len(rows) - len(state["metrics"]) in (0, 1)
     return int(state["step"])
-
-
-def metrics_without_time(path: Path) -> list[dict]:
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(path)]
 
 
 def summary_without_time(path: Path) -> dict:

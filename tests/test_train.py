@@ -8,6 +8,7 @@ import signal
 
 import pytest
 import torch
+from helpers import metrics_without_time
 
 from superconv import checkpoint as ckpt
 from superconv.errors import CheckpointError, DivergenceError, RunDirError, UserError
@@ -33,10 +34,6 @@ TINY = dict(
 
 def tiny(**changes) -> TrainConfig:
     return TrainConfig.from_dict({**TINY, **changes})
-
-
-def metrics_without_time(path):
-    return [{k: v for k, v in row.items() if k != "wall_time"} for row in read_csv(path)]
 
 
 class _Crash(Exception):
