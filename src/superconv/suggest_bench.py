@@ -750,6 +750,11 @@ def tolerance(grid: Grid) -> float:
     return max(1.0, 2 * grid.se) if math.isfinite(grid.se) else 1.0
 
 
+def within_tolerance(grid: Grid, lost: float | None) -> bool:
+    """Whether ``lost`` points (None: outside the grid) meet the accuracy target."""
+    return lost is not None and lost <= tolerance(grid) + 1e-9
+
+
 def score_curve(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any]) -> Score:
     """Score one setting on one recorded range test (pure: reads the stored curve only)."""
     from superconv.range_test import RangeTestCurve
@@ -768,7 +773,7 @@ def _score(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any], s: 
     diverged = grid.diverges_at(s.max_lr)
     lost = None if acc is None else grid.best - acc
     met = (
-        lost is not None and lost <= tolerance(grid) + 1e-9 and 0.5 <= ratio <= 2.0 and not diverged
+        within_tolerance(grid, lost) and 0.5 <= ratio <= 2.0 and not diverged
     )
     checked = checked_lost(grid, s.max_lr)
     return Score(
@@ -781,7 +786,7 @@ def _score(task: Task, grid: Grid, setting: Setting, run: Mapping[str, Any], s: 
         diverged,
         met,
         checked_lost=checked,
-        checked_met=checked is not None and checked <= tolerance(grid) + 1e-9,
+        checked_met=within_tolerance(grid, checked),
     )
 
 
@@ -864,7 +869,7 @@ def replay_check(
     acc = grid.accuracy_at(pick)
     lost = None if acc is None else grid.best - acc
     ratio = pick / grid.best_lr
-    ok = lost is not None and lost <= tolerance(grid) + 1e-9
+    ok = within_tolerance(grid, lost)
     return Replay(
         task, tuple(factors), seed, suggested, pick, lost, ratio, ok and 0.5 <= ratio <= 2.0, ok
     )
