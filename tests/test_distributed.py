@@ -78,6 +78,11 @@ def _worker(rank: int, world_size: int, port: int, task: str, args: dict) -> Non
             except RuntimeError as exc:
                 if "simulated crash" not in str(exc):
                     raise
+                # Both ranks crash at the same step; meet before tearing the group down,
+                # so that neither closes its gloo connections while the other still
+                # works on the crash (a rank aborted with "terminate called without an
+                # active exception" twice in CI under load, never when run alone).
+                dist.barrier()
         elif task == "range_test":
             _range_test_worker(rank, args)
     finally:

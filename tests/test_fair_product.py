@@ -82,7 +82,8 @@ def test_committed_runs_keep_their_identity():
             values = manifest["tuned"] if isinstance(job.step, Train) else {}
             runner._check_same(job, values, {"device": "auto", "data_dir": None, "threads": 1})
             done += 1
-    assert done == 66  # 16 rows x 3 seeds, 17 sweep trials, 1 range test
+    # 16 rows x 3 seeds, 17 sweep trials, 1 range test; more as the product rows land
+    assert done >= 66
 
 
 def test_default_rule_rows_appear_once_a_default_test_is_chosen(monkeypatch):

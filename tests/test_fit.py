@@ -96,7 +96,8 @@ def test_rungs_and_candidates():
     assert rung_lengths(5, 10) == [10, 20, 40]
     assert rung_lengths(1, 10) == [10]
     assert halving_cost(5, 10) == 5 * 10 + 3 * 20 + 2 * 40
-    assert candidate_lrs(0.1) == pytest.approx((0.2, 0.1, 0.05, 0.025))
+    assert candidate_lrs(0.1) == pytest.approx((0.4, 0.2, 0.1, 0.05))  # FACTORS: x4 .. x1/2
+    assert candidate_lrs(0.1, (2, 1, 0.5)) == pytest.approx((0.2, 0.1, 0.05))
     with pytest.raises(UserError, match="max_lr must be a finite number > 0"):
         candidate_lrs(float("nan"))
 
@@ -400,7 +401,7 @@ def test_cli_fit_records_every_phase_and_the_verdict(fitted):
     record = fitted.records[-1]
     check = record["phases"]["check"]
     suggested = record["phases"]["range_test"]["suggestions"][0]["max_lr"]
-    assert check["candidates"] == pytest.approx([suggested * f for f in (2, 1, 0.5, 0.25)])
+    assert check["candidates"] == pytest.approx([suggested * f for f in (4, 2, 1, 0.5)])
     assert check["rung_lengths"] == [11, 22]
     assert check["cost_iterations"] <= 100 - 10  # range test + check within 1.0 x the run
     assert record["verdict"]["verdict"] == "checked by training"

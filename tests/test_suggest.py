@@ -344,13 +344,14 @@ def test_scorer_on_a_recorded_fixture(tmp_path):
     assert too_high.diverged and not too_high.met
     too_low = sb.score_curve(task, grid, sb.Setting("loss_edge", (("fraction", 1 / 16),)), run)
     assert too_low.ratio < 0.5 and not too_low.met  # 4x too low: a miss even if little is lost
-    # after fit's check (candidates x 2, 1, 1/2, 1/4): the too-high pick's 1/4 candidate
-    # lands at or near the best, the too-low pick's x2 candidate still falls short
+    # after fit's check (candidates x4, x2, x1, x1/2): the best candidate the grid can score
     assert too_high.checked_lost == pytest.approx(
         95.5 - max(a for a in (grid.accuracy_at(too_high.max_lr * f) for f in FACTORS) if a)
     )
     assert sb.checked_lost(grid, 0.1) == 0.0 and sb.checked_lost(grid, 4.0) is None
-    assert sb.checked_lost(grid, 0.4) == 0.0  # 0.4 x 1/4 = 0.1, the best
+    assert sb.checked_lost(grid, 0.2) == 0.0  # 0.2 x 1/2 = 0.1, the best
+    # 0.4 x 1/2 = 0.2 is the lowest candidate; the rest sit on or above the diverged 0.4
+    assert sb.checked_lost(grid, 0.4) == pytest.approx(95.5 - grid.accuracy_at(0.2))
 
     # 3 repeats, the median kept (a test with no suggestion is left out of the median)
     from types import SimpleNamespace
@@ -630,7 +631,7 @@ def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
     assert dead.pick is None and dead.lost is None and not dead.acc_met
     below = sb.replay_check("t", grid, short, 0.001, (2.0, 1.0), chance=10.0)
     assert below.pick is None  # below the recorded runs: no score, left out
-    # the candidate set chosen leave-one-task-out, ties to fit's own set (listed first)
+    # the candidate set chosen leave-one-task-out, ties to the set listed first
     replays = [
         sb.Replay(task, f, 0, 0.1, 0.1, lost, 1.0, lost <= 1, lost <= 1)
         for task in ("a", "b")
@@ -646,3 +647,18 @@ def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
     # chosen on "b" alone, the last set; held out on "a" it loses 5 points: the miss shows
     assert held["a"][0] == sb.CHECK_FACTOR_SETS[-1] and held["a"][1]["acc_met"] == 0.0
     assert held["b"][0] == sb.CHECK_FACTOR_SETS[1] and held["b"][1]["acc_met"] == 1.0
+    # fit's choice looks both ways: x8..x1 (never below the suggestion) is best here on
+    # every task, but only chosen when the condition is dropped
+    assert sb.looks_both_ways(FACTORS) and not sb.looks_both_ways((8.0, 4.0, 2.0, 1.0))
+    assert not sb.looks_both_ways((1.0, 0.5, 0.25, 0.125))
+    one_way = [
+        sb.Replay(r.task, r.factors, 0, 0.1, 0.1, 0.1, 1.0, True, True)
+        if r.factors == (8.0, 4.0, 2.0, 1.0)
+        else r
+        for r in replays
+    ]
+    assert sb.choose_factors(one_way, both_ways=False) == (8.0, 4.0, 2.0, 1.0)
+    assert sb.choose_factors(one_way) == sb.CHECK_FACTOR_SETS[1]
+    assert {f for f, _ in sb.factors_left_out(one_way).values()} <= {
+        f for f in sb.CHECK_FACTOR_SETS if sb.looks_both_ways(f)
+    }

@@ -8,7 +8,7 @@ interrupted fit resumes in its phase:
 1. **range test** (``repeats`` seeds) read by :func:`superconv.suggest.suggest`'s
    default rule; by default it costs at most 10% of the training budget;
 2. **check** (unless ``verify=False``): successive halving over candidates
-   around the suggestion (x2, x1, x1/2, x1/4). Each rung trains *fresh* short
+   around the suggestion (x4, x2, x1, x1/2). Each rung trains *fresh* short
    1cycles (a 1cycle cannot be extended), the better half by validation score
    goes on to a rung twice as long; range test plus check fit in
    ``tune_budget`` x the training run (planned in iterations, measured in wall
@@ -58,7 +58,7 @@ __all__ = [
     "verdict",
 ]
 
-FACTORS = (2.0, 1.0, 0.5, 0.25)  # candidates around the suggestion, largest first
+FACTORS = (4.0, 2.0, 1.0, 0.5)  # candidates around the suggestion, largest first
 RANGE_CAP = 0.1  # the range test's default share of the training budget
 MIN_RANGE_STEPS = 10  # fewer cannot give a suggestion (3 readings after the burn-in)
 MIN_RUNG = 10  # a shorter candidate run says nothing about its LR
@@ -212,7 +212,7 @@ def plan_budget(
 
 
 def candidate_lrs(max_lr: float, factors: Sequence[float] = FACTORS) -> tuple[float, ...]:
-    """The check's candidates: ``max_lr`` times each factor (x2, x1, x1/2, x1/4 by default)."""
+    """The check's candidates: ``max_lr`` times each factor (x4, x2, x1, x1/2 by default)."""
     if not (isinstance(max_lr, (int, float)) and math.isfinite(max_lr) and max_lr > 0):
         raise UserError(f"max_lr must be a finite number > 0, got {max_lr!r}.")
     if not factors or any(not (math.isfinite(f) and f > 0) for f in factors):

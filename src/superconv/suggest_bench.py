@@ -810,12 +810,22 @@ def checked_lost(grid: Grid, max_lr: float) -> float | None:
 # superconv.fit.FACTORS. Four candidates each, so every set costs the same successive
 # halving (4 first-rung runs, then 2 of twice the length): only where they sit differs.
 CHECK_FACTOR_SETS: tuple[tuple[float, ...], ...] = (
-    (2.0, 1.0, 0.5, 0.25),
     (4.0, 2.0, 1.0, 0.5),
+    (2.0, 1.0, 0.5, 0.25),
     (8.0, 4.0, 2.0, 1.0),
     (1.0, 0.5, 0.25, 0.125),
     (8.0, 2.0, 0.5, 0.125),
 )
+
+
+def looks_both_ways(factors: Sequence[float]) -> bool:
+    """Whether a candidate set has candidates above *and* below the suggestion.
+
+    fit's default is chosen among these only: the default rule's held-out suggestions
+    err both ways (0.2x to 2.9x the swept best), and a check that looks one way cannot
+    recover from an error the other way, whatever the replay of one set of tasks says.
+    """
+    return max(factors) > 1.0 > min(factors)
 
 
 @dataclass(frozen=True)
@@ -920,27 +930,29 @@ def _replay_key(summary: Mapping[str, float]) -> tuple:
 
 
 def choose_factors(
-    replays: Sequence[Replay], exclude: str | None = None
+    replays: Sequence[Replay], exclude: str | None = None, both_ways: bool = True
 ) -> tuple[float, ...] | None:
     """The candidate set with the best replayed check over every task but ``exclude``
     (most curves meeting the accuracy target, then least lost, then most within 2x);
-    ties go to the earlier set in :data:`CHECK_FACTOR_SETS` (fit's own first)."""
+    ties go to the earlier set in :data:`CHECK_FACTOR_SETS` (fit's own first). With
+    ``both_ways`` (fit's choice), only sets that :func:`looks_both_ways`."""
     kept = [r for r in replays if r.task != exclude]
-    if not kept:
+    sets = [f for f in CHECK_FACTOR_SETS if looks_both_ways(f) or not both_ways]
+    if not kept or not sets:
         return None
     return min(
-        CHECK_FACTOR_SETS,
+        sets,
         key=lambda f: _replay_key(summarise_replays([r for r in kept if r.factors == f])),
     )
 
 
 def factors_left_out(
-    replays: Sequence[Replay],
+    replays: Sequence[Replay], both_ways: bool = True
 ) -> dict[str, tuple[tuple[float, ...], dict[str, float]]]:
     """Per task: the candidate set chosen on the other tasks, and its held-out replay."""
     out = {}
     for name in sorted({r.task for r in replays}):
-        factors = choose_factors(replays, exclude=name)
+        factors = choose_factors(replays, exclude=name, both_ways=both_ways)
         if factors is not None:
             held = [r for r in replays if r.task == name and r.factors == factors]
             out[name] = (factors, summarise_replays(held))
