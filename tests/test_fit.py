@@ -85,6 +85,34 @@ def test_a_single_survivor_is_chosen_without_a_longer_rung():
     assert h.cost == 3 + 3 + 10 + 10
 
 
+def test_a_candidate_at_chance_is_dropped_only_where_another_learned(tmp_path):
+    chance = {0.4: (12.0, True), 0.2: (11.0, True), 0.1: (90.0, False), 0.05: (80.0, False)}
+
+    def scorer(lr, n, r):
+        score, at = chance[lr]
+        return Trial(lr, r, n, score, n, at_chance=at)
+
+    h = successive_halving(list(chance), 10, scorer)
+    # two left of four: the better one is chosen without a longer rung (kept, the two at
+    # chance would have sent 0.1 and 0.05 on to a second rung)
+    assert h.rungs == ((0.4, 0.2, 0.1, 0.05),) and h.chosen == 0.1
+    assert h.cost == 4 * 10 and [t.score for t in h.trials[:2]] == [None, None]
+    assert sum("ended at chance" in n for n in h.notes) == 2
+    # all at chance: nothing says the LR is to blame (a rung too short): ranked as they are
+    both = successive_halving([0.4, 0.2], 10, lambda lr, n, r: scorer(lr, n, r))
+    assert both.chosen == 0.4 and not both.notes
+    # the config backend reads it from the finished run's last evaluation
+    from superconv.fit import _ended_at_chance
+    from superconv.records import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_metrics([{"iteration": 49, "train_loss": 2.3, "train_acc": 10.5, "val_acc": 10.1}])
+    assert _ended_at_chance(run.path, {"num_classes": 10})
+    assert not _ended_at_chance(run.path, {"num_classes": 100})  # 10% is above 1% + 5
+    assert not _ended_at_chance(run.path, {})  # an old summary without num_classes
+
+
 def test_every_candidate_diverging_chooses_nothing():
     scorer, calls = stub(dict.fromkeys([0.4, 0.2], None))
     h = successive_halving([0.4, 0.2], 10, scorer)

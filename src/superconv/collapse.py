@@ -125,6 +125,47 @@ def check_collapse(
     return None
 
 
+def ended_at_chance(
+    rows: Sequence[Mapping[str, Any]], *, num_classes: int, acc_margin: float = ACC_MARGIN
+) -> Collapse | None:
+    """Whether a *finished* run ended at chance: its last evaluation's validation (else
+    test) accuracy and that interval's training accuracy both at most chance +
+    ``acc_margin`` points; ``None`` if not (or if the rows hold no accuracy).
+
+    :func:`check_collapse` holds back for the first :data:`ACC_MIN_STEPS` iterations, so a
+    run shorter than that (fit's first-rung runs at a large batch: 49 iterations) can
+    end at chance unstopped. Once the run is over there is nothing left to wait for:
+    ``superconv fit`` drops such a candidate as it drops one that diverged.
+
+    >>> ended_at_chance([{"iteration": 49, "val_acc": 10.1, "train_acc": 9.8}],
+    ...                 num_classes=10).rule
+    'end'
+    """
+    chance_acc = 100.0 / num_classes
+    for row in reversed(rows):
+        acc_key = "val_acc" if _number(row, "val_acc") is not None else "test_acc"
+        acc = _number(row, acc_key)
+        if acc is None:
+            continue
+        train_acc = _number(row, "train_acc")
+        if acc > chance_acc + acc_margin or (
+            train_acc is not None and train_acc > chance_acc + acc_margin
+        ):
+            return None
+        step = int(float(row["iteration"]))
+        name = "validation" if acc_key == "val_acc" else "test"
+        shown = f"{train_acc:.2f}%" if train_acc is not None else "not recorded"
+        return Collapse(
+            step,
+            "end",
+            _number(row, "lr"),
+            f"the run ended at chance: {name} accuracy {acc:.2f}% at iteration {step:,} "
+            f"(training accuracy {shown}), at most chance ({chance_acc:.3g}%) + "
+            f"{acc_margin:g} points",
+        )
+    return None
+
+
 def lr_peak_step(lr_at: Callable[[int], float], iterations: int, *, samples: int = 512) -> int:
     """The first step at which the LR schedule ``lr_at`` (a pure function of the step)
     reaches its largest value, sampled on a grid of at most ``samples`` steps: the

@@ -32,7 +32,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +236,7 @@ class Trial:
     steps_run: int
     note: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+    at_chance: bool = False  # finished, but at chance (collapse.ended_at_chance)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "details": dict(self.details)}
@@ -286,10 +287,15 @@ def successive_halving(lrs: Sequence[float], first: int, scorer: Scorer) -> Halv
     notes: list[str] = []
     for rung, length in enumerate(lengths):
         rungs.append(tuple(alive))
-        results = [scorer(lr, length, rung) for lr in alive]
+        results = _drop_at_chance([scorer(lr, length, rung) for lr in alive])
         trials += results
         for t in results:
-            if t.score is None:
+            if t.at_chance and t.score is None:
+                notes.append(
+                    f"rung {rung}: max_lr {t.lr:.4g} ended at chance after {t.iterations} "
+                    "iterations, where another candidate learned, and was dropped"
+                )
+            elif t.score is None:
                 notes.append(
                     f"rung {rung}: max_lr {t.lr:.4g} diverged after {t.steps_run} of "
                     f"{t.iterations} iterations and was dropped"
@@ -304,6 +310,16 @@ def successive_halving(lrs: Sequence[float], first: int, scorer: Scorer) -> Halv
         if len(alive) == 1:  # the others diverged: a rung of one compares nothing
             return Halving(tuple(trials), tuple(rungs), alive[0], tuple(notes))
     raise AssertionError("unreachable: the last rung returns")  # pragma: no cover
+
+
+def _drop_at_chance(results: list[Trial]) -> list[Trial]:
+    """A candidate that ended at chance is dropped like a diverged one, if another of its
+    rung learned (then its LR is to blame, not the rung's length); if all sat at chance,
+    they are ranked as they are. The training loop's collapse rule waits 100 iterations,
+    longer than a short rung can last (the benchmark's t9: 49 iterations at batch 512)."""
+    if all(t.at_chance or t.score is None for t in results):
+        return results
+    return [replace(t, score=None) if t.at_chance else t for t in results]
 
 
 def log_median(values: Sequence[float]) -> float:
@@ -834,6 +850,8 @@ def _markdown_check(check: Mapping[str, Any] | None) -> list[str]:
     ]
     for t in check["trials"]:
         score = "diverged" if t["score"] is None else f"{t['score']:.4g}"
+        if t.get("at_chance") and t["score"] is None:
+            score = "at chance (dropped)"
         mark = (
             "**chosen**"
             if t["lr"] == check["chosen"] and t["rung"] == max(x["rung"] for x in check["trials"])
@@ -875,6 +893,18 @@ def _markdown_costs(
 
 
 # ----------------------------------------------------------------------------- CLI backend
+def _ended_at_chance(run_dir: Path, summary: Mapping[str, Any]) -> bool:
+    """A finished short run that sat at chance to its end (the benchmark counts it as
+    diverged; the training loop's collapse rule waits longer than such a run lasts)."""
+    from superconv.collapse import ended_at_chance
+    from superconv.records import RunDir, read_csv
+
+    metrics = RunDir(run_dir).metrics_path
+    if not summary.get("num_classes") or not metrics.is_file():
+        return False
+    return ended_at_chance(read_csv(metrics), num_classes=int(summary["num_classes"])) is not None
+
+
 class _ConfigBackend:
     """Everything from a TrainConfig: superconv's models and data, ``train.train`` run folders."""
 
@@ -953,7 +983,8 @@ class _ConfigBackend:
         val_acc = summary.get("final_val_acc")
         if val_acc is None or not math.isfinite(val_acc):  # NaN outputs at evaluation
             return Trial(lr, rung, iterations, None, steps, "validation NaN", details)
-        return Trial(lr, rung, iterations, float(val_acc), steps, "", details)
+        at_chance = _ended_at_chance(run_dir, summary)  # see _drop_at_chance
+        return Trial(lr, rung, iterations, float(val_acc), steps, "", details, at_chance)
 
     def final(self, lr: float, iterations: int, attempt: int = 0) -> dict[str, Any]:
         name = "train" if attempt == 0 else f"train-retry{attempt}"

@@ -1108,6 +1108,7 @@ class _Loop:
         summary["seconds_per_step"] = pace.seconds_per_step  # after the warm-up; None if short
         summary["train_images"] = pieces.num_train
         summary["world_size"] = pieces.world.world_size
+        summary["num_classes"] = pieces.num_classes  # chance, for collapse.ended_at_chance
         if self.run is not None:
             self.run.write_summary(summary)
             _write_curves(self.run, self.rows, config, "finished", pieces.policy)
