@@ -113,6 +113,25 @@ def test_a_candidate_at_chance_is_dropped_only_where_another_learned(tmp_path):
     assert not _ended_at_chance(run.path, {})  # an old summary without num_classes
 
 
+def test_a_check_run_stopped_by_the_collapse_rule_is_charged_its_length(tmp_path):
+    from superconv.errors import DivergenceError
+    from superconv.fit import _ConfigBackend
+    from superconv.train import TrainConfig
+
+    backend = _ConfigBackend(TrainConfig(), tmp_path, progress=False, test_images=0)
+    stops = {
+        "the run collapsed: the smoothed training loss blew up": 210,  # the last row's iteration
+        "the training loss became NaN/inf at iteration 99": 99,  # the 0-based step
+    }
+    for message, step in stops.items():
+        backend._run = lambda *a, m=message, s=step, **k: (_ for _ in ()).throw(
+            DivergenceError(m, step=s, lr=2.0)
+        )
+        t = backend.trial(2.0, 210, 0)
+        assert t.score is None and t.steps_run == min(210, step + 1)
+        assert t.note == ("loss NaN/inf" if "NaN" in message else "collapsed: finite but blown up or at chance")
+
+
 def test_every_candidate_diverging_chooses_nothing():
     scorer, calls = stub(dict.fromkeys([0.4, 0.2], None))
     h = successive_halving([0.4, 0.2], 10, scorer)

@@ -971,7 +971,9 @@ class _ConfigBackend:
         except DivergenceError as exc:
             summary = {"status": "diverged", "iterations": exc.step, "note": str(exc)}
         diverged = summary.get("status") == "diverged"
-        steps = int(summary["iterations"]) + (1 if diverged else 0)
+        # a NaN at step k (0-based) ran k + 1 steps; the collapse rule names the row's
+        # iteration, at most the run's length
+        steps = min(iterations, int(summary["iterations"]) + (1 if diverged else 0))
         details = {
             "run": str(run_dir.relative_to(self.out)),
             "val_acc": summary.get("final_val_acc"),
@@ -979,7 +981,9 @@ class _ConfigBackend:
             "eval_images": 0 if diverged else self.val_images + self.test_images,
         }
         if diverged:
-            return Trial(lr, rung, iterations, None, steps, "loss NaN/inf", details)
+            collapsed = "collapse" in summary or "collapsed" in str(summary.get("note", ""))
+            what = "collapsed: finite but blown up or at chance" if collapsed else "loss NaN/inf"
+            return Trial(lr, rung, iterations, None, steps, what, details)
         val_acc = summary.get("final_val_acc")
         if val_acc is None or not math.isfinite(val_acc):  # NaN outputs at evaluation
             return Trial(lr, rung, iterations, None, steps, "validation NaN", details)
