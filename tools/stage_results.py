@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from superconv.runs import DONE  # the statuses reproduce counts as ended
+from superconv.runs import DONE, read_fit_run  # DONE: the statuses reproduce counts as ended
 
 
 def status(run: Path) -> str:
@@ -26,12 +26,24 @@ def status(run: Path) -> str:
         return "unfinished"
 
 
+def fit_status(run: Path) -> str:
+    """A ``superconv fit`` row's seed (``fit.json``, its phases in subfolders) has ended
+    when its training phase has."""
+    try:
+        return read_fit_run(run).status
+    except Exception:  # a damaged or half-written fit.json: not ended
+        return "unfinished"
+
+
 def main(root: str = "results") -> int:
     results = Path(root)
     add, drop = [], []
     for config in sorted(results.glob("*/*/*/seed*/config.json")):
         run = config.parent
         (add if status(run) in DONE else drop).append(run)
+    for fit in sorted(results.glob("*/*/*/seed*/fit.json")):
+        run = fit.parent
+        (add if fit_status(run) in DONE else drop).append(run)
     for folder in sorted({p.parent for p in results.glob("*/*/manifest.json")}):
         add += [
             p
