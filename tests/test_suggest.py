@@ -493,15 +493,21 @@ def test_confirmation_rows_train_at_each_confirmed_rules_suggestion(monkeypatch)
     monkeypatch.setattr(
         suggest_module, "DEFAULT_TEST", {"mode": "exp", "fraction": 0.04, "min_steps": 30}
     )
+    candidate = {"rule": "loss_edge", "fraction": 0.25}
+    monkeypatch.setattr(sb, "CANDIDATE_DEFAULTS", (candidate, suggest_module.DEFAULT))
     steps = {s.name: s for s in sb.plan_steps()}
-    # one row per confirmed rule: every past default, then the current one
+    # one row per confirmed rule: every past default, the current one, then the candidates
+    # (a candidate that is the default already is not trained twice)
     past = [sb.as_rule(d) for d in sb.PAST_DEFAULTS]
-    assert sb.confirmed_rules() == [*past, ("loss_edge", (("fraction", 0.5),))]
+    current, new = ("loss_edge", (("fraction", 0.5),)), ("loss_edge", (("fraction", 0.25),))
+    assert sb.confirmed_rules() == [*past, current, new]
+    assert sb.confirmation_order() == [current, new, *reversed(past)]  # as reports list them
     rows = [s for s in steps.values() if s.name.startswith("t1-lenet-2ep-confirm-")]
     assert [r.name for r in rows] == [
         f"t1-lenet-2ep-confirm-{rule_label(r)}" for r in sb.confirmed_rules()
     ]
-    assert rows[-1].name == "t1-lenet-2ep-confirm-loss_edge-f0.5"
+    assert rows[-2].name == "t1-lenet-2ep-confirm-loss_edge-f0.5"
+    assert rows[-1].name == "t1-lenet-2ep-confirm-loss_edge-f0.25"
     tuned_of = {}
     for row in rows:
         assert isinstance(row, Train) and row.seeds == 2
@@ -563,6 +569,31 @@ def test_score_reports_the_lr_carried_from_batch_128_to_512():
     assert "| swept best at 128 0.2, linear | 0.8 | 0.8 | 1x | 0.00 | – |" in text
     assert "| swept best at 128 0.2, sqrt | 0.4 | 0.8 | 0.5x | 2.00 | – |" in text
     assert score._batch_carry({"t5-resnet20-5ep": data["t5-resnet20-5ep"]}, [], None) == []
+
+
+def test_score_says_where_its_choice_is_not_the_librarys_default(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+    default = {"rule": "loss_edge", "fraction": 1 / 6, "budget_power": 0.25}
+    test = {"mode": "linear", "fraction": 0.04, "min_steps": 30, "repeats": 1}
+    monkeypatch.setattr(score, "DEFAULT", default)
+    monkeypatch.setattr(suggest_module, "DEFAULT", default)
+    monkeypatch.setattr(suggest_module, "DEFAULT_TEST", test)
+    monkeypatch.setattr(sb, "CANDIDATE_DEFAULTS", ({"rule": "loss_edge", "fraction": 1 / 6},))
+    short = 0
+    assert sb.RANGE_FRACTIONS[short][0] == 0.04
+    same = sb.Setting("loss_edge", (("fraction", 1 / 6), ("budget_power", 0.25)), "linear", short)
+    assert score._default_vs_choice(same) == []  # the default: nothing to say
+    candidate = sb.Setting("loss_edge", (("fraction", 1 / 6),), "linear", short)
+    (line,) = [x for x in score._default_vs_choice(candidate) if x]
+    assert "this choice differs: a candidate" in line and "budget_power=0.25" in line
+    other = sb.Setting("loss_edge", (("fraction", 0.125),), "linear", short)
+    assert "not yet a candidate" in score._default_vs_choice(other)[-1]
+    longer = sb.Setting("loss_edge", (("fraction", 1 / 6), ("budget_power", 0.25)), "linear", 1)
+    assert "not yet a candidate" in score._default_vs_choice(longer)[-1]  # another test length
 
 
 def test_default_range_test_follows_the_chosen_test_and_the_optimizer(monkeypatch):

@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             "record_bytes": size,
             "tasks": sorted(data),
             "default_in_library": dict(DEFAULT),
+            "candidate_defaults": [dict(d) for d in sb.CANDIDATE_DEFAULTS],
             "chosen_on_all_tasks": None if overall is None else overall.label,
             "held_out": {k: {"setting": v[0].label, **v[1]} for k, v in loo.items()},
             "check_replay": replay,
@@ -170,6 +171,7 @@ def _markdown(data, scores, loo, overall) -> list[str]:
     ]
     if overall is not None:
         lines += ["", f"Chosen on all tasks, within the cap: **{overall.label}**."]
+        lines += _default_vs_choice(overall)
     free = sb.leave_one_task_out(scores)
     lines += ["", f"At any cost (e.g. 3 repeats, {3 * sb.RANGE_FRACTIONS[0][0]:.0%}):", ""]
     lines += _loo_table(free)
@@ -237,7 +239,7 @@ def _confirmation(data) -> list[str]:
     from superconv.plan import rule_label
 
     rows = []
-    for rule in reversed(sb.confirmed_rules()):  # the current default first
+    for rule in sb.confirmation_order():  # the current default first
         for name, entry in data.items():
             grid = entry["grid"]
             points = sb.confirm_points(entry["task"], entry["results"], rule)
@@ -261,7 +263,8 @@ def _confirmation(data) -> list[str]:
         "",
         f"Each rule read from each task's seed-0 range test of the default test, then trained "
         f"(2 seeds) at that max_lr in the benchmark's cycle: the library's default "
-        f"({_default_label()}) first, then the defaults it shipped before.",
+        f"({_default_label()}) first, then the candidates to replace it "
+        f"(superconv.suggest_bench.CANDIDATE_DEFAULTS), then the defaults it shipped before.",
         "",
         "| task | rule | suggested max_lr | ratio to best | val acc % (seeds) | best | lost "
         "| targets met |",
@@ -441,6 +444,35 @@ def _batch_carry(data, scores, overall) -> list[str]:
         "|---|---|---|---|---|---|---|",
         *rows,
     ]
+
+
+def _default_vs_choice(overall) -> list[str]:
+    """Say so where the procedure's choice is not the library's default: a choice becomes
+    the default only once confirmed by training (superconv.suggest_bench.CANDIDATE_DEFAULTS)."""
+    from superconv.suggest import DEFAULT_TEST
+
+    def same(rule, other) -> bool:  # (name, constants), constants compared as numbers
+        return rule[0] == other[0] and dict(rule[1]).keys() == dict(other[1]).keys() and all(
+            math.isclose(v, dict(other[1])[k], rel_tol=1e-6) for k, v in rule[1]
+        )
+
+    chosen = (overall.rule, overall.params)
+    test = DEFAULT_TEST or {}
+    same_test = (
+        overall.mode == test.get("mode")
+        and math.isclose(sb.RANGE_FRACTIONS[overall.length][0], test.get("fraction", -1.0))
+        and overall.repeats == test.get("repeats", 1)
+    )
+    if same_test and same(chosen, sb.as_rule(DEFAULT)):
+        return []
+    candidate = same_test and any(same(chosen, sb.as_rule(d)) for d in sb.CANDIDATE_DEFAULTS)
+    state = (
+        "a candidate: trained at its suggestion in *Confirmed by training* below before it "
+        "can replace the default (criterion: superconv.suggest_bench.CANDIDATE_DEFAULTS)"
+        if candidate
+        else "not yet a candidate (superconv.suggest_bench.CANDIDATE_DEFAULTS)"
+    )
+    return ["", f"The library's default is **{_default_label()}**; this choice differs: {state}."]
 
 
 def _default_label() -> str:

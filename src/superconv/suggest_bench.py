@@ -378,11 +378,36 @@ PAST_DEFAULTS: tuple[Mapping[str, Any], ...] = (
 )
 
 
+# Rules the scorer's procedure chooses on all tasks (results/suggest/score.md, "Chosen on
+# all tasks, within the cap") that the library has not adopted yet. A choice that moves
+# with new runs is trained first, as the default was (2 seeds per task at its suggestion
+# from the same seed-0 range test), and replaces superconv.suggest.DEFAULT only if its
+# confirmation rows meet every target on at least as many tasks as the default's do, with
+# no more accuracy lost in total: a criterion set before its rows ran, so that one seed's
+# noise cannot flip the default back and forth.
+CANDIDATE_DEFAULTS: tuple[Mapping[str, Any], ...] = (
+    # 2026-12-04: with second seeds on t2, t5, t6, t8 and t9 the choice moved from
+    # budget_power 1/4 to no budget term (in-sample 15 against 13 of 27 curves met).
+    {"rule": "loss_edge", "fraction": 1 / 6},
+)
+
+
 def confirmed_rules() -> list[tuple[str, tuple[tuple[str, float], ...]]]:
-    """Every rule the benchmark confirms by training: the past defaults, then the current."""
+    """Every rule the benchmark confirms by training: the past defaults, the current one,
+    then the candidates (:data:`CANDIDATE_DEFAULTS`)."""
     from superconv.suggest import DEFAULT
 
-    rules = [as_rule(d) for d in (*PAST_DEFAULTS, DEFAULT)]
+    rules = [as_rule(d) for d in (*PAST_DEFAULTS, DEFAULT, *CANDIDATE_DEFAULTS)]
+    return list(dict.fromkeys(rules))
+
+
+def confirmation_order() -> list[tuple[str, tuple[tuple[str, float], ...]]]:
+    """:func:`confirmed_rules` as reports list them: the current default, the candidates,
+    then the past defaults, newest first."""
+    from superconv.suggest import DEFAULT
+
+    rules = [as_rule(DEFAULT), *(as_rule(d) for d in CANDIDATE_DEFAULTS)]
+    rules += [as_rule(d) for d in reversed(PAST_DEFAULTS)]
     return list(dict.fromkeys(rules))
 
 
