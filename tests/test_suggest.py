@@ -596,6 +596,32 @@ def test_score_says_where_its_choice_is_not_the_librarys_default(monkeypatch):
     assert "not yet a candidate" in score._default_vs_choice(longer)[-1]  # another test length
 
 
+def test_a_candidate_default_is_judged_by_the_criterion_set_before_its_rows_ran(monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
+    try:
+        import score
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+    default = {"rule": "loss_edge", "fraction": 0.25}
+    monkeypatch.setattr(score, "DEFAULT", default)
+    monkeypatch.setattr(sb, "CANDIDATE_DEFAULTS", ({"rule": "loss_edge", "fraction": 0.5},))
+    old, new = sb.as_rule(default), ("loss_edge", (("fraction", 0.5),))
+    tasks = ["a", "b"]
+
+    def verdict(mine, theirs):
+        (line,) = [x for x in score._candidate_verdicts({new: mine, old: theirs}, tasks) if x]
+        return line
+
+    # one task trained by both, one seed of the other: not decided
+    partial = verdict({"a": (True, 0.1, 2), "b": (True, 0.1, 1)}, {"a": (False, 0.5, 2)})
+    assert "not decided until every task is trained (1 of 2)" in partial
+    assert "targets met on 1 (default 0)" in partial
+    both = {"a": (False, 0.5, 2), "b": (True, 0.2, 2)}
+    assert "replaces the default" in verdict({"a": (True, 0.3, 2), "b": (True, 0.4, 2)}, both)
+    # as many targets met but more lost in total: the default stays
+    assert "the default stays" in verdict({"a": (True, 0.6, 2), "b": (False, 0.2, 2)}, both)
+
+
 def test_default_range_test_follows_the_chosen_test_and_the_optimizer(monkeypatch):
     from superconv import suggest as suggest_module
     from superconv.suggest import RAMPS, default_range_test

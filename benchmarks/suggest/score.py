@@ -239,6 +239,7 @@ def _confirmation(data) -> list[str]:
     from superconv.plan import rule_label
 
     rows = []
+    outcome: dict = {}  # rule -> task -> (targets met, points lost, seeds ended)
     for rule in sb.confirmation_order():  # the current default first
         for name, entry in data.items():
             grid = entry["grid"]
@@ -250,6 +251,7 @@ def _confirmation(data) -> list[str]:
             lost = grid.best - mean
             lr = points[0].max_lr
             ok = lost <= sb.tolerance(grid) + 1e-9 and 0.5 <= lr / grid.best_lr <= 2
+            outcome.setdefault(rule, {})[name] = (ok, lost, len(points))
             rows.append(
                 f"| {name} | {rule_label(rule)} | {lr:.4g} | {lr / grid.best_lr:.3g}x | "
                 + ", ".join("div." if p.diverged else f"{p.val_acc:.2f}" for p in points)
@@ -270,7 +272,39 @@ def _confirmation(data) -> list[str]:
         "| targets met |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
+        *_candidate_verdicts(outcome, sorted(data)),
     ]
+
+
+def _candidate_verdicts(outcome, tasks) -> list[str]:
+    """Each candidate (superconv.suggest_bench.CANDIDATE_DEFAULTS) against the default, by
+    the criterion set there before its rows ran: on the tasks both have trained with 2
+    seeds, every target met on at least as many, with no more accuracy lost in total;
+    decided once every task is trained."""
+    from superconv.plan import rule_label
+
+    default = sb.as_rule(DEFAULT)
+    lines = []
+    for rule in (sb.as_rule(d) for d in sb.CANDIDATE_DEFAULTS):
+        if rule == default:
+            continue
+        mine, theirs = outcome.get(rule, {}), outcome.get(default, {})
+        both = [t for t in tasks if min(mine.get(t, (0, 0, 0))[2], theirs.get(t, (0, 0, 0))[2]) >= 2]
+        met = sum(mine[t][0] for t in both), sum(theirs[t][0] for t in both)
+        lost = sum(mine[t][1] for t in both), sum(theirs[t][1] for t in both)
+        if len(both) < len(tasks):
+            verdict = f"not decided until every task is trained ({len(both)} of {len(tasks)})"
+        elif met[0] >= met[1] and lost[0] <= lost[1] + 1e-9:
+            verdict = "**meets the criterion: it replaces the default**"
+        else:
+            verdict = "**fails the criterion: the default stays**"
+        lines.append(
+            f"- Candidate `{rule_label(rule)}` against the default `{rule_label(default)}` on "
+            f"the {len(both)} task(s) both have trained (2 seeds): targets met on {met[0]} "
+            f"(default {met[1]}), {lost[0]:+.2f} points lost in total (default {lost[1]:+.2f}); "
+            f"{verdict}."
+        )
+    return ["", *lines] if lines else []
 
 
 def _check_replay(data, scores) -> tuple[list[str], dict]:
