@@ -38,12 +38,11 @@ def fit_status(run: Path) -> str:
 def main(root: str = "results") -> int:
     results = Path(root)
     add, drop = [], []
-    for config in sorted(results.glob("*/*/*/seed*/config.json")):
-        run = config.parent
-        (add if status(run) in DONE else drop).append(run)
-    for fit in sorted(results.glob("*/*/*/seed*/fit.json")):
-        run = fit.parent
-        (add if fit_status(run) in DONE else drop).append(run)
+    # a run folder holds config.json; a `superconv fit` seed holds fit.json (its phases below)
+    for marker, state in (("config.json", status), ("fit.json", fit_status)):
+        for found in sorted(results.glob(f"*/*/*/seed*/{marker}")):
+            run = found.parent
+            (add if state(run) in DONE else drop).append(run)
     for folder in sorted({p.parent for p in results.glob("*/*/manifest.json")}):
         add += [
             p

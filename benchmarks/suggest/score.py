@@ -289,7 +289,8 @@ def _candidate_verdicts(outcome, tasks) -> list[str]:
         if rule == default:
             continue
         mine, theirs = outcome.get(rule, {}), outcome.get(default, {})
-        both = [t for t in tasks if min(mine.get(t, (0, 0, 0))[2], theirs.get(t, (0, 0, 0))[2]) >= 2]
+        none = (False, 0.0, 0)  # not trained: no seed ended
+        both = [t for t in tasks if min(mine.get(t, none)[2], theirs.get(t, none)[2]) >= 2]
         met = sum(mine[t][0] for t in both), sum(theirs[t][0] for t in both)
         lost = sum(mine[t][1] for t in both), sum(theirs[t][1] for t in both)
         if len(both) < len(tasks):
@@ -482,38 +483,28 @@ def _batch_carry(data, scores, overall) -> list[str]:
 
 def _default_vs_choice(overall) -> list[str]:
     """Say so where the procedure's choice is not the library's default: a choice becomes
-    the default only once confirmed by training (superconv.suggest_bench.CANDIDATE_DEFAULTS)."""
-    from superconv.suggest import DEFAULT_TEST
-
-    def same(rule, other) -> bool:  # (name, constants), constants compared as numbers
-        return rule[0] == other[0] and dict(rule[1]).keys() == dict(other[1]).keys() and all(
-            math.isclose(v, dict(other[1])[k], rel_tol=1e-6) for k, v in rule[1]
-        )
-
-    chosen = (overall.rule, overall.params)
-    test = DEFAULT_TEST or {}
-    same_test = (
-        overall.mode == test.get("mode")
-        and math.isclose(sb.RANGE_FRACTIONS[overall.length][0], test.get("fraction", -1.0))
-        and overall.repeats == test.get("repeats", 1)
-    )
-    if same_test and same(chosen, sb.as_rule(DEFAULT)):
+    the default only once confirmed by training (superconv.suggest_bench.CANDIDATE_DEFAULTS).
+    Settings are matched by label, as :func:`_check_replay` finds the default's."""
+    if overall.label == _default_label():
         return []
-    candidate = same_test and any(same(chosen, sb.as_rule(d)) for d in sb.CANDIDATE_DEFAULTS)
-    state = (
-        "a candidate: trained at its suggestion in *Confirmed by training* below before it "
-        "can replace the default (criterion: superconv.suggest_bench.CANDIDATE_DEFAULTS)"
-        if candidate
-        else "not yet a candidate (superconv.suggest_bench.CANDIDATE_DEFAULTS)"
-    )
+    if any(overall.label == _default_label(d) for d in sb.CANDIDATE_DEFAULTS):
+        state = (
+            "a candidate: trained at its suggestion in *Confirmed by training* below before "
+            "it can replace the default (criterion: superconv.suggest_bench.CANDIDATE_DEFAULTS)"
+        )
+    else:
+        state = "not yet a candidate (superconv.suggest_bench.CANDIDATE_DEFAULTS)"
     return ["", f"The library's default is **{_default_label()}**; this choice differs: {state}."]
 
 
-def _default_label() -> str:
+def _default_label(setting=None) -> str:
+    """The label (as :attr:`superconv.suggest_bench.Setting.label`) of ``setting`` (default:
+    the library's DEFAULT) read from the library's default range test."""
     from superconv.suggest import DEFAULT_TEST
 
-    consts = ", ".join(f"{k}={v:.3g}" for k, v in DEFAULT.items() if k != "rule")
-    rule = f"{DEFAULT['rule']}({consts})" if consts else DEFAULT["rule"]
+    setting = DEFAULT if setting is None else setting
+    consts = ", ".join(f"{k}={v:.3g}" for k, v in setting.items() if k != "rule")
+    rule = f"{setting['rule']}({consts})" if consts else setting["rule"]
     if DEFAULT_TEST is None:
         return rule
     return f"{rule} on {DEFAULT_TEST['mode']} {DEFAULT_TEST['fraction']:.0%}"
