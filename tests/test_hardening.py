@@ -1089,3 +1089,17 @@ def test_commit_is_dirty_only_for_changes_below_the_folder(tmp_path):
     assert git_commit(tmp_path / "src") == head
     (tmp_path / "src" / "code.py").write_text("x = 2\n")
     assert git_commit(tmp_path / "src") == head + "+dirty"
+
+
+def test_the_recorded_command_can_be_retyped():
+    from superconv.records import command_line
+
+    assert command_line(["/usr/bin/superconv", "fit", "--model", "lenet"]) == (
+        "superconv fit --model lenet"
+    )
+    # `python -m superconv` leaves the package's __main__.py in argv[0]
+    main = "/x/site-packages/superconv/__main__.py"
+    assert command_line([main, "reproduce", "--only", "t2-*"]) == (
+        "python -m superconv reproduce --only 't2-*'"
+    )
+    assert command_line([]) == ""

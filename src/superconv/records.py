@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,24 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that started this process, as a user would retype it (shell-quoted).
+
+    ``python -m superconv ...`` leaves ``.../superconv/__main__.py`` in ``argv[0]``;
+    it is written back as ``python -m superconv`` so the record can be rerun as is.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if not argv:
+        return ""
+    program = Path(argv[0])
+    head = (
+        ["python", "-m", program.parent.name]
+        if program.name == "__main__.py" and program.parent.name
+        else [program.name]
+    )
+    return shlex.join([*head, *argv[1:]])
+
+
 def environment(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
     """What a reader needs to reproduce a run: versions, device, commit, seed, command."""
     import numpy as np
@@ -233,7 +252,7 @@ def environment(device: str = "cpu", seed: int | None = None) -> dict[str, Any]:
         "device": str(device),
         "commit": git_commit(),
         "seed": seed,
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line(),
     }
     if str(device).startswith("cuda") and torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(torch.device(device))

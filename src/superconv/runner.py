@@ -21,8 +21,6 @@ import dataclasses
 import fnmatch
 import math
 import os
-import shlex
-import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -490,14 +488,14 @@ def _start_manifest(
     experiment: Experiment, call: _Call, work: _Work, estimate: float, env: dict[str, Any]
 ) -> dict[str, Any]:
     """Record this call in the results folder's manifest; return its entry (ended later)."""
-    from superconv.records import atomic_write_json
+    from superconv.records import atomic_write_json, command_line
 
     where = env.get("gpu") or env.get("cpu") or str(work.device)
     path = work.root / MANIFEST_FILE
     manifest = _read_manifest(path)
     only = call.only
     invocation = {
-        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+        "command": command_line(),
         "call": (
             f"reproduce({experiment.id!r}, seeds={call.seeds}, scale={work.plan.scale!r}, "
             f"out={str(call.out)!r}, data_dir={call.data_dir!r}, device={call.device!r}, "
