@@ -373,13 +373,20 @@ def test_scorer_on_a_recorded_fixture(tmp_path):
     assert summary["n"] == 2 and summary["no_suggestion"] == 0
 
 
-def test_score_command_writes_table_plot_and_json(tmp_path, capsys):
-    recorded_fixture(tmp_path)
-    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
+
+@pytest.fixture(scope="module")
+def score():
+    """benchmarks/suggest/score.py, imported as a module (it is a script, not in the package)."""
+    folder = str(ROOT / "benchmarks" / "suggest")
+    sys.path.insert(0, folder)
     try:
-        import score
+        import score as module
     finally:
-        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+        sys.path.remove(folder)
+    return module
+
+def test_score_command_writes_table_plot_and_json(tmp_path, capsys, score):
+    recorded_fixture(tmp_path)
     assert score.main(["--results", str(tmp_path), "--tasks", "t3-lenet-demo"]) == 0
     out = tmp_path / "suggest"
     text = (out / "score.md").read_text()
@@ -543,12 +550,7 @@ def test_rule_label_names_a_setting_for_a_folder():
     assert rule_label(("valley", ())) == "valley"
 
 
-def test_score_reports_the_lr_carried_from_batch_128_to_512():
-    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
-    try:
-        import score
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+def test_score_reports_the_lr_carried_from_batch_128_to_512(score):
 
     def grid(lrs, means, best):
         n = len(lrs)
@@ -571,12 +573,7 @@ def test_score_reports_the_lr_carried_from_batch_128_to_512():
     assert score._batch_carry({"t5-resnet20-5ep": data["t5-resnet20-5ep"]}, [], None) == []
 
 
-def test_score_says_where_its_choice_is_not_the_librarys_default(monkeypatch):
-    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
-    try:
-        import score
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+def test_score_says_where_its_choice_is_not_the_librarys_default(monkeypatch, score):
     default = {"rule": "loss_edge", "fraction": 1 / 6, "budget_power": 0.25}
     test = {"mode": "linear", "fraction": 0.04, "min_steps": 30, "repeats": 1}
     monkeypatch.setattr(score, "DEFAULT", default)
@@ -596,12 +593,7 @@ def test_score_says_where_its_choice_is_not_the_librarys_default(monkeypatch):
     assert "not yet a candidate" in score._default_vs_choice(longer)[-1]  # another test length
 
 
-def test_a_candidate_default_is_judged_by_the_criterion_set_before_its_rows_ran(monkeypatch):
-    sys.path.insert(0, str(ROOT / "benchmarks" / "suggest"))
-    try:
-        import score
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks" / "suggest"))
+def test_a_candidate_default_is_judged_by_the_criterion_set_before_its_rows_ran(monkeypatch, score):
     default = {"rule": "loss_edge", "fraction": 0.25}
     monkeypatch.setattr(score, "DEFAULT", default)
     monkeypatch.setattr(sb, "CANDIDATE_DEFAULTS", ({"rule": "loss_edge", "fraction": 0.5},))
