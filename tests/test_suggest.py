@@ -601,7 +601,9 @@ def test_a_candidate_default_is_judged_by_the_criterion_set_before_its_rows_ran(
     tasks = ["a", "b"]
 
     def verdict(mine, theirs):
-        (line,) = [x for x in score._candidate_verdicts({new: mine, old: theirs}, tasks) if x]
+        as_outcomes = [{t: score.Outcome(*o) for t, o in d.items()} for d in (mine, theirs)]
+        outcome = dict(zip((new, old), as_outcomes))
+        (line,) = [x for x in score._candidate_verdicts(outcome, tasks) if x]
         return line
 
     # one task trained by both, one seed of the other: not decided

@@ -16,6 +16,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from superconv import suggest_bench as sb
 from superconv.fit import FACTORS, RANGE_CAP
@@ -233,13 +234,21 @@ def _loo_table(loo) -> list[str]:
     return lines
 
 
+class Outcome(NamedTuple):
+    """One rule's confirmation rows on one task."""
+
+    met: bool  # every target met
+    lost: float  # validation points lost against the task's best grid point
+    seeds: int  # seeds ended
+
+
 def _confirmation(data) -> list[str]:
     """Runs trained at each confirmed rule's suggestion (``<task>-confirm-<rule>``): the
     library's default and the defaults it shipped before, per task."""
     from superconv.plan import rule_label
 
     rows = []
-    outcome: dict = {}  # rule -> task -> (targets met, points lost, seeds ended)
+    outcome: dict = {}  # rule -> task -> Outcome
     for rule in sb.confirmation_order():  # the current default first
         for name, entry in data.items():
             grid = entry["grid"]
@@ -251,7 +260,7 @@ def _confirmation(data) -> list[str]:
             lost = grid.best - mean
             lr = points[0].max_lr
             ok = lost <= sb.tolerance(grid) + 1e-9 and 0.5 <= lr / grid.best_lr <= 2
-            outcome.setdefault(rule, {})[name] = (ok, lost, len(points))
+            outcome.setdefault(rule, {})[name] = Outcome(ok, lost, len(points))
             rows.append(
                 f"| {name} | {rule_label(rule)} | {lr:.4g} | {lr / grid.best_lr:.3g}x | "
                 + ", ".join("div." if p.diverged else f"{p.val_acc:.2f}" for p in points)
@@ -289,10 +298,10 @@ def _candidate_verdicts(outcome, tasks) -> list[str]:
         if rule == default:
             continue
         mine, theirs = outcome.get(rule, {}), outcome.get(default, {})
-        none = (False, 0.0, 0)  # not trained: no seed ended
-        both = [t for t in tasks if min(mine.get(t, none)[2], theirs.get(t, none)[2]) >= 2]
-        met = sum(mine[t][0] for t in both), sum(theirs[t][0] for t in both)
-        lost = sum(mine[t][1] for t in both), sum(theirs[t][1] for t in both)
+        none = Outcome(False, 0.0, 0)  # not trained: no seed ended
+        both = [t for t in tasks if min(mine.get(t, none).seeds, theirs.get(t, none).seeds) >= 2]
+        met = sum(mine[t].met for t in both), sum(theirs[t].met for t in both)
+        lost = sum(mine[t].lost for t in both), sum(theirs[t].lost for t in both)
         if len(both) < len(tasks):
             verdict = f"not decided until every task is trained ({len(both)} of {len(tasks)})"
         elif met[0] >= met[1] and lost[0] <= lost[1] + 1e-9:
