@@ -203,6 +203,11 @@ def test_a_fit_row_runs_end_to_end_and_reports_its_tuning_cost(tmp_path, tiny_ex
     assert f"| `fit` | small | lenet | 200 | 1 | {acc:.2f} |" in text
     plot = root / "plots" / "time-to-accuracy-200.png"
     assert plot.is_file() and "](plots/time-to-accuracy-200.png)" in text
+    # fit against its targets: one seed each side cannot be judged, and says so
+    assert "## `superconv fit` against its targets" in text
+    section = text.split("## `superconv fit` against its targets", 1)[1].split("\n## ", 1)[0]
+    (row,) = [line for line in section.splitlines() if line.startswith("| 200 it | `fit` |")]
+    assert "| `multistep` |" in row and "| not a loss | n/a (needs 2+ seeds each) |" in row
 
     # run again: the finished fit is skipped (its identity checked), nothing is retrained
     capsys.readouterr()
@@ -293,3 +298,25 @@ def test_the_time_to_accuracy_plot_shifts_each_row_by_its_tuning(tmp_path, monke
     text = (root / "report.md").read_text()
     assert "| `tested` | 1 | 80.00 | 100 | 30 | 130 (1.3×) |" in text
     assert "| `untuned` | 1 | 80.00 | 100 | 0 | 100 (1.0×) |" in text
+
+
+def test_fits_targets_are_judged_on_the_numbers_that_decide_them():
+    result = rp.fit_target_result
+    # against the swept 1cycle: floor = swept mean - max(1, 2 SE of the difference)
+    assert result([80, 80], [81, 81], 2.0, swept=True) == (
+        "met: accuracy met (80.00 ≥ 80.00), cost met (2.00×)"
+    )
+    assert result([79.9, 79.9], [81, 81], 1.5, swept=True).startswith(
+        "missed: accuracy missed (79.90 < 80.00)"
+    )
+    # a noisy fit widens the floor (SE = sqrt(8/2) = 2: floor 83 - 4), and the cost caps it
+    assert result([78, 82], [83, 83], 2.1, swept=True) == (
+        "missed: accuracy met (80.00 ≥ 79.00), cost missed (2.10×)"
+    )
+    # against another swept policy: not a loss by the band
+    assert result([80, 80.2], [81, 81.2], 2.0, swept=False) == (
+        "missed: loss (-1.00, band ±0.28)"
+    )
+    assert result([81, 81.2], [81, 81.2], 2.0, swept=False).startswith("met: tie")
+    assert result([80], [81, 81], 2.0, swept=True) == "n/a (needs 2+ seeds each)"
+    assert result([], [81, 81], None, swept=False) == "not run yet"

@@ -201,6 +201,7 @@ def _write_report(root: Path, out: Path, rows, ctx: _Context, plots: Path) -> Pa
         lines += _estimates_section(ctx, estimates, steps, rows)
     lines += _comparison_section(ctx, train_rows, rows, plots, out.parent)
     lines += _cost_section(ctx, lay, rows, plots, out.parent)
+    lines += _fit_targets_section(lay, rows)
     lines += _size_section(train_rows, rows, plots, out.parent)
     lines += _plots_section(ctx, train_rows, test_rows, estimates, rows, plots, out.parent)
     lines += [
@@ -834,6 +835,109 @@ def _cost_section(ctx, lay: _Layout, rows, plots: Path, base: Path) -> list[str]
 
 
 TUNED_X = "iterations_with_tuning"  # the x of the time-to-accuracy plots
+
+
+# ----------------------------------------------------------------------------- fit's targets
+FIT_TARGETS_NOTE = (
+    "Each `fit` row against the rows whose LR a sweep chose at the same budget (same "
+    "iterations and training images). Against the swept 1cycle: fit's mean must be at least "
+    "the swept mean − max(1 point, 2 SE), SE the standard error of the difference of the "
+    "means (sqrt(s1²/n1 + s2²/n2), as in the win / tie / loss band), at no more than 2× one "
+    "training run's iterations including its tuning. Against every other swept policy: not "
+    "a loss by the band. Costs count tuning as in the table above (a sweep shared by several "
+    "budgets is charged in full to each). n/a: fewer than 2 finished seeds on a side."
+)
+FIT_MAX_COST = 2.0  # fit's cost target: at most 2x one training run, tuning included
+
+
+def _swept_rows(lay: _Layout, rows) -> dict[tuple[int, int | None], list[Any]]:
+    """Train steps whose tuned values all come from sweeps, by budget (iterations, subset)."""
+    out: dict[tuple[int, int | None], list[Any]] = {}
+    for step in lay.planned:
+        sources = [lay.steps.get(t.source) for t in getattr(step, "tuned", ())]
+        if isinstance(step, Train) and sources and all(isinstance(s, Sweep) for s in sources):
+            done = _finished(rows.get(step.name, []))
+            config = done[0].config if done else step.config.to_dict()
+            out.setdefault(_budget_key(config), []).append(step)
+    return out
+
+
+def _fit_targets_section(lay: _Layout, rows) -> list[str]:
+    """``superconv fit`` rows against the targets set for them (issue 22), computed from
+    the runs: accuracy and cost against the swept 1cycle, not a loss against each other
+    swept policy at the same budget."""
+    fits = [s for s in lay.planned if isinstance(s, Fit)]
+    if not fits:
+        return []
+    swept = _swept_rows(lay, rows)
+    head = ["budget", "`fit` row", "fit test acc %", "fit cost", "against", "its test acc %",
+            "its cost", "target", "result"]  # fmt: skip
+    body = []
+    for fit_step in fits:
+        runs = rows.get(fit_step.name, [])
+        config = fit_step.config.to_dict()
+        iterations = int(config.get("iterations") or 0)
+        key = _budget_key(config)
+        fit_acc = _values(runs, "final_test_acc")
+        fit_cost = _cost_multiple(fit_step, runs, rows, lay, iterations)
+        for other in swept.get(key, []):
+            other_runs = rows.get(other.name, [])
+            acc = _values(other_runs, "final_test_acc")
+            cost = _cost_multiple(other, other_runs, rows, lay, iterations)
+            cyclic = other.config.policy in CYCLIC
+            target = f"≥ mean − max(1, 2 SE); cost ≤ {FIT_MAX_COST:g}×" if cyclic else "not a loss"
+            body.append(
+                [
+                    _budget_text(*key),
+                    f"`{fit_step.name}`",
+                    format_mean_std(fit_acc) if fit_acc else "not run yet",
+                    f"{fit_cost:.2f}×" if fit_cost is not None else _DASH,
+                    f"`{other.name}`",
+                    format_mean_std(acc) if acc else "not run yet",
+                    f"{cost:.2f}×" if cost is not None else _DASH,
+                    target,
+                    fit_target_result(fit_acc, acc, fit_cost, cyclic),
+                ]
+            )
+    if not body:
+        return []
+    return ["", "## `superconv fit` against its targets", "", _row(head),
+            _row(["---"] * len(head)), *[_row(c) for c in body], "", FIT_TARGETS_NOTE, ""]  # fmt: skip
+
+
+def _cost_multiple(step, runs, rows, lay: _Layout, iterations: int) -> float | None:
+    """Training plus tuning iterations over one training run's (None: nothing finished)."""
+    if not _finished(runs) or not iterations:
+        return None
+    tuning = row_tuning(step, runs, rows, lay.steps)["iterations"]
+    return None if tuning is None else (iterations + tuning) / iterations
+
+
+def fit_target_result(
+    fit_acc: Sequence[float], other_acc: Sequence[float], fit_cost: float | None, swept: bool
+) -> str:
+    """The result cell of the fit-targets table: ``met`` / ``missed`` with the numbers
+    that decide it. ``swept``: against the swept 1cycle (accuracy floor and cost cap),
+    else against a baseline (not a loss by :func:`verdict`'s band)."""
+    ma, sa, na = mean_std(fit_acc)
+    mb, sb, nb = mean_std(other_acc)
+    if not na or not nb:
+        return "not run yet"
+    if na < 2 or nb < 2:
+        return "n/a (needs 2+ seeds each)"
+    if not swept:
+        result = verdict(fit_acc, other_acc)
+        return f"{'missed' if result.startswith('loss') else 'met'}: {result}"
+    floor = mb - max(1.0, 2.0 * math.sqrt(sa**2 / na + sb**2 / nb))
+    accurate = ma >= floor
+    cheap = fit_cost is not None and fit_cost <= FIT_MAX_COST
+    parts = [
+        f"accuracy {'met' if accurate else 'missed'} ({ma:.2f} {'≥' if accurate else '<'} "
+        f"{floor:.2f})",
+        f"cost {'met' if cheap else 'missed'}"
+        + (f" ({fit_cost:.2f}×)" if fit_cost is not None else ""),
+    ]
+    return ("met: " if accurate and cheap else "missed: ") + ", ".join(parts)
 
 
 COMPARISON_NOTE = (
