@@ -713,3 +713,34 @@ def test_fits_check_replayed_on_first_rung_runs_picks_by_the_short_runs():
     assert {f for f, _ in sb.factors_left_out(one_way).values()} <= {
         f for f in sb.CHECK_FACTOR_SETS if sb.looks_both_ways(f)
     }
+
+
+def test_what_the_curve_lacks_is_a_minimax_over_the_budget_power(score):
+    from types import SimpleNamespace
+
+    edge = next(
+        s for s in sb.settings() if s.label == score._default_label({"rule": "loss_edge", "fraction": 1.0})
+    )
+
+    def lacks(tasks):  # name -> (budget, loss edge, swept best)
+        data = {
+            n: {"grid": SimpleNamespace(best_lr=best), "task": SimpleNamespace(budget=b)}
+            for n, (b, _, best) in tasks.items()
+        }
+        scores = [
+            sb.Score(n, edge, seed, e * k, None, None, False, False)
+            for n, (_, e, _) in tasks.items()
+            for seed, k in enumerate((0.5, 1.0, 2.0))  # the median is the middle seed's
+        ]
+        return "\n".join(score._curve_lacks(data, scores))
+
+    # the best at 0.1x the edge on one task, 1.0x on another of the same budget: 10x apart,
+    # and no power of the budget can close that
+    text = lacks({"a": (1000, 1.0, 0.1), "b": (1000, 0.5, 0.5)})
+    assert "| a | 1,000 | 1 | 0.1 | 0.1 |" in text and "| b | 1,000 | 0.5 | 0.5 | 1 |" in text
+    assert "spans 10.0x" in text and "no fraction and budget power" in text
+    # the same spread explained by the budget (the ratio grows with it): the power -1 removes it
+    text = lacks({"a": (1000, 1.0, 0.1), "b": (8000, 1.0, 0.8)})
+    assert "spans 8.0x" in text and "(-1.00," in text and "still spans 1.0x" in text
+    assert "could be within 2x on every task" in text
+    assert lacks({"a": (1000, 1.0, 0.1)}) == ""  # one task: nothing to compare
