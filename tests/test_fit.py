@@ -19,9 +19,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import superconv
 from superconv.errors import DivergenceError, UserError
 from superconv.fit import (
+    FACTORS,
     Budget,
     Trial,
     candidate_lrs,
+    edge_note,
     find_cycle,
     fit,
     halving_cost,
@@ -538,6 +540,23 @@ def test_cli_fit_maps_its_flags_to_fit_run(tmp_path, monkeypatch, capsys):
     assert seen["config"].val_size == 1000 and seen["config"].model == "lenet"
     out = capsys.readouterr().out
     assert "Verdict: unchecked" in out and "Final test accuracy 90.00%" in out
+    assert "factors" not in seen  # fit_run's default candidates
+    assert main([*argv[:-1], str(tmp_path / "g"), "--factors", "2,16,8,4"]) == 0
+    assert seen["factors"] == (16.0, 8.0, 4.0, 2.0)  # largest first, as FACTORS
+    capsys.readouterr()
+    assert main([*argv[:-1], str(tmp_path / "h"), "--factors", "4,-1"]) == 2
+    assert "--factors: expected positive numbers" in capsys.readouterr().err
+
+
+def test_a_check_won_by_its_largest_or_smallest_candidate_says_where_to_look():
+    lrs = [0.4, 0.2, 0.1, 0.05]
+    assert edge_note(lrs, 0.2, FACTORS) is None and edge_note(lrs, 0.1, FACTORS) is None
+    assert edge_note(lrs, None, FACTORS) is None and edge_note([0.1], 0.1, (1,)) is None
+    up = edge_note(lrs, 0.4, FACTORS)
+    assert "largest candidate (max_lr 0.4)" in up and "may lie above" in up
+    assert "--factors 16,8,4,2" in up and "factors=(16,8,4,2,)" in up
+    down = edge_note(lrs, 0.05, FACTORS)
+    assert "smallest candidate" in down and "--factors 1,0.5,0.25,0.125" in down
 
 
 def test_fit_run_refuses_torchrun_and_no_validation_split(tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -541,6 +542,8 @@ def _add_fit_parser(commands: Any) -> None:
         ("--start-lr", float, "X", "range test's first LR (default: the default test's ramp "
          "for the optimizer)"),
         ("--end-lr", float, "X", "range test's last LR (default: the default test's ramp)"),
+        ("--factors", _factors, "F,F,...", "the check's candidates, as multiples of the "
+         "suggestion (default: 4,2,1,0.5)"),
     ):  # fmt: skip
         sub.add_argument(flag, type=kind, metavar=metavar, help=text)
     sub.add_argument(
@@ -1341,7 +1344,20 @@ def _print_summary(summary: dict[str, Any], run_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------- fit
 _FIT_OPTIONS = ("config", "preset", "epochs", "tune_budget", "repeats", "range_steps", "start_lr",
-                "end_lr")  # fmt: skip
+                "end_lr", "factors")  # fmt: skip
+
+
+def _factors(text: str) -> tuple[float, ...]:
+    """``--factors 4,2,1,0.5``: positive numbers, largest first (argparse type)."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected positive numbers separated by commas (e.g. 4,2,1,0.5), got {text!r}"
+        )
+    return tuple(sorted(set(values), reverse=True))
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
@@ -1410,6 +1426,7 @@ def _new_fit(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Path]:
         "repeats": 1 if args.repeats is None else args.repeats,
         "range_steps": args.range_steps,
         "range_plan": plan,
+        **({"factors": args.factors} if args.factors else {}),
         # the user's --eval-every / --checkpoint-every, else 10 evaluations (and checkpoints)
         "evaluations": None if "eval_every" in {**file, **vars(args)} else 10,
     }

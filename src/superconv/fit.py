@@ -312,6 +312,28 @@ def successive_halving(lrs: Sequence[float], first: int, scorer: Scorer) -> Halv
     raise AssertionError("unreachable: the last rung returns")  # pragma: no cover
 
 
+def edge_note(lrs: Sequence[float], chosen: float | None, factors: Sequence[float]) -> str | None:
+    """A note when the check chose its largest or smallest candidate: the best peak for
+    the budget may lie beyond what was checked (None: the winner had neighbours on both
+    sides, or nothing was chosen).
+
+    >>> edge_note([0.4, 0.2, 0.1, 0.05], 0.2, (4, 2, 1, 0.5)) is None
+    True
+    >>> edge_note([0.4, 0.2, 0.1, 0.05], 0.4, (4, 2, 1, 0.5))[:47]
+    'the check chose its largest candidate (max_lr 0'
+    """
+    if chosen is None or len(lrs) < 2 or min(lrs) < chosen < max(lrs):
+        return None
+    up = chosen >= max(lrs)
+    shifted = ",".join(f"{f * (4 if up else 0.25):g}" for f in factors)
+    return (
+        f"the check chose its {'largest' if up else 'smallest'} candidate (max_lr {chosen:.4g}): "
+        f"the best peak for this budget may lie {'above' if up else 'below'} it; to check "
+        f"{'higher' if up else 'lower'}, rerun with --factors {shifted} "
+        f"(superconv.fit(..., factors=({shifted},)))"
+    )
+
+
 def _drop_at_chance(results: list[Trial]) -> list[Trial]:
     """A candidate that ended at chance is dropped like a diverged one, if another of its
     rung learned (then its LR is to blame, not the rung's length); if all sat at chance,
@@ -643,6 +665,7 @@ def _check_phase(backend, budget, record, echo, suggested, factors, readable) ->
         return trial
 
     halving = successive_halving(lrs, budget.rung_first, scorer)
+    edge = edge_note(lrs, halving.chosen, factors)
     check.update(
         done=True,
         candidates=list(lrs),
@@ -650,13 +673,13 @@ def _check_phase(backend, budget, record, echo, suggested, factors, readable) ->
         rungs=[list(r) for r in halving.rungs],
         chosen=halving.chosen,
         cost_iterations=halving.cost,
-        notes=list(halving.notes),
+        notes=[*halving.notes, *([edge] if edge else [])],
         seconds=sum(t.details.get("seconds", 0.0) for t in halving.trials),
         train_images=sum(t.details.get("train_images", 0) for t in halving.trials),
         eval_images=sum(t.details.get("eval_images", 0) for t in halving.trials),
     )
     record.done("check", check)
-    for note in halving.notes:
+    for note in check["notes"]:
         echo(f"      {note}")
     if halving.chosen is None:
         record.data["verdict"] = verdict([s.max_lr for s in readable], halving)
