@@ -744,3 +744,28 @@ def test_what_the_curve_lacks_is_a_minimax_over_the_budget_power(score):
     assert "spans 8.0x" in text and "(-1.00," in text and "still spans 1.0x" in text
     assert "could be within 2x on every task" in text
     assert lacks({"a": (1000, 1.0, 0.1)}) == ""  # one task: nothing to compare
+
+
+def test_the_docs_table_shows_what_score_json_says(score):
+    """docs/choosing-max-lr.md's headline table is written by the scorer, never typed in:
+    it must match the committed score.json (rerun `python benchmarks/suggest/score.py
+    --docs docs/choosing-max-lr.md` after new runs)."""
+    page = (ROOT / "docs" / "choosing-max-lr.md").read_text(encoding="utf-8")
+    block = page.split(score.DOCS_START, 1)[1].split(score.DOCS_END, 1)[0]
+    headline = json.loads((ROOT / "results" / "suggest" / "score.json").read_text())["headline"]
+    assert block == "\n" + score.docs_table(headline), "stale: rerun score.py --docs"
+    assert headline[0]["setting"].startswith("superconv, held out") and headline[0]["n"] >= 27
+
+
+def test_the_docs_block_is_rewritten_between_its_markers_only(tmp_path, score):
+    page = tmp_path / "page.md"
+    page.write_text(f"# t\n\nbefore\n{score.DOCS_START}\nold\n{score.DOCS_END}\nafter\n")
+    row = {"setting": "x", "n": 3, "met": 1 / 3, "within_2x": 2 / 3, "median_log2_ratio": 1.0,
+           "mean_lost": 0.5, "diverged": 0, "no_suggestion": 1}  # fmt: skip
+    score._write_docs_block(page, [row])
+    text = page.read_text()
+    assert text.startswith("# t\n\nbefore\n") and text.endswith(f"{score.DOCS_END}\nafter\n")
+    assert "| x | 3 | 33% | 67% | 2x | 0.50 | 0 | 1 |" in text and "old" not in text
+    page.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="has no score block"):
+        score._write_docs_block(page, [row])

@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="where to write (default: RESULTS/suggest)")
     parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all with data)")
+    parser.add_argument(
+        "--docs",
+        default=None,
+        help="also rewrite the headline table between the score markers of this Markdown "
+        "page (the project's: docs/choosing-max-lr.md)",
+    )
     args = parser.parse_args(argv)
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "suggest"
@@ -91,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         "command, commit, device and seed in config.json / env.json).",
     ]
     atomic_write_text(out / "score.md", "\n".join(lines) + "\n")
+    headline = headline_rows(scores, loo)
+    if args.docs:
+        _write_docs_block(Path(args.docs), headline)
     atomic_write_json(
         out / "score.json",
         {
@@ -102,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "chosen_on_all_tasks": None if overall is None else overall.label,
             "held_out": {k: {"setting": v[0].label, **v[1]} for k, v in loo.items()},
             "check_replay": replay,
+            "headline": headline,
         },
     )
     print("\n".join(lines))
@@ -208,6 +218,57 @@ def _markdown(data, scores, loo, overall) -> list[str]:
     if missing:
         lines += ["", f"Not scored yet (no finished sweep or range test): {', '.join(missing)}."]
     return lines
+
+
+# ----------------------------------------------------------------------------- the docs' table
+DOCS_START = "<!-- score:start (written by `python benchmarks/suggest/score.py --docs ...`) -->"
+DOCS_END = "<!-- score:end -->"
+
+
+def headline_rows(scores, loo) -> list[dict]:
+    """The docs' table: the leave-one-task-out procedure held out (each task scored with
+    the setting chosen on the others), the library's default on every curve (in-sample: it
+    was chosen on them), and the peers as they ship; each a :func:`sb.summarise` dict."""
+    rows = []
+    held = [s for name, (setting, _) in loo.items() for s in scores
+            if s.task == name and s.setting == setting]  # fmt: skip
+    if held:
+        rows.append({"setting": "superconv, held out (leave one task out)", **sb.summarise(held)})
+    default = [s for s in scores if s.setting.label == _default_label()]
+    if default:
+        label = f"superconv's default, {_default_label()} (in-sample)"
+        rows.append({"setting": label, **sb.summarise(default)})
+    for rule in PEERS:
+        peer = [s for s in scores if s.setting == sb.Setting(rule, (), "exp", 1)]
+        if peer:
+            rows.append({"setting": f"{rule} (as it ships, exp ramp)", **sb.summarise(peer)})
+    return rows
+
+
+def docs_table(headline) -> str:
+    """The Markdown table of :func:`headline_rows` (read back from score.json by the test
+    that keeps the docs current)."""
+    lines = [
+        "| suggestion | curves | every target met | within 2x | median ratio to the best | "
+        "mean val points lost (inside the grid) | diverged | no suggestion |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in headline:
+        lines.append(
+            f"| {r['setting']} | {r['n']} | {_fmt(100 * r['met'], '.0f')}% | "
+            f"{_fmt(100 * r['within_2x'], '.0f')}% | {_fmt(2 ** r['median_log2_ratio'], '.3g')}x | "
+            f"{_fmt(r['mean_lost'])} | {r['diverged']} | {r['no_suggestion']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write_docs_block(page: Path, headline) -> None:
+    text = page.read_text(encoding="utf-8")
+    if DOCS_START not in text or DOCS_END not in text:
+        raise SystemExit(f"{page} has no score block ({DOCS_START} ... {DOCS_END}): add one")
+    head, rest = text.split(DOCS_START, 1)
+    tail = rest.split(DOCS_END, 1)[1]
+    atomic_write_text(page, f"{head}{DOCS_START}\n{docs_table(headline)}{DOCS_END}{tail}")
 
 
 def _loo_table(loo) -> list[str]:
