@@ -557,6 +557,7 @@ def test_a_check_won_by_its_largest_or_smallest_candidate_says_where_to_look():
     assert "--factors 16,8,4,2" in up and "factors=(16,8,4,2,)" in up
     down = edge_note(lrs, 0.05, FACTORS)
     assert "smallest candidate" in down and "--factors 1,0.5,0.25,0.125" in down
+    assert "short runs favour low peaks" in down and "short runs" not in up
 
 
 def test_fit_run_refuses_torchrun_and_no_validation_split(tmp_path, monkeypatch):

@@ -326,10 +326,13 @@ def edge_note(lrs: Sequence[float], chosen: float | None, factors: Sequence[floa
         return None
     up = chosen >= max(lrs)
     shifted = ",".join(f"{f * (4 if up else 0.25):g}" for f in factors)
+    # Short runs favour low peaks on batch-norm nets (the suggestion benchmark's t5, t6:
+    # the large-LR benefit shows late), so a low winner is weaker evidence than a high one.
+    caveat = "" if up else " (or the short runs favour low peaks, as on ResNet-20 in the suggestion benchmark)"
     return (
         f"the check chose its {'largest' if up else 'smallest'} candidate (max_lr {chosen:.4g}): "
-        f"the best peak for this budget may lie {'above' if up else 'below'} it; to check "
-        f"{'higher' if up else 'lower'}, rerun with --factors {shifted} "
+        f"the best peak for this budget may lie {'above' if up else 'below'} it{caveat}; to "
+        f"check {'higher' if up else 'lower'}, rerun with --factors {shifted} "
         f"(superconv.fit(..., factors=({shifted},)))"
     )
 
