@@ -616,8 +616,10 @@ def _default_vs_choice(overall) -> list[str]:
         return []
     if any(overall.label == _default_label(d) for d in sb.CANDIDATE_DEFAULTS):
         state = (
-            "a candidate: trained at its suggestion in *Confirmed by training* below before "
-            "it can replace the default (criterion: superconv.suggest_bench.CANDIDATE_DEFAULTS)"
+            "a candidate, trained at its suggestion and judged in *Confirmed by training* "
+            "below by the criterion set before its rows ran "
+            "(superconv.suggest_bench.CANDIDATE_DEFAULTS); only a candidate that meets it "
+            "replaces the default"
         )
     else:
         state = "not yet a candidate (superconv.suggest_bench.CANDIDATE_DEFAULTS)"
