@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from superconv import suggest_bench as sb
-from superconv.fit import FACTORS, RANGE_CAP
+from superconv.fit import FACTORS, RANGE_CAP, log_median
 from superconv.records import atomic_write_json, atomic_write_text
 from superconv.suggest import DEFAULT
 
@@ -311,17 +311,12 @@ def _curve_lacks(data, scores) -> list[str]:
     the best on every task only if one fraction and one power of the budget bring every
     task's best/edge ratio into a window 4x wide. The smallest window any power reaches is
     computed here (a minimax over the exponent), in-sample, so it is a bound, not a rule."""
-    edge = next(
-        (s for s in sb.settings() if s.label == _default_label({"rule": "loss_edge", "fraction": 1.0})),
-        None,
-    )
+    edge = _setting({"rule": "loss_edge", "fraction": 1.0})
     ratios = {}  # task -> (budget, median edge, best, best / edge)
     for name, entry in data.items():
-        found = sorted(s.max_lr for s in scores if s.task == name and s.setting == edge and s.max_lr)
+        found = [s.max_lr for s in scores if s.task == name and s.setting == edge and s.max_lr]
         if found:
-            mid = found[len(found) // 2] if len(found) % 2 else math.sqrt(
-                found[len(found) // 2 - 1] * found[len(found) // 2]
-            )
+            mid = log_median(found)
             best = entry["grid"].best_lr
             ratios[name] = (entry["task"].budget, mid, best, best / mid)
     if len(ratios) < 2:
@@ -438,7 +433,7 @@ def _candidate_verdicts(outcome, tasks) -> list[str]:
 def _check_replay(data, scores) -> tuple[list[str], dict]:
     """fit's check replayed on the first-rung runs: each candidate set, and the one chosen
     leave-one-task-out; for the library's default setting's suggestions."""
-    default = next((s for s in sb.settings() if s.label == _default_label()), None)
+    default = _setting()
     replays = sb.replay_all(data, scores, default) if default else []
     if not replays:
         return [], {}
@@ -637,6 +632,13 @@ def _default_label(setting=None) -> str:
     if DEFAULT_TEST is None:
         return rule
     return f"{rule} on {DEFAULT_TEST['mode']} {DEFAULT_TEST['fraction']:.0%}"
+
+
+def _setting(rule=None):
+    """The scorer's :class:`superconv.suggest_bench.Setting` for ``rule`` (default: the
+    library's DEFAULT) read from the library's default range test; None if it scores none."""
+    label = _default_label(rule)
+    return next((s for s in sb.settings() if s.label == label), None)
 
 
 def _plot(data, scores, overall, path: Path) -> Path:

@@ -660,6 +660,14 @@ def iterations_to_reach(curve: Sequence[tuple[int, float]], target: float) -> in
     return next((i for i, v in curve if v >= target), None)
 
 
+def band(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two standard errors of the difference of the means of ``a`` and ``b``
+    (sqrt(s_a^2/n_a + s_b^2/n_b)): the tie band of :func:`verdict`."""
+    _, sa, na = mean_std(a)
+    _, sb, nb = mean_std(b)
+    return 2.0 * math.sqrt(sa**2 / na + sb**2 / nb)
+
+
 def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     """``win`` / ``tie`` / ``loss`` of ``a`` against ``b`` (final accuracies over seeds).
 
@@ -671,7 +679,7 @@ def verdict(a: Sequence[float], b: Sequence[float]) -> str:
     mb, sb, nb = mean_std(b)
     if na < 2 or nb < 2:
         return "n/a (needs 2+ seeds each)"
-    margin = 2.0 * math.sqrt(sa**2 / na + sb**2 / nb)
+    margin = band(a, b)
     diff = ma - mb
     if abs(diff) <= margin:
         return f"tie ({diff:+.2f}, band ±{margin:.2f})"
@@ -919,8 +927,8 @@ def fit_target_result(
     """The result cell of the fit-targets table: ``met`` / ``missed`` with the numbers
     that decide it. ``swept``: against the swept 1cycle (accuracy floor and cost cap),
     else against a baseline (not a loss by :func:`verdict`'s band)."""
-    ma, sa, na = mean_std(fit_acc)
-    mb, sb, nb = mean_std(other_acc)
+    ma, _, na = mean_std(fit_acc)
+    mb, _, nb = mean_std(other_acc)
     if not na or not nb:
         return "not run yet"
     if na < 2 or nb < 2:
@@ -928,7 +936,7 @@ def fit_target_result(
     if not swept:
         result = verdict(fit_acc, other_acc)
         return f"{'missed' if result.startswith('loss') else 'met'}: {result}"
-    floor = mb - max(1.0, 2.0 * math.sqrt(sa**2 / na + sb**2 / nb))
+    floor = mb - max(1.0, band(fit_acc, other_acc))
     accurate = ma >= floor
     cheap = fit_cost is not None and fit_cost <= FIT_MAX_COST
     parts = [
