@@ -50,7 +50,8 @@ def test_the_new_rows_are_appended_at_5ep_15ep_and_10k_only(monkeypatch):
     assert names.index("warmup_cosine-5ep-20k") < names.index("fit-5ep")
     steps = {s.name: s for s in plan.steps}
     assert isinstance(steps["fit-5ep"], Fit)
-    assert [steps[f"fit-{b}"].seeds for b in ("5ep", "15ep", "5ep-10k")] == [None, 2, None]
+    # fit-15ep tied tuned warm-up + cosine on 2 seeds: the third seed
+    assert [steps[f"fit-{b}"].seeds for b in ("5ep", "15ep", "5ep-10k")] == [None, 3, None]
     assert steps["prodigy-15ep"].seeds == steps["schedulefree-15ep"].seeds == 2
     assert steps["fit-5ep-10k"].config.train_subset == 10_000
     # same model, data, batch, augmentation and evaluation as the committed rows
